@@ -1,0 +1,335 @@
+"""The catalogue: function records, their code packages and execution records in MongoDB.
+
+This is the one module that talks to MongoDB. It is written against the subset of
+pymongo that mongomock also implements (plain CRUD, compound indexes, legacy
+``gridfs.GridFS``), so the same code runs on a real server behind ``MONGO_URL``
+and in memory for tests and the all-in-one standalone mode.
+
+Layout:
+- ``functions``: one document per function, ``_id`` = function id; unique index on
+  (owner, name); index on (event_source, event_type) so matching is one lookup.
+- ``packages`` (GridFS): the uploaded bytes, exactly as sent, ``_id`` = package id.
+- ``executions``: one document per (event_id, function_id), enforced by a unique index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import gridfs
+import pymongo
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from lambda_os.errors import Conflict, NotFound, TransientError
+from lambda_os.packages import PackageInfo
+from lambda_os.records import ExecutionRecord, FunctionRecord, utcnow
+
+ASCENDING = pymongo.ASCENDING
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Package:
+    """A stored code package: the bytes as uploaded and how to unpack them."""
+
+    data: bytes
+    kind: str
+    filename: str
+    sha256: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing; ``marker`` is the id to continue after, None on the last page."""
+
+    items: list[Any]
+    marker: str | None
+
+
+class Catalogue:
+    """Functions, packages and executions on one MongoDB database (real or mongomock)."""
+
+    def __init__(
+        self,
+        database: Any,
+        clock: Callable[[], datetime] = utcnow,
+        ids: Callable[[], str] = new_id,
+    ) -> None:
+        self._db = database
+        self._functions = database["functions"]
+        self._executions = database["executions"]
+        self._packages = gridfs.GridFS(database, collection="packages")
+        self._clock = clock
+        self._ids = ids
+
+    # -- set-up and health -------------------------------------------------
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes the catalogue relies on; idempotent."""
+        with _converted():
+            self._functions.create_index(
+                [("owner", ASCENDING), ("name", ASCENDING)], unique=True, name="owner_name"
+            )
+            self._functions.create_index(
+                [("event_source", ASCENDING), ("event_type", ASCENDING)], name="event"
+            )
+            self._executions.create_index(
+                [("event_id", ASCENDING), ("function_id", ASCENDING)],
+                unique=True,
+                name="event_function",
+            )
+            self._executions.create_index(
+                [("function_id", ASCENDING), ("status", ASCENDING)], name="function_status"
+            )
+
+    def health(self) -> dict[str, Any]:
+        """Whether the database answers, with the function count; never raises."""
+        try:
+            self._db.command("ping")
+            return {"status": "ok", "functions": self._functions.count_documents({})}
+        except PyMongoError as exc:
+            return {"status": "unavailable", "error": str(exc)}
+
+    # -- functions ---------------------------------------------------------
+
+    def create_function(
+        self, fields: dict[str, Any], package: bytes, info: PackageInfo
+    ) -> FunctionRecord:
+        """Store a new function and its package; ``Conflict`` if the owner has that name."""
+        now = self._clock()
+        function_id = self._ids()
+        package_id = self._put_package(function_id, 1, package, info)
+        record = FunctionRecord(
+            id=function_id,
+            version=1,
+            created_at=now,
+            updated_at=now,
+            package_id=package_id,
+            **_code_fields(info),
+            **fields,
+        )
+        try:
+            with _converted():
+                self._functions.insert_one(record.to_document())
+        except DuplicateKeyError as exc:
+            self._packages.delete(package_id)
+            raise Conflict(
+                f"a function named {record.name!r} already exists for owner {record.owner!r}"
+            ) from exc
+        except BaseException:
+            self._packages.delete(package_id)
+            raise
+        return record
+
+    def get_function(self, function_id: str) -> FunctionRecord:
+        with _converted():
+            doc = self._functions.find_one({"_id": function_id})
+        if doc is None:
+            raise NotFound(f"function {function_id!r} does not exist")
+        return FunctionRecord.from_document(doc)
+
+    def list_functions(
+        self, filters: dict[str, str], limit: int, marker: str | None = None
+    ) -> Page:
+        """Functions matching equality ``filters``, ordered by id, ``limit`` at a time."""
+        return self._page(self._functions, dict(filters), limit, marker, FunctionRecord)
+
+    def find_matching(self, event_source: str, event_type: str) -> list[FunctionRecord]:
+        """Every function registered for this event: one query on the (source, type) index."""
+        with _converted():
+            docs = self._functions.find({"event_source": event_source, "event_type": event_type})
+            return [FunctionRecord.from_document(doc) for doc in docs]
+
+    def update_function(self, function_id: str, changes: dict[str, Any]) -> FunctionRecord:
+        """Change configuration fields (not code); ``Conflict`` on a name clash."""
+        if not changes:
+            return self.get_function(function_id)
+        changes = {**changes, "updated_at": self._clock()}
+        try:
+            with _converted():
+                doc = self._functions.find_one_and_update(
+                    {"_id": function_id},
+                    {"$set": changes},
+                    return_document=pymongo.ReturnDocument.AFTER,
+                )
+        except DuplicateKeyError as exc:
+            raise Conflict(f"a function named {changes.get('name')!r} already exists") from exc
+        if doc is None:
+            raise NotFound(f"function {function_id!r} does not exist")
+        return FunctionRecord.from_document(doc)
+
+    def replace_code(
+        self, function_id: str, package: bytes, info: PackageInfo, handler: str | None = None
+    ) -> FunctionRecord:
+        """Store a new package as the next version; the old package is removed after."""
+        current = self.get_function(function_id)
+        version = current.version + 1
+        package_id = self._put_package(function_id, version, package, info)
+        changes: dict[str, Any] = {
+            **_code_fields(info),
+            "package_id": package_id,
+            "version": version,
+            "updated_at": self._clock(),
+        }
+        if handler is not None:
+            changes["handler"] = handler
+        with _converted():
+            doc = self._functions.find_one_and_update(
+                {"_id": function_id, "version": current.version},
+                {"$set": changes},
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+        if doc is None:
+            self._packages.delete(package_id)
+            raise Conflict(f"function {function_id!r} changed during the update; try again")
+        self._delete_package(current.package_id)
+        return FunctionRecord.from_document(doc)
+
+    def get_package(self, function: FunctionRecord) -> Package:
+        """The package of this function record, byte for byte as uploaded."""
+        with _converted():
+            try:
+                stored = self._packages.get(function.package_id)
+            except gridfs.errors.NoFile as exc:
+                raise NotFound(f"the package of function {function.id!r} is gone") from exc
+            data = stored.read()
+        kind = "zip" if function.code_filename == "" else "py"
+        content_type = "application/zip" if kind == "zip" else "text/x-python"
+        return Package(data, kind, function.code_filename, function.code_sha256, content_type)
+
+    def delete_function(self, function_id: str) -> None:
+        with _converted():
+            doc = self._functions.find_one_and_delete({"_id": function_id})
+        if doc is None:
+            raise NotFound(f"function {function_id!r} does not exist")
+        self._delete_package(doc.get("package_id", ""))
+
+    def _put_package(self, function_id: str, version: int, data: bytes, info: PackageInfo) -> str:
+        package_id = f"{function_id}-v{version}-{self._ids()[:8]}"
+        with _converted():
+            self._packages.put(
+                data, _id=package_id, filename=info.filename or "package.zip", kind=info.kind
+            )
+        return package_id
+
+    def _delete_package(self, package_id: str) -> None:
+        if package_id:
+            with _converted():
+                self._packages.delete(package_id)
+
+    # -- executions --------------------------------------------------------
+
+    def claim_execution(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
+        """Insert this execution, or return the one already stored for (event, function).
+
+        Returns the stored record and whether it was created now, so a redelivered
+        event finds the execution it already has instead of running twice.
+        """
+        if record.created_at is None:
+            record = dataclasses.replace(record, created_at=self._clock())
+        try:
+            with _converted():
+                self._executions.insert_one(record.to_document())
+            return record, True
+        except DuplicateKeyError:
+            with _converted():
+                doc = self._executions.find_one(
+                    {"event_id": record.event_id, "function_id": record.function_id}
+                )
+            if doc is None:  # deleted in between; vanishingly rare, try once more
+                return self.claim_execution(record)
+            return ExecutionRecord.from_document(doc), False
+
+    def update_execution(self, execution_id: str, changes: dict[str, Any]) -> ExecutionRecord:
+        with _converted():
+            doc = self._executions.find_one_and_update(
+                {"_id": execution_id},
+                {"$set": changes},
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+        if doc is None:
+            raise NotFound(f"execution {execution_id!r} does not exist")
+        return ExecutionRecord.from_document(doc)
+
+    def get_execution(self, execution_id: str) -> ExecutionRecord:
+        with _converted():
+            doc = self._executions.find_one({"_id": execution_id})
+        if doc is None:
+            raise NotFound(f"execution {execution_id!r} does not exist")
+        return ExecutionRecord.from_document(doc)
+
+    def list_executions(
+        self, filters: dict[str, str], limit: int, marker: str | None = None
+    ) -> Page:
+        return self._page(self._executions, dict(filters), limit, marker, ExecutionRecord)
+
+    # -- helpers -----------------------------------------------------------
+
+    @staticmethod
+    def _page(
+        collection: Any, query: dict[str, Any], limit: int, marker: str | None, record_type: Any
+    ) -> Page:
+        if marker:
+            query["_id"] = {"$gt": marker}
+        with _converted():
+            docs = list(collection.find(query).sort("_id", ASCENDING).limit(limit + 1))
+        items = [record_type.from_document(doc) for doc in docs[:limit]]
+        next_marker = items[-1].id if len(docs) > limit else None
+        return Page(items, next_marker)
+
+
+def _code_fields(info: PackageInfo) -> dict[str, Any]:
+    return {"code_sha256": info.sha256, "code_size": info.size, "code_filename": info.filename}
+
+
+class _converted:
+    """Turn pymongo's connection and server failures into ``TransientError`` at the seam."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, DuplicateKeyError):
+            return False
+        if isinstance(exc, (pymongo.errors.ConnectionFailure, pymongo.errors.ServerSelectionTimeoutError)):
+            raise TransientError(f"catalogue unavailable: {exc}") from exc
+        return False
+
+
+def connect(mongo_url: str | None, database: str) -> Catalogue:
+    """A catalogue on the real MongoDB at ``mongo_url``, or in memory when it is None.
+
+    The in-memory catalogue (mongomock) lives inside this process: nothing
+    survives a restart, and other processes cannot see it.
+    """
+    if mongo_url:
+        client: Any = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000, tz_aware=True)
+    else:
+        import mongomock
+        import mongomock.gridfs
+
+        mongomock.gridfs.enable_gridfs_integration()
+        client = mongomock.MongoClient(tz_aware=True)
+    catalogue = Catalogue(client[database])
+    catalogue.ensure_indexes()
+    return catalogue
+
+
+def iter_all(list_page: Callable[[str | None], Page]) -> Iterable[Any]:
+    """Walk every page of a listing."""
+    marker: str | None = None
+    while True:
+        page = list_page(marker)
+        yield from page.items
+        if page.marker is None:
+            return
+        marker = page.marker

@@ -1,0 +1,152 @@
+"""Code packages: check an upload before it is stored, and unpack it safely for a run.
+
+A package is either one Python source file or a zip archive. The checks here are
+the ones a hostile upload must not get past: size before and after unpacking,
+absolute or ``..`` paths, zip bombs (declared sizes are not trusted; bytes are
+counted as they come out), and a handler whose module is not in the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from lambda_os.errors import InvalidPackage, PackageTooLarge
+
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+MAX_UNPACKED_BYTES = 250 * 1024 * 1024
+MAX_ZIP_ENTRIES = 10_000
+HANDLER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """What the catalogue records about an accepted package."""
+
+    kind: str  # "py" or "zip"
+    filename: str  # for "py", the name the source is stored and imported under
+    sha256: str
+    size: int
+    unpacked_size: int
+
+
+def handler_module(handler: str) -> str:
+    """``pkg.mod.func`` -> ``pkg.mod``; the handler must name a module and a function."""
+    if not HANDLER_PATTERN.match(handler):
+        raise InvalidPackage(
+            f"handler {handler!r} must be 'module.function', e.g. 'main.handler'"
+        )
+    return handler.rsplit(".", 1)[0]
+
+
+def inspect_package(data: bytes, upload_name: str, handler: str) -> PackageInfo:
+    """Validate an upload and describe it; raise ``InvalidPackage`` saying why it is refused.
+
+    A single ``.py`` file is stored under the handler's module name (``main.py``
+    for the default ``main.handler``), whatever it was called on the client.
+    """
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise PackageTooLarge(
+            f"package is {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES} bytes (50 MiB)"
+        )
+    if not data:
+        raise InvalidPackage("package is empty")
+    module = handler_module(handler)
+    sha256 = hashlib.sha256(data).hexdigest()
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        unpacked, names = _check_zip(data)
+        candidates = _module_paths(module)
+        if not candidates & names:
+            raise InvalidPackage(
+                f"handler module {module!r} is not in the package; "
+                f"expected one of {sorted(candidates)}"
+            )
+        return PackageInfo("zip", "", sha256, len(data), unpacked)
+    if upload_name and not upload_name.endswith(".py"):
+        raise InvalidPackage(f"{upload_name!r} is neither a .py file nor a .zip archive")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidPackage("a .py package must be UTF-8 source text") from exc
+    if "." in module:
+        raise InvalidPackage(
+            f"a single .py file cannot hold package module {module!r}; upload a .zip"
+        )
+    return PackageInfo("py", f"{module}.py", sha256, len(data), len(data))
+
+
+def _module_paths(module: str) -> set[str]:
+    base = module.replace(".", "/")
+    return {f"{base}.py", f"{base}/__init__.py"}
+
+
+def _safe_member_path(name: str) -> PurePosixPath:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise InvalidPackage(f"zip entry {name!r} has an absolute path")
+    if ".." in path.parts:
+        raise InvalidPackage(f"zip entry {name!r} climbs out of the package with '..'")
+    return path
+
+
+def _check_zip(data: bytes) -> tuple[int, set[str]]:
+    """Check every entry and count the real unpacked bytes; return them and the file names."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+        if len(infos) > MAX_ZIP_ENTRIES:
+            raise InvalidPackage(f"zip has {len(infos)} entries; the limit is {MAX_ZIP_ENTRIES}")
+        names: set[str] = set()
+        total = 0
+        for info in infos:
+            path = _safe_member_path(info.filename)
+            if info.is_dir():
+                continue
+            names.add(str(path))
+            # Declared sizes can lie; read in chunks and stop at the limit.
+            with archive.open(info) as member:
+                while chunk := member.read(1024 * 1024):
+                    total += len(chunk)
+                    if total > MAX_UNPACKED_BYTES:
+                        raise PackageTooLarge(
+                            "package unpacks to more than "
+                            f"{MAX_UNPACKED_BYTES} bytes (250 MiB): refused as a zip bomb"
+                        )
+        return total, names
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
+        raise InvalidPackage(f"zip archive cannot be read: {exc}") from exc
+    except RuntimeError as exc:  # encrypted entries
+        raise InvalidPackage(f"zip archive cannot be read: {exc}") from exc
+
+
+def unpack(data: bytes, kind: str, filename: str, dest: Path) -> None:
+    """Write a package's files under ``dest``, re-checking every path as it goes."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if kind == "py":
+        (dest / filename).write_bytes(data)
+        return
+    total = 0
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for info in archive.infolist():
+            path = _safe_member_path(info.filename)
+            target = dest.joinpath(*path.parts)
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(info) as member, open(target, "wb") as out:
+                while chunk := member.read(1024 * 1024):
+                    total += len(chunk)
+                    if total > MAX_UNPACKED_BYTES:
+                        raise PackageTooLarge("package unpacks to more than 250 MiB")
+                    out.write(chunk)
+    for root, dirs, files in os.walk(dest):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)

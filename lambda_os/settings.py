@@ -1,0 +1,152 @@
+"""Configuration: one frozen dataclass, built from the environment, overridden by flags.
+
+This is the only module that reads the environment, and it does so only when
+``Settings.from_env`` is called, never at import time. Every option is declared
+once in ``OPTIONS`` with its environment variable, flag and help text, so
+``lambda-os <command> --help`` and the README list the same things.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a lambda-os process can be told, with working defaults for one machine."""
+
+    mongo_url: str | None = None
+    mongo_db: str = "lambda_os"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    events_queue: str = "lambda.events"
+    dead_letter_queue: str = "lambda.events.dead"
+    docker_host: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_workers: int = 2
+    default_owner: str = "default"
+    runtime_image_prefix: str = "lambda-os/runtime"
+    state_dir: str = "/var/lib/lambda-os"
+    concurrency: int = 8
+    warm_idle_s: float = 600.0
+    pool_size: int = 2
+    host_memory_mb: int = 8192
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables; unset or empty ones keep their default."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            raw = env.get(option.env)
+            if raw is not None and raw != "":
+                values[option.field] = option.parse(raw)
+        return cls(**values)
+
+    def with_overrides(self, args: argparse.Namespace) -> Settings:
+        """Apply the command-line flags that were given (flags default to None)."""
+        given = {
+            option.field: getattr(args, option.field)
+            for option in OPTIONS
+            if getattr(args, option.field, None) is not None
+        }
+        return dataclasses.replace(self, **given)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its field, environment variable, flag and help text."""
+
+    field: str
+    env: str
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    @property
+    def type(self) -> type:
+        default = Settings.__dataclass_fields__[self.field].default
+        return type(default) if default is not None else str
+
+    def parse(self, raw: str) -> Any:
+        return self.type(raw)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "mongo_url",
+        "MONGO_URL",
+        "MongoDB connection URL; when unset, an in-memory catalogue is used "
+        "and nothing survives a restart",
+    ),
+    Option("mongo_db", "MONGO_DB", "MongoDB database name"),
+    Option("amqp_url", "AMQP_URL", "RabbitMQ connection URL"),
+    Option("events_queue", "EVENTS_QUEUE", "durable queue that events are published to"),
+    Option(
+        "dead_letter_queue",
+        "DEAD_LETTER_QUEUE",
+        "queue that receives events that cannot be processed, with the reason in a header",
+    ),
+    Option("docker_host", "DOCKER_HOST", "Docker Engine URL; the local engine when unset"),
+    Option("api_host", "LAMBDA_OS_API_HOST", "address the API binds to"),
+    Option("api_port", "LAMBDA_OS_API_PORT", "port the API binds to"),
+    Option("api_workers", "LAMBDA_OS_API_WORKERS", "gunicorn worker processes for `api`"),
+    Option(
+        "default_owner",
+        "LAMBDA_OS_DEFAULT_OWNER",
+        "owner given to functions until authentication arrives",
+    ),
+    Option(
+        "runtime_image_prefix",
+        "LAMBDA_OS_RUNTIME_IMAGE_PREFIX",
+        "runtime images are named <prefix>:<runtime>, e.g. lambda-os/runtime:python3.11",
+    ),
+    Option(
+        "state_dir",
+        "LAMBDA_OS_STATE_DIR",
+        "host directory for unpacked packages and the sockets shared with containers",
+    ),
+    Option(
+        "concurrency",
+        "LAMBDA_OS_CONCURRENCY",
+        "executions the provisioner runs at once on this host",
+    ),
+    Option(
+        "warm_idle_s",
+        "LAMBDA_OS_WARM_IDLE_S",
+        "seconds an idle warm container is kept for its function version",
+    ),
+    Option("pool_size", "LAMBDA_OS_POOL_SIZE", "pre-started generic containers per runtime"),
+    Option(
+        "host_memory_mb",
+        "LAMBDA_OS_HOST_MEMORY_MB",
+        "memory budget for running plus warm containers on this host",
+    ),
+    Option("log_level", "LAMBDA_OS_LOG_LEVEL", "logging level (DEBUG, INFO, WARNING, ERROR)"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare every option as a flag; the help names its environment variable and default."""
+    for option in OPTIONS:
+        default = Settings.__dataclass_fields__[option.field].default
+        parser.add_argument(
+            option.flag,
+            dest=option.field,
+            type=option.type,
+            default=None,
+            help=f"{option.help} (env {option.env}; default {default!r})",
+        )
+
+
+def load(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """The settings in force: environment first, then the flags given on the command line."""
+    return Settings.from_env(env).with_overrides(args)

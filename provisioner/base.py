@@ -1,0 +1,85 @@
+"""The provisioner seam: run one function version on one event, and say how it went.
+
+The listener and the API's synchronous invocations talk only to this interface.
+Backends sit beside it (``provisioner.docker`` today; Nova-managed hosts later),
+and keep the host (where containers run) apart from the container lifecycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Everything a backend needs to run one execution; nothing here reaches the catalogue.
+
+    ``load_package`` returns the package bytes; backends call it only when they
+    have not already unpacked the package with this ``code_sha256``.
+    """
+
+    execution_id: str
+    function_id: str
+    function_name: str
+    function_version: int
+    runtime: str
+    handler: str
+    memory_mb: int
+    timeout_s: int
+    code_sha256: str
+    package_kind: str  # "py" or "zip"
+    package_filename: str  # for "py": the file name the source is imported from
+    load_package: Callable[[], bytes]
+    event_id: str
+    event_source: str
+    event_type: str
+    data: Any = None
+    environment: dict[str, str] = field(default_factory=dict)
+    network: bool = False
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one execution ended.
+
+    ``status`` is ``succeeded``, ``failed`` or ``timed_out``. ``error`` is None on
+    success, else ``{"type", "message", "traceback"?, "reason"?}``: ``reason`` is the
+    platform's word for why (``timeout``, ``out of memory``, ``crashed``, ``handler error``).
+    """
+
+    status: str
+    result: Any
+    error: dict[str, Any] | None
+    logs: str
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: float
+    cold_start: bool
+    host: str
+    container_id: str = ""
+
+
+class Provisioner(Protocol):
+    """What the listener and the API need from a backend."""
+
+    @property
+    def capacity(self) -> int:
+        """How many executions this backend runs at once; the listener's prefetch follows it."""
+        ...
+
+    def run(self, invocation: Invocation) -> Outcome:
+        """Run to completion (or timeout) and return the outcome.
+
+        Function failures are outcomes, not exceptions. ``TransientError`` means the
+        backend itself failed (engine unreachable) and the work may be retried;
+        ``PermanentError`` means it cannot run at all (unknown runtime, no image).
+        """
+        ...
+
+    def close(self) -> None:
+        """Stop and remove every container this backend started."""
+        ...
