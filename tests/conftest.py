@@ -1,0 +1,76 @@
+"""Fixtures shared by every suite: the catalogue, and the real parts with their checks.
+
+A real part that is missing skips its tests with a visible reason on a laptop,
+and fails them under CI (``CI=true``), where .ci/run must have started it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from lambda_os.catalogue import Catalogue, connect
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+RUNTIME_IMAGE = os.environ.get("LAMBDA_OS_RUNTIME_IMAGE_PREFIX", "lambda-os/runtime") + ":python3.11"
+
+
+def missing(reason: str) -> None:
+    """Skip with the reason, or fail under CI where every real part must be there."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def catalogue() -> Catalogue:
+    """A fresh in-memory catalogue (mongomock) for each test."""
+    return connect(None, f"test_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """The URL of a reachable real RabbitMQ."""
+    import pika
+    import pika.exceptions
+
+    try:
+        pika.BlockingConnection(pika.URLParameters(AMQP_URL)).close()
+    except pika.exceptions.AMQPError as exc:
+        missing(f"RabbitMQ is not reachable at {AMQP_URL}: {exc!r}")
+    return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[object]:
+    """A docker SDK client on a running Docker Engine."""
+    import docker
+    import docker.errors
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        missing(f"Docker Engine is not reachable: {exc!r}")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def runtime_image(docker_client) -> str:
+    """The python3.11 runtime image, which the README's set-up builds."""
+    import docker.errors
+
+    try:
+        docker_client.images.get(RUNTIME_IMAGE)
+    except docker.errors.ImageNotFound:
+        missing(f"runtime image {RUNTIME_IMAGE} is not built (run deploy/build-runtime-images)")
+    return RUNTIME_IMAGE
+
+
+def unique(prefix: str) -> str:
+    """A name no other test or run uses, for queues and functions."""
+    return f"{prefix}.{uuid.uuid4().hex[:10]}"
