@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Sets up everything lambda-os needs on one Debian machine, as root, and is safe to run again:
+# Debian packages (RabbitMQ, Docker Engine, mmdebstrap), the services started, a virtualenv in
+# .venv with the project installed, and the runtime images built locally (no registry needed).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+log_dir=/var/log/lambda-os
+mkdir -p "$log_dir"
+
+say() { printf '==> %s\n' "$*"; }
+
+need_packages=()
+for pkg in rabbitmq-server docker.io mmdebstrap python3 python3-venv curl ca-certificates; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_packages+=("$pkg")
+done
+if ((${#need_packages[@]})); then
+  say "installing Debian packages: ${need_packages[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_packages[@]}"
+fi
+
+if ! rabbitmqctl -q status >/dev/null 2>&1; then
+  say "starting RabbitMQ"
+  rabbitmq-server -detached
+fi
+# await_startup returns once the broker accepts connections.
+timeout 120 rabbitmqctl -q await_startup
+
+docker_ping() { curl -fsS --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1; }
+if ! docker_ping; then
+  say "starting dockerd (log in $log_dir/dockerd.log)"
+  nohup dockerd >"$log_dir/dockerd.log" 2>&1 &
+  for _ in $(seq 1 60); do docker_ping && break; sleep 1; done
+  docker_ping || { echo "dockerd did not start; see $log_dir/dockerd.log" >&2; exit 1; }
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+say "installing lambda-os into .venv"
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+
+say "building runtime images (first time: a Debian root filesystem, about a minute)"
+PATH="$repo/.venv/bin:$PATH" deploy/build-runtime-images
+
+say "ready: RabbitMQ, Docker Engine and the runtime images are up"

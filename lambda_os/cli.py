@@ -1,0 +1,57 @@
+"""The ``lambda-os`` command: one entry point, one subcommand per way of running the platform.
+
+Subcommands only parse flags into ``Settings`` and hand over to ``lambda_os.serve``
+(or the benchmark); they hold no logic of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from lambda_os import settings as settings_module
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lambda-os",
+        description="Lambda on OpenStack: run functions in containers on events from RabbitMQ.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in (
+        (
+            "api",
+            "serve the REST API with gunicorn (needs MONGO_URL to share the catalogue)",
+        ),
+        ("listener", "consume events from RabbitMQ and run the matching functions"),
+        (
+            "standalone",
+            "API and listener in one process; the in-memory catalogue unless MONGO_URL is set",
+        ),
+    ):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        settings_module.add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_module.load(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from lambda_os import serve
+
+    runners = {
+        "api": serve.run_api,
+        "listener": serve.run_listener,
+        "standalone": serve.run_standalone,
+    }
+    return runners[args.command](settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
