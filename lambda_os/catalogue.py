@@ -77,7 +77,9 @@ class Catalogue:
         """Create the indexes the catalogue relies on; idempotent."""
         with _converted():
             self._functions.create_index(
-                [("owner", ASCENDING), ("name", ASCENDING)], unique=True, name="owner_name"
+                [("owner", ASCENDING), ("name", ASCENDING)],
+                unique=True,
+                name="owner_name",
             )
             self._functions.create_index(
                 [("event_source", ASCENDING), ("event_type", ASCENDING)], name="event"
@@ -88,7 +90,8 @@ class Catalogue:
                 name="event_function",
             )
             self._executions.create_index(
-                [("function_id", ASCENDING), ("status", ASCENDING)], name="function_status"
+                [("function_id", ASCENDING), ("status", ASCENDING)],
+                name="function_status",
             )
 
     def health(self) -> dict[str, Any]:
@@ -168,7 +171,11 @@ class Catalogue:
         return FunctionRecord.from_document(doc)
 
     def replace_code(
-        self, function_id: str, package: bytes, info: PackageInfo, handler: str | None = None
+        self,
+        function_id: str,
+        package: bytes,
+        info: PackageInfo,
+        handler: str | None = None,
     ) -> FunctionRecord:
         """Store a new package as the next version; the old package is removed after."""
         current = self.get_function(function_id)
@@ -217,7 +224,10 @@ class Catalogue:
         package_id = f"{function_id}-v{version}-{self._ids()[:8]}"
         with _converted():
             self._packages.put(
-                data, _id=package_id, filename=info.filename or "package.zip", kind=info.kind
+                data,
+                _id=package_id,
+                filename=info.filename or "package.zip",
+                kind=info.kind,
             )
         return package_id
 
@@ -276,7 +286,11 @@ class Catalogue:
 
     @staticmethod
     def _page(
-        collection: Any, query: dict[str, Any], limit: int, marker: str | None, record_type: Any
+        collection: Any,
+        query: dict[str, Any],
+        limit: int,
+        marker: str | None,
+        record_type: Any,
     ) -> Page:
         if marker:
             query["_id"] = {"$gt": marker}
@@ -288,7 +302,11 @@ class Catalogue:
 
 
 def _code_fields(info: PackageInfo) -> dict[str, Any]:
-    return {"code_sha256": info.sha256, "code_size": info.size, "code_filename": info.filename}
+    return {
+        "code_sha256": info.sha256,
+        "code_size": info.size,
+        "code_filename": info.filename,
+    }
 
 
 class _converted:
@@ -297,10 +315,16 @@ class _converted:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
         if exc is None or isinstance(exc, DuplicateKeyError):
             return False
-        if isinstance(exc, (pymongo.errors.ConnectionFailure, pymongo.errors.ServerSelectionTimeoutError)):
+        if isinstance(
+            exc,
+            (
+                pymongo.errors.ConnectionFailure,
+                pymongo.errors.ServerSelectionTimeoutError,
+            ),
+        ):
             raise TransientError(f"catalogue unavailable: {exc}") from exc
         return False
 

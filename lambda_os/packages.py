@@ -38,9 +38,7 @@ class PackageInfo:
 def handler_module(handler: str) -> str:
     """``pkg.mod.func`` -> ``pkg.mod``; the handler must name a module and a function."""
     if not HANDLER_PATTERN.match(handler):
-        raise InvalidPackage(
-            f"handler {handler!r} must be 'module.function', e.g. 'main.handler'"
-        )
+        raise InvalidPackage(f"handler {handler!r} must be 'module.function', e.g. 'main.handler'")
     return handler.rsplit(".", 1)[0]
 
 
@@ -118,7 +116,12 @@ def _check_zip(data: bytes) -> tuple[int, set[str]]:
                             f"{MAX_UNPACKED_BYTES} bytes (250 MiB): refused as a zip bomb"
                         )
         return total, names
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+        EOFError,
+    ) as exc:
         raise InvalidPackage(f"zip archive cannot be read: {exc}") from exc
     except RuntimeError as exc:  # encrypted entries
         raise InvalidPackage(f"zip archive cannot be read: {exc}") from exc

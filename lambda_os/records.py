@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 EXECUTION_STATUSES = ("queued", "running", "succeeded", "failed", "timed_out")
@@ -18,7 +18,7 @@ FINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out"})
 
 def utcnow() -> datetime:
     """Now, in UTC, truncated to milliseconds as MongoDB stores it."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
@@ -27,8 +27,8 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:  # pymongo and mongomock hand back naive UTC datetimes
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

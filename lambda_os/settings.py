@@ -130,7 +130,11 @@ OPTIONS: tuple[Option, ...] = (
         "LAMBDA_OS_HOST_MEMORY_MB",
         "memory budget for running plus warm containers on this host",
     ),
-    Option("log_level", "LAMBDA_OS_LOG_LEVEL", "logging level (DEBUG, INFO, WARNING, ERROR)"),
+    Option(
+        "log_level",
+        "LAMBDA_OS_LOG_LEVEL",
+        "logging level (DEBUG, INFO, WARNING, ERROR)",
+    ),
 )
 
 

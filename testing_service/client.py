@@ -39,18 +39,12 @@ class ApiClient:
             ) from exc
         return json.loads(payload) if payload else None
 
-    def upload(
-        self, fields: dict[str, Any], filename: str, code: bytes
-    ) -> dict[str, Any]:
+    def upload(self, fields: dict[str, Any], filename: str, code: bytes) -> dict[str, Any]:
         """POST /v1/functions as multipart/form-data, the way curl -F does it."""
         boundary = uuid.uuid4().hex
         parts = []
         for key, value in fields.items():
-            text = (
-                json.dumps(value)
-                if isinstance(value, (dict, list, bool))
-                else str(value)
-            )
+            text = json.dumps(value) if isinstance(value, (dict, list, bool)) else str(value)
             parts.append(
                 f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{text}\r\n'.encode()
             )
@@ -80,9 +74,7 @@ class ApiClient:
         return self._request("GET", f"/v1/executions/{execution_id}")
 
     def executions(self, function_id: str) -> list[dict[str, Any]]:
-        return self._request("GET", f"/v1/executions?function_id={function_id}")[
-            "executions"
-        ]
+        return self._request("GET", f"/v1/executions?function_id={function_id}")["executions"]
 
     def delete(self, function_id: str) -> None:
         self._request("DELETE", f"/v1/functions/{function_id}")

@@ -43,9 +43,7 @@ def check(case: Case, execution: dict[str, Any]) -> str | None:
     return case.check(execution)
 
 
-def upload_cases(
-    client: ApiClient, run_id: str, source: str
-) -> dict[str, dict[str, Any]]:
+def upload_cases(client: ApiClient, run_id: str, source: str) -> dict[str, dict[str, Any]]:
     functions = {}
     for case in CASES:
         fields = {
@@ -68,16 +66,12 @@ def run_events(
     wait_s: float,
 ) -> list[CaseResult]:
     """Publish one event per case with reply_to and collect the replies."""
-    results = {
-        case.name: CaseResult(case.name, "event", case.expect_status) for case in CASES
-    }
+    results = {case.name: CaseResult(case.name, "event", case.expect_status) for case in CASES}
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        reply_queue = channel.queue_declare(
-            "", exclusive=True, auto_delete=True
-        ).method.queue
+        reply_queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
         sent_at: dict[str, float] = {}
         for case in CASES:
             event = {
@@ -141,9 +135,7 @@ def print_table(results: list[CaseResult]) -> None:
     for r in results:
         latency = f"{r.latency_ms:.1f}" if r.latency_ms is not None else "-"
         verdict = "ok" if r.ok else f"FAIL: {r.problem}"
-        print(
-            f"{r.case:<10} {r.path:<11} {r.expected:<10} {r.status:<10} {latency:>10}  {verdict}"
-        )
+        print(f"{r.case:<10} {r.path:<11} {r.expected:<10} {r.status:<10} {latency:>10}  {verdict}")
     failed = sum(not r.ok for r in results)
     print(f"{len(results) - failed} passed, {failed} failed")
 

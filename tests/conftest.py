@@ -15,7 +15,9 @@ import pytest
 from lambda_os.catalogue import Catalogue, connect
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-RUNTIME_IMAGE = os.environ.get("LAMBDA_OS_RUNTIME_IMAGE_PREFIX", "lambda-os/runtime") + ":python3.11"
+RUNTIME_IMAGE = (
+    os.environ.get("LAMBDA_OS_RUNTIME_IMAGE_PREFIX", "lambda-os/runtime") + ":python3.11"
+)
 
 
 def missing(reason: str) -> None:
