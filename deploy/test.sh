@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Sets up what is missing (deploy/setup.sh), runs the test suite against the real RabbitMQ and
+# Docker Engine, then starts `lambda-os standalone` on its own port and queue and runs the
+# bundled harness (python -m testing_service) against it. Extra arguments go to pytest.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+"$repo/deploy/setup.sh"
+
+echo "==> pytest"
+# pytest exits 5 when it ran no test: that is a failure here too, and set -e sees it.
+.venv/bin/python -m pytest "$@"
+
+echo "==> harness against a live standalone platform"
+port=${HARNESS_PORT:-18080}
+queue="lambda.events.harness-$$"
+log=/var/log/lambda-os/standalone-harness.log
+.venv/bin/lambda-os standalone --api-port "$port" --events-queue "$queue" \
+  --dead-letter-queue "$queue.dead" --state-dir "/var/lib/lambda-os/harness-$$" >"$log" 2>&1 &
+platform=$!
+cleanup() {
+  kill -TERM "$platform" 2>/dev/null || true
+  wait "$platform" 2>/dev/null || true
+  # The queues were made for this run alone.
+  rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
+  rabbitmqctl -q delete_queue "$queue.dead" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+for _ in $(seq 1 60); do
+  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  kill -0 "$platform" 2>/dev/null || { cat "$log"; exit 1; }
+  sleep 0.5
+done
+if ! .venv/bin/python -m testing_service --api "http://127.0.0.1:$port" --queue "$queue"; then
+  echo "--- standalone log (last 80 lines)"; tail -n 80 "$log"
+  exit 1
+fi
