@@ -147,7 +147,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             dest=option.field,
             type=option.type,
             default=None,
-            help=f"{option.help} (env {option.env}; default {default!r})",
+            # argparse %-formats help text; the default AMQP URL holds a literal "%2F".
+            help=f"{option.help} (env {option.env}; default {default!r})".replace("%", "%%"),
         )
 
 

@@ -1,0 +1,74 @@
+"""What an uploaded code package must be to be accepted, and how it is unpacked."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from lambda_os.errors import InvalidPackage, PackageTooLarge
+from lambda_os.packages import MAX_UNPACKED_BYTES, inspect_package, unpack
+
+SOURCE = b"def handler(event, context):\n    return event\n"
+
+
+def make_zip(files: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_single_py_file_is_stored_under_the_handlers_module_name():
+    info = inspect_package(SOURCE, "hello.py", "main.handler")
+    assert (info.kind, info.filename, info.size) == ("py", "main.py", len(SOURCE))
+    assert inspect_package(SOURCE, "hello.py", "hello.handler").filename == "hello.py"
+
+
+def test_zip_with_the_handler_module_in_a_package_is_accepted(tmp_path):
+    data = make_zip({"app/__init__.py": b"", "app/main.py": SOURCE, "app/data.txt": b"x"})
+    info = inspect_package(data, "code.zip", "app.main.handler")
+    assert info.kind == "zip"
+    unpack(data, info.kind, info.filename, tmp_path)
+    assert (tmp_path / "app" / "main.py").read_bytes() == SOURCE
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("../evil.py", "'..'"), ("/etc/evil.py", "absolute"), ("a/../../evil.py", "'..'")],
+)
+def test_zip_entries_that_escape_the_package_are_refused(name, message):
+    data = make_zip({"main.py": SOURCE, name: b"x"})
+    with pytest.raises(InvalidPackage, match=message):
+        inspect_package(data, "code.zip", "main.handler")
+
+
+def test_zip_bomb_is_refused_by_counting_real_bytes():
+    # 260 MiB of zeros compresses to well under a megabyte.
+    data = make_zip({"main.py": SOURCE, "zeros.bin": b"\0" * (MAX_UNPACKED_BYTES + 10 * 2**20)})
+    assert len(data) < 2 * 2**20
+    with pytest.raises(PackageTooLarge, match="zip bomb"):
+        inspect_package(data, "code.zip", "main.handler")
+
+
+def test_package_without_the_handler_module_is_refused():
+    data = make_zip({"other.py": SOURCE})
+    with pytest.raises(InvalidPackage, match="'main' is not in the package"):
+        inspect_package(data, "code.zip", "main.handler")
+
+
+@pytest.mark.parametrize("handler", ["main", "main.", ".handler", "main.handler()", "a-b.c"])
+def test_malformed_handler_is_refused(handler):
+    with pytest.raises(InvalidPackage, match="module.function"):
+        inspect_package(SOURCE, "main.py", handler)
+
+
+def test_other_files_and_non_utf8_source_are_refused():
+    with pytest.raises(InvalidPackage, match="neither"):
+        inspect_package(b"\x7fELF", "tool.exe", "main.handler")
+    with pytest.raises(InvalidPackage, match="UTF-8"):
+        inspect_package(b"\xff\xfe", "main.py", "main.handler")
+    with pytest.raises(InvalidPackage, match="empty"):
+        inspect_package(b"", "main.py", "main.handler")
