@@ -1,0 +1,1 @@
+"""The catalogue's HTTP API: functions, their code, executions and invocations (Falcon)."""

@@ -1,0 +1,63 @@
+"""The WSGI application: ``create_app`` wires resources to routes, ``get_app`` builds the real one.
+
+gunicorn runs ``catalog_api.app:get_app()``; tests call ``create_app`` with a
+mongomock catalogue and, for invocations, an ``Invoker`` double.
+"""
+
+from __future__ import annotations
+
+import falcon
+
+from catalog_api import errors
+from catalog_api.executions import ExecutionLogsResource, ExecutionResource, ExecutionsResource
+from catalog_api.functions import CodeResource, FunctionResource, FunctionsResource
+from catalog_api.invocations import InvocationsResource
+from catalog_api.invoker import Invoker
+from catalog_api.meta import (
+    DOCS_STATIC,
+    DocsResource,
+    HealthResource,
+    OpenAPIResource,
+    RuntimesResource,
+    swagger_ui_dir,
+)
+from catalog_api.runtimes import RUNTIMES, RuntimeList
+from lambda_os.catalogue import Catalogue, connect
+from lambda_os.settings import Settings
+
+
+def create_app(
+    catalogue: Catalogue,
+    settings: Settings,
+    invoker: Invoker | None = None,
+    runtimes: RuntimeList | None = None,
+) -> falcon.App:
+    """The API on this catalogue; invocations answer 503 when ``invoker`` is None."""
+    runtimes = RUNTIMES if runtimes is None else tuple(runtimes)
+    app = falcon.App()
+    errors.register(app)
+
+    app.add_route("/v1/functions", FunctionsResource(catalogue, settings, runtimes))
+    app.add_route("/v1/functions/{function_id}", FunctionResource(catalogue, runtimes))
+    app.add_route("/v1/functions/{function_id}/code", CodeResource(catalogue))
+    app.add_route(
+        "/v1/functions/{function_id}/invocations", InvocationsResource(catalogue, invoker)
+    )
+    app.add_route("/v1/executions", ExecutionsResource(catalogue))
+    app.add_route("/v1/executions/{execution_id}", ExecutionResource(catalogue))
+    app.add_route("/v1/executions/{execution_id}/logs", ExecutionLogsResource(catalogue))
+    app.add_route("/v1/runtimes", RuntimesResource(runtimes, settings))
+    app.add_route("/v1/openapi.yaml", OpenAPIResource())
+    app.add_route("/healthz", HealthResource(catalogue))
+
+    assets = swagger_ui_dir()
+    app.add_route("/docs", DocsResource(assets))
+    if assets is not None:
+        app.add_static_route(DOCS_STATIC, str(assets))
+    return app
+
+
+def get_app() -> falcon.App:
+    """The API on the catalogue the environment names (in memory without ``MONGO_URL``)."""
+    settings = Settings.from_env()
+    return create_app(connect(settings.mongo_url, settings.mongo_db), settings)
