@@ -109,7 +109,7 @@ def encode_event(
     event_source: str,
     event_type: str,
     data: Any = None,
-    id: str | None = None,  # noqa: A002 - the contract's own key
+    id: str | None = None,  # the contract names it "id"
     function_id: str | None = None,
 ) -> bytes:
     """The message body for an event; ``InvalidEvent`` if the listener would refuse it."""
