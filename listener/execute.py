@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from lambda_os.errors import LambdaError, TransientError
 from lambda_os.records import ExecutionRecord, FunctionRecord, utcnow
 from listener.events import Event
+from listener.match import match
 from provisioner.base import Invocation, Outcome, Provisioner
 
 LOGGER = logging.getLogger(__name__)
@@ -198,3 +199,24 @@ def _outcome_changes(outcome: Outcome) -> dict[str, Any]:
         "cold_start": outcome.cold_start,
         "host": outcome.host,
     }
+
+
+def run_event(
+    catalogue: Any,
+    provisioner: Provisioner,
+    event: Event,
+    clock: Callable[[], datetime] = utcnow,
+    ids: Callable[[], str] = new_execution_id,
+) -> list[ExecutionRecord]:
+    """Match, then run each function in turn; every record is stored when this returns.
+
+    The functions of one event run one after another on the caller's thread: one
+    event holds one of the listener's slots (its prefetch follows the
+    provisioner's capacity), so a wide fan-out cannot overrun the host. A
+    ``TransientError`` stops the event; the records already finished are kept and
+    skipped when it comes back.
+    """
+    return [
+        run_execution(catalogue, provisioner, function, event, clock, ids)
+        for function in match(catalogue, event)
+    ]

@@ -1,0 +1,208 @@
+"""The listener process: connect, consume, reconnect, and stop cleanly on a signal.
+
+``Listener(settings, catalogue, provisioner).run()`` blocks until ``stop()`` (or a
+signal, after ``install_signal_handlers()``) and returns the process exit code:
+0 after a clean stop, 2 when the broker refuses the queue declarations (a queue
+of that name exists with other arguments: retrying cannot fix configuration).
+
+Connection failures (broker down, connection closed from the broker side,
+heartbeat lost) are retried forever in an outer loop with capped exponential
+backoff and jitter; the backoff resets once a connection is consuming again.
+Messages that were in flight on a lost connection come back from the broker, and
+the execution records make running them again harmless.
+
+The first SIGTERM or SIGINT sets the stop flag: no new message is started,
+prefetched ones go back to the queue, in-flight events finish and are acked,
+then the connection closes. A second one stops at once: ``SystemExit`` unwinds
+``run`` without waiting; outcomes that arrive after it are not stored (their
+records go back to ``queued``) and the unacked messages return to the queue. The
+caller then closes the provisioner, which removes the containers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from lambda_os.errors import TransientError
+from lambda_os.records import ExecutionRecord
+from lambda_os.settings import Settings
+from listener.consume import Counters, EventGuard, Session, TopologyError
+from listener.events import Event
+from listener.execute import run_event
+from listener.publish import connection_parameters
+from listener.topology import Topology
+from provisioner.base import Invocation, Outcome, Provisioner
+
+LOGGER = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CONFIGURATION = 2
+DEFAULT_HEARTBEAT_S = 30
+
+
+class Backoff:
+    """Exponential delays with jitter: ``initial * 2**n``, capped, each drawn from [d/2, d]."""
+
+    def __init__(
+        self,
+        initial_s: float = 0.5,
+        cap_s: float = 30.0,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._initial = initial_s
+        self._cap = cap_s
+        self._rng = rng
+        self._failures = 0
+
+    def next(self) -> float:
+        delay = min(self._cap, self._initial * 2**self._failures)
+        self._failures += 1
+        return delay / 2 + self._rng() * delay / 2
+
+    def reset(self) -> None:
+        self._failures = 0
+
+
+class _HaltAware:
+    """The provisioner, except that an outcome arriving after a halt is not stored.
+
+    After the second signal the caller removes the containers, so late outcomes
+    say ``crashed`` about functions that did nothing wrong; as a ``TransientError``
+    they put the record back to ``queued`` for the redelivery instead.
+    """
+
+    def __init__(self, provisioner: Provisioner, halt: threading.Event) -> None:
+        self._provisioner = provisioner
+        self._halt = halt
+
+    @property
+    def capacity(self) -> int:
+        return self._provisioner.capacity
+
+    def run(self, invocation: Invocation) -> Outcome:
+        outcome = self._provisioner.run(invocation)
+        if self._halt.is_set():
+            raise TransientError("the listener was halted during the execution")
+        return outcome
+
+    def close(self) -> None:
+        self._provisioner.close()
+
+
+class Listener:
+    """Runs every event on the events queue through its matching functions (see the module doc)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalogue: Any,
+        provisioner: Provisioner,
+        *,
+        connect: Callable[[], Any] | None = None,
+        backoff: Backoff | None = None,
+        transient_delay_s: float = 2.0,
+        name: str = "lambda-os listener",
+    ) -> None:
+        self._topology = Topology.from_settings(settings)
+        self._catalogue = catalogue
+        self._halt = threading.Event()
+        self._stop = threading.Event()
+        self._provisioner = _HaltAware(provisioner, self._halt)
+        self._capacity = max(1, provisioner.capacity)
+        if connect is None:
+            params = connection_parameters(settings.amqp_url, name)
+            if params.heartbeat is None:
+                params.heartbeat = DEFAULT_HEARTBEAT_S
+            connect = lambda: pika.BlockingConnection(params)
+        self._connect = connect
+        self._backoff = backoff or Backoff()
+        self._transient_delay_s = transient_delay_s
+        self._guard = EventGuard()
+        self.counters = Counters()
+
+    @property
+    def topology(self) -> Topology:
+        return self._topology
+
+    def stop(self) -> None:
+        """Finish what is in flight and return from ``run``; safe from any thread."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: the first stops cleanly, the second at once (main thread only)."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def run(self) -> int:
+        """Consume until stopped; the exit code (see the module doc)."""
+        pool = ThreadPoolExecutor(max_workers=self._capacity, thread_name_prefix="execution")
+        try:
+            while not self._stop.is_set():
+                try:
+                    connection = self._connect()
+                except pika.exceptions.AMQPConnectionError as exc:
+                    self._wait_to_reconnect(exc)
+                    continue
+                try:
+                    self._session(connection, pool).run(on_consuming=self._backoff.reset)
+                except TopologyError as exc:
+                    LOGGER.error("%s; fix the queue or the settings", exc.description)
+                    return EXIT_CONFIGURATION
+                except pika.exceptions.AMQPError as exc:
+                    self._wait_to_reconnect(exc)
+                finally:
+                    _close_quietly(connection)
+            LOGGER.info("stopped: %s", self.counters.snapshot())
+            return EXIT_OK
+        finally:
+            # After a halt, do not wait for work whose outcome will not be stored anyway.
+            pool.shutdown(wait=not self._halt.is_set(), cancel_futures=True)
+
+    def _session(self, connection: Any, pool: ThreadPoolExecutor) -> Session:
+        return Session(
+            connection,
+            self._topology,
+            prefetch=self._capacity,
+            pool=pool,
+            handle=self._handle,
+            counters=self.counters,
+            guard=self._guard,
+            stop=self._stop,
+            halt=self._halt,
+            transient_delay_s=self._transient_delay_s,
+        )
+
+    def _handle(self, event: Event) -> list[ExecutionRecord]:
+        return run_event(self._catalogue, self._provisioner, event)
+
+    def _wait_to_reconnect(self, exc: BaseException) -> None:
+        delay = self._backoff.next()
+        LOGGER.warning("RabbitMQ connection failed (%r); reconnecting in %.1f s", exc, delay)
+        self._stop.wait(delay)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._stop.is_set():
+            LOGGER.warning("%s again: stopping at once", name)
+            self._halt.set()
+            raise SystemExit(128 + signum)
+        LOGGER.info("%s: finishing what is in flight (send it again to stop at once)", name)
+        self.stop()
+
+
+def _close_quietly(connection: Any) -> None:
+    try:
+        if connection.is_open:
+            connection.close()
+    except pika.exceptions.AMQPError:
+        LOGGER.debug("closing a broken connection failed", exc_info=True)
