@@ -47,6 +47,7 @@ def handle_lambda_error(
     req: falcon.Request, resp: falcon.Response, exc: LambdaError, params: dict[str, Any]
 ) -> None:
     resp.status = status_for(exc)
+    resp.content_type = falcon.MEDIA_JSON  # a resource may have set another type before failing
     resp.media = {"title": exc.title, "description": exc.description}
     if isinstance(exc, TransientError):
         resp.set_header("Retry-After", str(RETRY_AFTER_S))
@@ -57,6 +58,7 @@ def handle_validation_error(
 ) -> None:
     messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
     resp.status = falcon.HTTP_422
+    resp.content_type = falcon.MEDIA_JSON
     resp.media = {
         "title": "Invalid request",
         "description": "; ".join(f"{key}: {_flatten(value)}" for key, value in messages.items()),

@@ -51,5 +51,6 @@ class ExecutionLogsResource:
         self._catalogue = catalogue
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, execution_id: str) -> None:
+        logs = self._catalogue.get_execution(execution_id).logs
         resp.content_type = falcon.MEDIA_TEXT
-        resp.text = self._catalogue.get_execution(execution_id).logs
+        resp.text = logs
