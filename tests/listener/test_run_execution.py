@@ -1,0 +1,213 @@
+"""run_execution, run_event and the invokers, on mongomock with a provisioner double. No network."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from listener_helpers import FakeProvisioner, add_function
+
+from lambda_os.errors import PermanentError, TransientError
+from listener.events import Event, parse_event
+from listener.execute import MAX_STORED_EVENT_BYTES, run_event, run_execution
+from listener.invoker import BrokerInvoker, Invoker
+from listener.match import API_EVENT_SOURCE, match
+
+
+def event(data=None, event_id="e-1", **fields) -> Event:
+    return Event(
+        event_id, fields.pop("source", "orders"), fields.pop("type", "created"), data, **fields
+    )
+
+
+class FakePublisher:
+    def __init__(self, fail: bool = False, reply: bytes | None = b"{}") -> None:
+        self.fail = fail
+        self.reply = reply
+        self.published: list[dict] = []
+
+    def publish(self, body, *, message_id=None, reply_to=None, correlation_id=None):
+        if self.fail:
+            raise TransientError("broker down (test double)")
+        self.published.append(
+            {"body": body, "message_id": message_id, "correlation_id": correlation_id}
+        )
+
+    def request(self, body, *, message_id, correlation_id, timeout_s):
+        self.publish(body, message_id=message_id, correlation_id=correlation_id)
+        return self.reply
+
+
+def test_matching_finds_every_function_for_the_source_and_type(catalogue):
+    a = add_function(catalogue, "a")
+    b = add_function(catalogue, "b")
+    add_function(catalogue, "other", event_type="deleted")
+    assert [f.id for f in match(catalogue, event())] == sorted([a.id, b.id])
+
+
+def test_function_id_addresses_that_function_only(catalogue):
+    a = add_function(catalogue, "a")
+    add_function(catalogue, "b")
+    assert [f.id for f in match(catalogue, event(function_id=a.id))] == [a.id]
+    assert match(catalogue, event(function_id="gone")) == []
+
+
+def test_execution_runs_and_stores_the_outcome(catalogue):
+    function = add_function(catalogue, "echo")
+    provisioner = FakeProvisioner()
+    record = run_execution(catalogue, provisioner, function, event({"n": 1}))
+    assert record.status == "succeeded"
+    assert record.result == {"echo": {"n": 1}, "function": "echo"}
+    assert (record.logs, record.host, record.cold_start, record.duration_ms) == (
+        "ran\n",
+        "test-host",
+        True,
+        5.0,
+    )
+    assert (record.event_id, record.function_id, record.function_version) == ("e-1", function.id, 1)
+    assert record.event == {"n": 1} and record.started_at and record.finished_at
+    assert catalogue.get_execution(record.id) == record
+
+
+def test_invocation_carries_the_function_and_a_package_loader(catalogue):
+    function = add_function(catalogue, "echo", memory_mb=256, timeout_s=5, environment={"A": "1"})
+    provisioner = FakeProvisioner()
+    run_execution(catalogue, provisioner, function, event([1]))
+    (invocation,) = provisioner.runs
+    assert invocation.package_kind == "py" and invocation.package_filename == "main.py"
+    assert invocation.load_package() == b"def handler(event, context):\n    return event\n"
+    assert (invocation.memory_mb, invocation.timeout_s, invocation.environment) == (
+        256,
+        5,
+        {"A": "1"},
+    )
+    assert (invocation.event_id, invocation.data, invocation.attempt) == ("e-1", [1], 1)
+
+
+def test_redelivered_event_returns_the_finished_record_without_running_again(catalogue):
+    function = add_function(catalogue, "echo")
+    provisioner = FakeProvisioner()
+    first = run_execution(catalogue, provisioner, function, event())
+    again = run_execution(catalogue, provisioner, function, event())
+    assert again == first
+    assert len(provisioner.runs) == 1
+    assert catalogue.list_executions({}, 10).items == [first]
+
+
+def test_execution_cut_off_while_running_is_run_again_as_the_next_attempt(catalogue):
+    function = add_function(catalogue, "echo")
+    provisioner = FakeProvisioner()
+    first = run_execution(catalogue, provisioner, function, event())
+    catalogue.update_execution(first.id, {"status": "running"})  # as a killed listener leaves it
+    again = run_execution(catalogue, provisioner, function, event())
+    assert (again.id, again.status, again.attempt) == (first.id, "succeeded", 2)
+    assert provisioner.runs[-1].attempt == 2
+
+
+def test_transient_failure_puts_the_record_back_to_queued_and_propagates(catalogue):
+    function = add_function(catalogue, "echo")
+    with pytest.raises(TransientError):
+        run_execution(catalogue, FakeProvisioner(transient_failures=1), function, event())
+    (record,) = catalogue.list_executions({}, 10).items
+    assert (record.status, record.started_at) == ("queued", None)
+
+
+def test_permanent_platform_error_is_stored_as_a_failed_record(catalogue):
+    function = add_function(catalogue, "echo")
+    provisioner = FakeProvisioner(raises=PermanentError("no image for runtime python3.11"))
+    record = run_execution(catalogue, provisioner, function, event())
+    assert record.status == "failed"
+    assert record.error["reason"] == "cannot run"
+    assert "no image" in record.error["message"]
+
+
+def test_function_failure_is_an_outcome_not_an_exception(catalogue):
+    function = add_function(catalogue, "echo")
+    record = run_execution(catalogue, FakeProvisioner(status="failed"), function, event())
+    assert record.status == "failed" and record.error["reason"] == "crashed"
+
+
+def test_large_event_data_is_stored_as_a_marker(catalogue):
+    function = add_function(catalogue, "echo")
+    data = "x" * (MAX_STORED_EVENT_BYTES + 1)
+    provisioner = FakeProvisioner()
+    record = run_execution(catalogue, provisioner, function, event(data))
+    assert record.event["truncated"] is True
+    assert record.event["size_bytes"] == len(json.dumps(data))
+    assert provisioner.runs[0].data == data  # the function still gets all of it
+
+
+def test_event_with_two_matching_functions_runs_both_with_one_record_each(catalogue):
+    add_function(catalogue, "a")
+    add_function(catalogue, "b")
+    provisioner = FakeProvisioner()
+    records = run_event(catalogue, provisioner, event())
+    assert sorted(r.result["function"] for r in records) == ["a", "b"]
+    run_event(catalogue, provisioner, event())
+    assert len(catalogue.list_executions({}, 10).items) == 2
+    assert len(provisioner.runs) == 2
+
+
+def test_event_with_no_match_runs_nothing(catalogue):
+    assert run_event(catalogue, FakeProvisioner(), event()) == []
+    assert catalogue.list_executions({}, 10).items == []
+
+
+def test_sync_invocation_runs_the_function_under_a_new_event_id(catalogue):
+    function = add_function(catalogue, "echo")
+    invoker = Invoker(catalogue, FakeProvisioner(), FakePublisher(), event_ids=lambda: "ev")
+    record = invoker.invoke(function, {"x": 1})
+    assert (record.status, record.event_id, record.event_source) == (
+        "succeeded",
+        "ev",
+        API_EVENT_SOURCE,
+    )
+    assert record.result["echo"] == {"x": 1}
+
+
+def test_sync_invocation_with_the_engine_down_fails_its_record_and_raises(catalogue):
+    function = add_function(catalogue, "echo")
+    invoker = Invoker(catalogue, FakeProvisioner(transient_failures=1), FakePublisher())
+    with pytest.raises(TransientError):
+        invoker.invoke(function, None)
+    (record,) = catalogue.list_executions({}, 10).items
+    assert record.status == "failed" and record.error["reason"] == "unavailable"
+
+
+def test_async_submission_queues_a_record_and_publishes_an_addressed_event(catalogue):
+    function = add_function(catalogue, "echo")
+    publisher = FakePublisher()
+    provisioner = FakeProvisioner()
+    record = Invoker(catalogue, provisioner, publisher).submit(function, {"x": 2})
+    assert record.status == "queued"
+    assert provisioner.runs == []
+    (message,) = publisher.published
+    published = parse_event(message["body"])
+    assert (published.id, published.function_id, published.data) == (
+        record.event_id,
+        function.id,
+        {"x": 2},
+    )
+    assert message["message_id"] == record.event_id
+    # What the listener does with it: the queued record runs, no second record appears.
+    (final,) = run_event(catalogue, provisioner, published)
+    assert (final.id, final.status) == (record.id, "succeeded")
+
+
+def test_async_submission_that_the_broker_did_not_take_raises_and_fails_its_record(catalogue):
+    function = add_function(catalogue, "echo")
+    invoker = Invoker(catalogue, FakeProvisioner(), FakePublisher(fail=True))
+    with pytest.raises(TransientError):
+        invoker.submit(function, None)
+    (record,) = catalogue.list_executions({}, 10).items
+    assert record.status == "failed" and record.error["reason"] == "not queued"
+
+
+def test_broker_invoker_returns_the_stored_record_after_the_reply(catalogue, tmp_path):
+    from lambda_os.settings import Settings
+
+    function = add_function(catalogue, "echo")
+    publisher = FakePublisher(reply=None)  # no listener answered in time
+    record = BrokerInvoker(Settings(), catalogue, publisher).invoke(function, 1)
+    assert record.status == "queued"
+    assert parse_event(publisher.published[0]["body"]).function_id == function.id
