@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from conftest import HELLO, HELLO_V2, encode_multipart, make_zip
+from api_helpers import HELLO, HELLO_V2, encode_multipart, make_zip
 
 
 def test_patch_changes_configuration_only(client, created):

@@ -7,7 +7,7 @@ import io
 import zipfile
 
 import pytest
-from conftest import HELLO, encode_multipart, function_fields, make_zip
+from api_helpers import HELLO, encode_multipart, function_fields, make_zip
 
 from lambda_os.packages import MAX_UPLOAD_BYTES, MAX_UNPACKED_BYTES
 

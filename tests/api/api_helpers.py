@@ -1,0 +1,44 @@
+"""Request builders shared by the API tests (a uniquely named module, not conftest,
+so that importing it cannot pick up another suite's conftest)."""
+
+from __future__ import annotations
+
+import io
+import uuid
+import zipfile
+
+HELLO = b'def handler(event, context):\n    return {"hello": event}\n'
+HELLO_V2 = b'def handler(event, context):\n    return {"hello again": event}\n'
+
+
+def encode_multipart(
+    fields: dict[str, str] | None = None,
+    files: dict[str, tuple[str, bytes, str]] | None = None,
+) -> tuple[bytes, str]:
+    """A multipart/form-data body as curl -F sends it; returns (body, Content-Type)."""
+    boundary = "----lambda-os-" + uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in (fields or {}).items():
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
+        out.write(value.encode() + b"\r\n")
+    for name, (filename, data, content_type) in (files or {}).items():
+        out.write(
+            f"--{boundary}\r\nContent-Disposition: form-data; "
+            f'name="{name}"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n".encode()
+        )
+        out.write(data + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def make_zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def function_fields(**overrides: str) -> dict[str, str]:
+    return {"name": "hello", "event_source": "demo", "event_type": "greeting", **overrides}
