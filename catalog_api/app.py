@@ -6,7 +6,11 @@ mongomock catalogue and, for invocations, an ``Invoker`` double.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import falcon
+import falcon.media
 
 from catalog_api import errors
 from catalog_api.executions import ExecutionLogsResource, ExecutionResource, ExecutionsResource
@@ -35,6 +39,7 @@ def create_app(
     """The API on this catalogue; invocations answer 503 when ``invoker`` is None."""
     runtimes = RUNTIMES if runtimes is None else tuple(runtimes)
     app = falcon.App()
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=_dumps)
     errors.register(app)
 
     app.add_route("/v1/functions", FunctionsResource(catalogue, settings, runtimes))
@@ -55,6 +60,11 @@ def create_app(
     if assets is not None:
         app.add_static_route(DOCS_STATIC, str(assets))
     return app
+
+
+def _dumps(value: Any) -> str:
+    """JSON ending in a newline, so curl output in a terminal ends its line."""
+    return json.dumps(value, ensure_ascii=False) + "\n"
 
 
 def get_app() -> falcon.App:
