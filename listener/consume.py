@@ -171,6 +171,10 @@ class Session:
                 break
             if method is not None:
                 self._on_message(method, properties, body)
+        if not self._stop.is_set():
+            # The generator ends without a stop when the broker cancels the consumer
+            # (the queue was deleted): reconnect, with backoff, and declare it again.
+            raise pika.exceptions.ConsumerCancelled("the broker cancelled the consumer")
         channel.cancel()  # prefetched messages not yet handed to us go back to the queue
         if self._pending:
             LOGGER.info("stopping: waiting for %d events in flight", self._pending)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -123,3 +124,8 @@ def running(listener: Any) -> Iterator[dict[str, Any]]:
         thread.join(timeout=30)
         assert not thread.is_alive(), "the listener did not stop within 30 s"
     assert outcome.get("code") == 0, outcome
+
+
+def unique(prefix: str) -> str:
+    """A name no other test or run uses (as the shared conftest's ``unique``)."""
+    return f"{prefix}.{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,101 @@
+"""Broker fixtures for the listener suites: per-test queue names, cleaned up afterwards."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pytest
+from listener_helpers import unique
+
+from lambda_os.settings import Settings
+from listener.topology import Topology, declare, delete
+
+
+class Broker:
+    """A test's own connection to RabbitMQ: publish, get, count; deletes what it made."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self.amqp_url = amqp_url
+        self.connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        self.channel = self.connection.channel()
+        self.channel.confirm_delivery()
+        self._queues: list[str] = []
+
+    def publish(self, queue: str, body: bytes, **properties: Any) -> None:
+        properties.setdefault("delivery_mode", pika.DeliveryMode.Persistent)
+        self.channel.basic_publish(
+            "", queue, body, pika.BasicProperties(**properties), mandatory=True
+        )
+
+    def get(self, queue: str) -> tuple[Any, bytes] | None:
+        method, properties, body = self.channel.basic_get(queue, auto_ack=True)
+        return None if method is None else (properties, body)
+
+    def get_all(self, queue: str) -> list[tuple[Any, bytes]]:
+        out = []
+        while (message := self.get(queue)) is not None:
+            out.append(message)
+        return out
+
+    def ready(self, queue: str) -> int:
+        return self.channel.queue_declare(queue, passive=True).method.message_count
+
+    def temporary_queue(self) -> str:
+        name = unique("test.reply")
+        self.channel.queue_declare(name, durable=False, auto_delete=False)
+        self._queues.append(name)
+        return name
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            for name in self._queues:
+                self.channel.queue_delete(name)
+            self.connection.close()
+
+
+@pytest.fixture
+def broker_settings(amqp_url: str) -> Iterator[Settings]:
+    """Settings with this test's own events and dead-letter queues, declared, deleted after it."""
+    settings = Settings(
+        amqp_url=amqp_url,
+        events_queue=unique("test.events"),
+        dead_letter_queue=unique("test.dead"),
+    )
+    topology = Topology.from_settings(settings)
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    declare(connection.channel(), topology)  # so a test may publish before its listener starts
+    connection.close()
+    yield settings
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    delete(connection.channel(), topology)
+    connection.close()
+
+
+@pytest.fixture
+def broker(amqp_url: str) -> Iterator[Broker]:
+    b = Broker(amqp_url)
+    yield b
+    b.close()
+
+
+def close_connections_named(name: str) -> int:
+    """Close, from the broker's side, every connection whose client named itself ``name``."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    closed = 0
+    for line in listed.splitlines():
+        if f'{{"connection_name","{name}"}}' in line:
+            subprocess.run(
+                ["rabbitmqctl", "-q", "close_connection", line.split("\t")[0], "test"],
+                check=True,
+                capture_output=True,
+            )
+            closed += 1
+    return closed
