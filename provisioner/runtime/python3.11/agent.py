@@ -5,33 +5,33 @@ bind-mounts read-only; connect() works on a read-only mount) and then serves
 one message at a time, so one container can answer many executions while it
 stays warm. Frames are a 4-byte big-endian length and a UTF-8 JSON object:
 
-    agent -> host   {"type": "ready", "pid": ..., "python": "3.11.2"}
+    agent -> host   {"type": "ready", "pid", "python", "marker"} + the output pipe (SCM_RIGHTS)
     host  -> agent  {"type": "load", "task_dir", "handler", "environment",
                      "function_name", "function_version", "memory_limit_in_mb"}
     agent -> host   {"type": "loaded"} or {"type": "result", "ok": false, "error": {...}}
     host  -> agent  {"type": "invoke", "execution_id", "event_id", "event_source",
                      "event_type", "data", "timeout_ms"}
-    agent -> host   {"type": "log", "data": "..."}*  then  {"type": "result", "ok", ...}
+    agent -> host   {"type": "result", "ok": true, "result"} or {..., "ok": false, "error"}
 
 The function's output is caught at the file-descriptor level (fds 1 and 2 are
-a pipe) so prints and subprocess output both land, and it is streamed to the
-host as it comes: a function that crashes or is killed at its timeout still
-leaves what it printed. A marker written through the pipe after the handler
-returns tells the reader thread that everything before it has been sent.
+a pipe) so prints and subprocess output both land. The pipe's read end is
+passed to the host with the first frame, so the host reads the output itself
+as it comes, and a function that crashes or is killed at its timeout still
+leaves what it printed. The marker the agent writes into the pipe before each
+reply tells the host it has read everything the function wrote before it.
 
 Standard library only: it runs on the image's bare Debian python3.
 """
 
 from __future__ import annotations
 
-import codecs
+import fcntl
 import importlib
 import json
 import os
 import socket
 import struct
 import sys
-import threading
 import time
 import traceback
 
@@ -39,7 +39,7 @@ SOCKET_PATH = "/run/lambda-os/agent.sock"
 HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024
 MAX_RESULT_BYTES = 6 * 1024 * 1024
-LOG_CHUNK = 64 * 1024
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 class Context:
@@ -70,17 +70,19 @@ class Context:
         )
 
 
+def frame(message: dict) -> bytes:
+    body = json.dumps(message, separators=(",", ":")).encode()
+    return HEADER.pack(len(body)) + body
+
+
 class Channel:
-    """The framed connection to the host; the main and log threads both send on it."""
+    """The framed connection to the host."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.lock = threading.Lock()
 
     def send(self, message: dict) -> None:
-        body = json.dumps(message, separators=(",", ":")).encode()
-        with self.lock:
-            self.sock.sendall(HEADER.pack(len(body)) + body)
+        self.sock.sendall(frame(message))
 
     def recv(self) -> dict | None:
         header = self._exactly(HEADER.size)
@@ -105,56 +107,40 @@ class Channel:
 
 
 class Output:
-    """fds 1 and 2 redirected into a pipe whose reader streams log frames to the host."""
+    """fds 1 and 2 redirected into a pipe whose read end is handed to the host.
 
-    def __init__(self, channel: Channel) -> None:
-        self.channel = channel
+    The host reads the function's output straight from the pipe, so what was
+    written before the process died (``os._exit``, the OOM killer, the timeout's
+    SIGKILL) is still there to read: nothing is held in this process. Before each
+    reply the agent writes a marker into the pipe; the host reads up to it, so it
+    knows it has all the output that came before the reply.
+    """
+
+    def __init__(self) -> None:
         self.marker = os.urandom(16).hex().encode()
-        read_fd, self.write_fd = os.pipe()
-        self.reader = os.fdopen(read_fd, "rb", buffering=0)
+        self.read_fd, self.write_fd = os.pipe()
+        try:
+            fcntl.fcntl(self.write_fd, F_SETPIPE_SZ, 1024 * 1024)
+        except OSError:
+            pass  # the default 64 KiB pipe works too, with more wake-ups
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(self.write_fd, 1)
         os.dup2(self.write_fd, 2)
-        self.drained = threading.Event()
-        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        threading.Thread(target=self._pump, name="output", daemon=True).start()
 
-    def _pump(self) -> None:
-        pending = b""
-        keep = len(self.marker) - 1
-        while True:
-            chunk = self.reader.read(LOG_CHUNK)
-            if not chunk:
-                return
-            pending += chunk
-            while (at := pending.find(self.marker)) >= 0:
-                self._send(pending[:at], final=True)
-                pending = pending[at + len(self.marker) :]
-                self.drained.set()
-            # Hold back a tail that could be the start of a marker split across reads.
-            if len(pending) > keep:
-                self._send(pending[:-keep] if keep else pending, final=False)
-                pending = pending[-keep:] if keep else b""
+    def hand_over(self, sock: socket.socket, frame: bytes) -> None:
+        """Send the first frame with the pipe's read end attached, and let go of it."""
+        socket.send_fds(sock, [frame], [self.read_fd])
+        os.close(self.read_fd)
 
-    def _send(self, data: bytes, final: bool) -> None:
-        text = self.decoder.decode(data, final=final)
-        if text:
+    def mark(self) -> None:
+        """Write the marker after everything the function has written so far."""
+        for stream in (sys.stdout, sys.stderr):
             try:
-                self.channel.send({"type": "log", "data": text})
-            except OSError:
-                pass
-
-    def drain(self) -> None:
-        """Return once everything written to fds 1 and 2 so far has been sent to the host."""
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
-        self.drained.clear()
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass  # the function closed or replaced it
         os.write(self.write_fd, self.marker)
-        self.drained.wait()
 
 
 def error_from(exc: BaseException, tb: bool = True) -> dict:
@@ -196,8 +182,9 @@ def encode_result(result) -> tuple[str | None, dict | None]:
 
 
 def serve(channel: Channel) -> None:
-    output = Output(channel)
-    channel.send({"type": "ready", "pid": os.getpid(), "python": sys.version.split()[0]})
+    output = Output()
+    hello = {"type": "ready", "pid": os.getpid(), "python": sys.version.split()[0]}
+    output.hand_over(channel.sock, frame({**hello, "marker": output.marker.decode()}))
     handler = None
     function: dict = {}
     while True:
@@ -210,38 +197,33 @@ def serve(channel: Channel) -> None:
             try:
                 handler = load(message)
             except BaseException as exc:  # noqa: BLE001 - the function's import can raise anything
-                output.drain()
+                output.mark()
                 channel.send({"type": "result", "ok": False, "error": error_from(exc)})
                 continue
-            output.drain()
+            output.mark()
             channel.send({"type": "loaded"})
         elif kind == "invoke":
             if handler is None:
-                channel.send(
-                    {
-                        "type": "result",
-                        "ok": False,
-                        "error": {"type": "RuntimeError", "message": "no handler loaded"},
-                    }
-                )
+                output.mark()
+                error = {"type": "RuntimeError", "message": "no handler loaded"}
+                channel.send({"type": "result", "ok": False, "error": error})
                 continue
             context = Context(message, function)
             try:
                 result = handler(message.get("data"), context)
             except BaseException as exc:  # noqa: BLE001 - SystemExit too is the function's
-                output.drain()
+                output.mark()
                 channel.send({"type": "result", "ok": False, "error": error_from(exc)})
                 continue
             text, error = encode_result(result)
-            output.drain()
+            output.mark()
             if error is not None:
                 channel.send({"type": "result", "ok": False, "error": error})
             else:
-                body = '{"type":"result","ok":true,"result":' + text + "}"
-                data = body.encode()
-                with channel.lock:
-                    channel.sock.sendall(HEADER.pack(len(data)) + data)
+                body = ('{"type":"result","ok":true,"result":' + text + "}").encode()
+                channel.sock.sendall(HEADER.pack(len(body)) + body)
         elif kind == "ping":
+            output.mark()
             channel.send({"type": "pong"})
 
 

@@ -1,0 +1,77 @@
+"""Unpacked packages on the host, keyed by their SHA-256, so each is fetched and unpacked once.
+
+``Invocation.load_package`` (a catalogue read) is called only on a miss. An entry
+is unpacked into a temporary directory and renamed into place, so a reader never
+sees half a package, and a per-key lock stops two threads unpacking the same one.
+Entries never change once written: containers receive hard links to their files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import threading
+import uuid
+from pathlib import Path
+
+from lambda_os.errors import InvalidPackage, PermanentError, TransientError
+from lambda_os.packages import unpack
+from provisioner.base import Invocation
+
+LOGGER = logging.getLogger(__name__)
+
+
+class PackageCache:
+    """A directory of unpacked packages: ``<root>/<sha256>`` (``<sha256>-<file>`` for a .py)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def key(self, invocation: Invocation) -> str:
+        if invocation.package_kind == "py":
+            return f"{invocation.code_sha256}-{invocation.package_filename}"
+        return invocation.code_sha256
+
+    def get(self, invocation: Invocation) -> Path:
+        """The directory holding the invocation's unpacked package."""
+        key = self.key(invocation)
+        target = self.root / key
+        if target.is_dir():
+            return target
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if target.is_dir():
+                return target
+            data = invocation.load_package()
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != invocation.code_sha256:
+                # The function's code changed between reading its record and its package.
+                raise TransientError(
+                    f"package of function {invocation.function_id} has sha256 {actual}, "
+                    f"expected {invocation.code_sha256}"
+                )
+            scratch = self.root / f".{key}.{uuid.uuid4().hex[:8]}"
+            try:
+                unpack(data, invocation.package_kind, invocation.package_filename, scratch)
+                scratch.rename(target)
+            except InvalidPackage as exc:
+                raise PermanentError(f"package {key} cannot be unpacked: {exc}") from exc
+            except FileExistsError:
+                pass  # another process unpacked the same package first
+            except OSError as exc:
+                if not target.is_dir():
+                    raise TransientError(f"cannot unpack package {key}: {exc}") from exc
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            LOGGER.info(
+                "unpacked package %s for function %s (execution %s)",
+                key[:12],
+                invocation.function_id,
+                invocation.execution_id,
+            )
+        return target

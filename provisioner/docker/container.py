@@ -1,0 +1,244 @@
+"""The container lifecycle: create one runtime container with every limit, talk to its agent, remove it.
+
+A ``RuntimeContainer`` is a started container whose agent has connected to the
+host over a Unix socket in the container's own host directory
+(``<state_dir>/containers/<instance>/<name>/``, mounted read-only at
+``/run/lambda-os``). It starts generic: a function's package is handed over by
+hard-linking its unpacked files into ``task/`` of that directory (``/var/task`` in
+the container) and sending ``load``. The same steps serve a fresh container, a
+warm one and one taken from the pre-started pool.
+
+Only ``DockerHost`` talks to the engine; this module decides what is asked of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker.types
+
+from provisioner.docker.channel import Channel, ChannelClosed, ChannelTimeout, LogTail, listen
+from provisioner.docker.host import DockerHost
+
+LOGGER = logging.getLogger(__name__)
+
+AGENT_UID = 10001
+MOUNT_POINT = "/run/lambda-os"
+TASK_DIR = "/var/task"  # a symlink in the image to MOUNT_POINT/task
+SOCKET_NAME = "agent.sock"
+PIDS_LIMIT = 128
+TMP_MB = 64
+STARTUP_TIMEOUT_S = 30.0
+# How long to wait, after the agent's connection drops, for dockerd to see the exit.
+EXIT_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one container may use. ``cpu_shares`` follows memory: 1024 MB gets docker's 1024."""
+
+    memory_mb: int
+    network: bool = False
+    pids: int = PIDS_LIMIT
+    tmp_mb: int = TMP_MB
+
+    @property
+    def cpu_shares(self) -> int:
+        return max(2, self.memory_mb)
+
+
+def container_config(
+    image: str, name: str, limits: Limits, labels: dict[str, str], directory: Path
+) -> dict[str, Any]:
+    """The arguments for ``containers.create``: the isolation every function runs under."""
+    memory = f"{limits.memory_mb}m"
+    return {
+        "image": image,
+        "name": name,
+        "detach": True,
+        "labels": labels,
+        "user": f"{AGENT_UID}:{AGENT_UID}",
+        # docker-init (tini) as PID 1 reaps the function's orphaned children, which
+        # would otherwise pile up as zombies against the pids limit in a warm container.
+        "init": True,
+        "network_mode": "bridge" if limits.network else "none",
+        "mem_limit": memory,
+        "memswap_limit": memory,  # equal to the memory limit: no swap
+        "cpu_shares": limits.cpu_shares,
+        "pids_limit": limits.pids,
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={limits.tmp_mb}m,mode=1777"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "volumes": {str(directory): {"bind": MOUNT_POINT, "mode": "ro"}},
+        # The agent sends the function's output over its socket; the engine's log only
+        # holds the agent's own failures, so it is kept small.
+        "log_config": docker.types.LogConfig(
+            type="json-file", config={"max-size": "1m", "max-file": "1"}
+        ),
+        "hostname": "lambda",
+    }
+
+
+@dataclass
+class Reply:
+    """The agent's answer to ``load`` or ``invoke``."""
+
+    ok: bool
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+class StartFailed(Exception):
+    """The container exited, or its agent never connected, before it could serve anything."""
+
+    def __init__(self, message: str, state: dict[str, Any] | None, logs: str) -> None:
+        super().__init__(message)
+        self.state = state or {}
+        self.logs = logs
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+@dataclass(eq=False)
+class RuntimeContainer:
+    """A started container with its agent connected; serves one message at a time."""
+
+    host: DockerHost
+    id: str
+    name: str
+    runtime: str
+    limits: Limits
+    directory: Path
+    channel: Channel
+    loaded: tuple[Any, ...] | None = None
+    executions: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def start(
+        cls,
+        host: DockerHost,
+        image: str,
+        runtime: str,
+        name: str,
+        limits: Limits,
+        labels: dict[str, str],
+        directory: Path,
+        startup_timeout_s: float = STARTUP_TIMEOUT_S,
+    ) -> RuntimeContainer:
+        """Create and start a container and wait for its agent; ``StartFailed`` if it dies first."""
+        directory.mkdir(parents=True, mode=0o755)
+        socket_path = directory / SOCKET_NAME
+        server = listen(socket_path, AGENT_UID)
+        container_id = ""
+        channel: Channel | None = None
+        try:
+            container = host.create(**container_config(image, name, limits, labels, directory))
+            container_id = container.id
+            host.start(container)
+            conn = cls._accept(host, container_id, server, startup_timeout_s)
+            channel = Channel(conn)
+            try:
+                channel.handshake(time.monotonic() + startup_timeout_s)
+            except (ChannelClosed, ChannelTimeout) as exc:
+                raise StartFailed(
+                    f"agent in {name} did not say it was ready: {exc}",
+                    host.state(container_id),
+                    host.logs(container_id),
+                ) from exc
+        except BaseException:
+            server.close()
+            if channel is not None:
+                channel.close()
+            if container_id:
+                host.remove(container_id)
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        server.close()
+        socket_path.unlink(missing_ok=True)  # nobody else may connect
+        return cls(host, container_id, name, runtime, limits, directory, channel)
+
+    @staticmethod
+    def _accept(
+        host: DockerHost, container_id: str, server: socket.socket, timeout_s: float
+    ) -> socket.socket:
+        deadline = time.monotonic() + timeout_s
+        server.settimeout(0.25)
+        while True:
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                state = host.state(container_id)
+                if state is None or not state.get("Running"):
+                    raise StartFailed(
+                        f"container {container_id[:12]} exited before its agent connected",
+                        state,
+                        host.logs(container_id),
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise StartFailed(
+                        f"agent in {container_id[:12]} did not connect within {timeout_s} s",
+                        state,
+                        host.logs(container_id),
+                    ) from None
+                continue
+            conn.settimeout(None)
+            return conn
+
+    def hand_over(self, package_dir: Path) -> None:
+        """Put a function's unpacked package at ``/var/task`` (hard links, so it is instant)."""
+        task = self.directory / "task"
+        if task.exists():
+            shutil.rmtree(task)
+        shutil.copytree(package_dir, task, copy_function=_link_or_copy)
+
+    def load(self, message: dict[str, Any], deadline: float, tail: LogTail) -> Reply:
+        """Import the handler; ``ChannelTimeout``/``ChannelClosed`` if it hangs or dies."""
+        frame = self.channel.request(
+            {"type": "load", "task_dir": TASK_DIR, **message}, deadline, tail
+        )
+        return self._reply(frame, expect="loaded")
+
+    def invoke(self, message: dict[str, Any], deadline: float, tail: LogTail) -> Reply:
+        """Run the handler on one event; ``ChannelTimeout``/``ChannelClosed`` as for ``load``."""
+        frame = self.channel.request({"type": "invoke", **message}, deadline, tail)
+        return self._reply(frame, expect="result")
+
+    @staticmethod
+    def _reply(frame: dict[str, Any], expect: str) -> Reply:
+        kind = frame.get("type")
+        if kind == expect == "loaded":
+            return Reply(ok=True)
+        if kind == "result":
+            if frame.get("ok"):
+                return Reply(ok=True, result=frame.get("result"))
+            error = frame.get("error")
+            if isinstance(error, dict):
+                return Reply(ok=False, error=error)
+        raise ChannelClosed(f"agent sent {str(frame)[:200]} instead of {expect!r}")
+
+    def exit_state(self) -> dict[str, Any]:
+        """The container's ``State`` once it has exited (or after ``EXIT_WAIT_S``)."""
+        self.host.wait(self.id, EXIT_WAIT_S)
+        return self.host.state(self.id) or {}
+
+    def destroy(self) -> None:
+        """Close the connection, remove the container and its directory."""
+        self.channel.close()
+        try:
+            self.host.remove(self.id)
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)

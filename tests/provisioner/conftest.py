@@ -1,0 +1,104 @@
+"""Fixtures for the provisioner: a DockerProvisioner on the real engine, and invocations to feed it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import tempfile
+import textwrap
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lambda_os.settings import Settings
+from provisioner.base import Invocation
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    """A short state directory: the agent's socket path must fit in 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="los-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(state_dir: Path, runtime_image: str) -> Settings:
+    prefix = runtime_image.rsplit(":", 1)[0]
+    return Settings(state_dir=str(state_dir), runtime_image_prefix=prefix, concurrency=4)
+
+
+@pytest.fixture
+def provisioner(settings: Settings, docker_client) -> Iterator[Any]:
+    from provisioner.docker import DockerProvisioner
+
+    backend = DockerProvisioner(settings, client=docker_client)
+    yield backend
+    backend.close()
+
+
+def zip_package(files: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, textwrap.dedent(text))
+    return buf.getvalue()
+
+
+class PackageSource:
+    """Package bytes that count how often the provisioner asked for them."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.loads = 0
+
+    def __call__(self) -> bytes:
+        self.loads += 1
+        return self.data
+
+
+def make_invocation(
+    source: str | bytes,
+    data: Any = None,
+    *,
+    kind: str = "py",
+    handler: str = "main.handler",
+    **fields: Any,
+) -> Invocation:
+    """An invocation of ``source`` (Python text, or zip bytes with ``kind="zip"``)."""
+    package = textwrap.dedent(source).encode() if isinstance(source, str) else source
+    values: dict[str, Any] = {
+        "execution_id": f"exe-{uuid.uuid4().hex[:12]}",
+        "function_id": f"fn-{hashlib.sha256(package).hexdigest()[:12]}",
+        "function_name": "spec-function",
+        "function_version": 1,
+        "runtime": "python3.11",
+        "handler": handler,
+        "memory_mb": 128,
+        "timeout_s": 10,
+        "code_sha256": hashlib.sha256(package).hexdigest(),
+        "package_kind": kind,
+        "package_filename": "main.py" if kind == "py" else "",
+        "load_package": PackageSource(package),
+        "event_id": f"evt-{uuid.uuid4().hex[:12]}",
+        "event_source": "spec",
+        "event_type": "test",
+        "data": data,
+    }
+    values.update(fields)
+    return Invocation(**values)
+
+
+@pytest.fixture
+def invocation() -> Callable[..., Invocation]:
+    return make_invocation
+
+
+@pytest.fixture
+def zipped() -> Callable[[dict[str, str]], bytes]:
+    return zip_package
