@@ -66,9 +66,7 @@ def handle_validation_error(
     }
 
 
-def serialize_http_error(
-    req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError
-) -> None:
+def serialize_http_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
     """Render falcon's own errors as our JSON, with a description even when falcon has none."""
     resp.content_type = falcon.MEDIA_JSON
     resp.media = {"title": exc.title, "description": exc.description or exc.title}

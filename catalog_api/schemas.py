@@ -146,9 +146,7 @@ class FunctionCreateJSONSchema(FunctionSchema):
     """Creation as one JSON document: the configuration plus the package in base64."""
 
     code_base64 = Base64Bytes(required=True)
-    code_filename = fields.String(
-        load_default="", validate=validate.Length(max=MAX_FILENAME)
-    )
+    code_filename = fields.String(load_default="", validate=validate.Length(max=MAX_FILENAME))
 
 
 class FunctionPatchSchema(FunctionSchema):
@@ -164,7 +162,9 @@ class FunctionPatchSchema(FunctionSchema):
             if fixed:
                 raise ValidationError(
                     {
-                        key: ["cannot be changed here; new code goes to PUT /v1/functions/{id}/code"]
+                        key: [
+                            "cannot be changed here; new code goes to PUT /v1/functions/{id}/code"
+                        ]
                         for key in fixed
                     }
                 )

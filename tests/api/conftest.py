@@ -42,9 +42,7 @@ def upload(client: TestClient) -> Callable[..., Result]:
         body, form_type = encode_multipart(
             function_fields(**fields), {"code": (filename, code, content_type)}
         )
-        return client.simulate_post(
-            "/v1/functions", body=body, headers={"Content-Type": form_type}
-        )
+        return client.simulate_post("/v1/functions", body=body, headers={"Content-Type": form_type})
 
     return post
 

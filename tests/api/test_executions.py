@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,7 +12,7 @@ from lambda_os.records import ExecutionRecord
 @pytest.fixture
 def stored(catalogue):
     """Five executions of two functions, in a known id order."""
-    started = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    started = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     records = [
         ExecutionRecord(
             id=f"e{index}",

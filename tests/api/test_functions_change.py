@@ -72,9 +72,7 @@ def test_patch_handler_to_a_module_the_package_lacks_is_422(client, upload):
 
 
 def test_patch_handler_function_in_the_same_module_is_accepted(client, created):
-    result = client.simulate_patch(
-        f"/v1/functions/{created['id']}", json={"handler": "main.other"}
-    )
+    result = client.simulate_patch(f"/v1/functions/{created['id']}", json={"handler": "main.other"})
 
     assert result.status_code == 200
     assert result.json["handler"] == "main.other"
@@ -239,3 +237,32 @@ def test_replaced_code_removes_the_old_package(client, created, catalogue):
     )
 
     assert catalogue._db["packages.files"].count_documents({}) == 1
+
+
+def test_a_barrage_of_bad_requests_leaves_stored_functions_untouched(client, upload, created):
+    url = f"/v1/functions/{created['id']}"
+    json_type = {"Content-Type": "application/json"}
+    bad = [
+        client.simulate_post("/v1/functions", body=b"{", headers=json_type),
+        upload(),  # duplicate name
+        upload(name="x", code=make_zip({"/abs.py": b""}), filename="a.zip"),
+        client.simulate_patch(url, body=b"\xff", headers=json_type),
+        client.simulate_patch(url, json={"version": 9}),
+        client.simulate_patch(url, json={"memory_mb": 1}),
+        client.simulate_patch(url, json={"handler": "no-dots"}),
+        client.simulate_put(url + "/code", body=b"", headers={"Content-Type": "text/x-python"}),
+        client.simulate_put(url + "/code", body=HELLO, headers={"Content-Type": "text/html"}),
+        client.simulate_put(
+            url + "/code",
+            body=make_zip({"x/../../e.py": b""}),
+            headers={"Content-Type": "application/zip"},
+        ),
+        client.simulate_delete(url + "-other"),
+    ]
+
+    assert [r.status_code // 100 for r in bad] == [4] * len(bad), [r.status for r in bad]
+    assert client.simulate_get(url).json == created
+    assert client.simulate_get(url + "/code").content == HELLO
+    assert [f["id"] for f in client.simulate_get("/v1/functions").json["functions"]] == [
+        created["id"]
+    ]

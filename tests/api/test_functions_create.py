@@ -9,7 +9,7 @@ import zipfile
 import pytest
 from api_helpers import HELLO, encode_multipart, function_fields, make_zip
 
-from lambda_os.packages import MAX_UPLOAD_BYTES, MAX_UNPACKED_BYTES
+from lambda_os.packages import MAX_UNPACKED_BYTES, MAX_UPLOAD_BYTES
 
 
 def test_multipart_upload_creates_version_1_with_defaults_and_location(upload):
@@ -130,7 +130,9 @@ def test_each_invalid_field_is_422_naming_the_field(upload, field, value):
 def test_missing_required_fields_are_422_listing_each(client):
     body, content_type = encode_multipart({}, {"code": ("hello.py", HELLO, "text/x-python")})
 
-    result = client.simulate_post("/v1/functions", body=body, headers={"Content-Type": content_type})
+    result = client.simulate_post(
+        "/v1/functions", body=body, headers={"Content-Type": content_type}
+    )
 
     assert result.status_code == 422
     assert set(result.json["errors"]) == {"name", "event_source", "event_type"}
@@ -171,7 +173,9 @@ def test_json_with_invalid_base64_is_422(client):
 def test_multipart_without_a_code_part_is_400(client):
     body, content_type = encode_multipart(function_fields())
 
-    result = client.simulate_post("/v1/functions", body=body, headers={"Content-Type": content_type})
+    result = client.simulate_post(
+        "/v1/functions", body=body, headers={"Content-Type": content_type}
+    )
 
     assert result.status_code == 400
     assert "code" in result.json["description"]

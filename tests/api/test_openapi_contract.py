@@ -74,8 +74,12 @@ def test_every_operation_has_an_id_a_summary_and_a_curl_example(document):
         assert samples and all(s["source"].startswith("curl ") for s in samples), (path, method)
         assert any(url in s["source"] for s in samples), (path, method, url)
         if method != "get":
-            assert any(f"-X {method.upper()}" in s["source"] or "-F " in s["source"]
-                       or " -d " in s["source"] for s in samples), (path, method)
+            assert any(
+                f"-X {method.upper()}" in s["source"]
+                or "-F " in s["source"]
+                or " -d " in s["source"]
+                for s in samples
+            ), (path, method)
     assert len(ids) == len(set(ids))
 
 
