@@ -1,0 +1,119 @@
+"""End to end: events on the real RabbitMQ run real functions in real containers.
+
+The listener with ``provisioner.docker.DockerProvisioner`` on the real Docker
+Engine and the locally built runtime image; the catalogue is mongomock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from listener_helpers import add_function, running, wait_for
+
+from lambda_os.settings import Settings
+from listener.events import encode_event
+from listener.service import Backoff, Listener
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def docker_settings(broker_settings: Settings, runtime_image: str) -> Iterator[Settings]:
+    # A short state directory: the agent's socket path must fit in 108 bytes.
+    state_dir = tempfile.mkdtemp(prefix="los-", dir="/tmp")
+    yield dataclasses.replace(
+        broker_settings,
+        state_dir=state_dir,
+        runtime_image_prefix=runtime_image.rsplit(":", 1)[0],
+        concurrency=2,
+    )
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def docker_provisioner(docker_settings: Settings, docker_client: Any) -> Iterator[Any]:
+    try:
+        from provisioner.docker import DockerProvisioner
+    except ImportError as exc:
+        pytest.skip(f"provisioner.docker is not available: {exc}")
+    backend = DockerProvisioner(docker_settings, client=docker_client)
+    yield backend
+    backend.close()
+
+
+def run_event(settings, catalogue, provisioner, broker, source: str, data=None, **fields):
+    function = add_function(catalogue, "fn", source=textwrap.dedent(source).encode(), **fields)
+    listener = Listener(settings, catalogue, provisioner, backoff=Backoff(0.1, 0.5))
+    with running(listener):
+        broker.publish(settings.events_queue, encode_event("orders", "created", data, id="e-1"))
+
+        def stored():
+            items = catalogue.list_executions({"function_id": function.id}, 10).items
+            return items[0] if items and items[0].finished else None
+
+        record = wait_for(stored, timeout_s=120, what="the execution record")
+    assert broker.ready(settings.events_queue) == 0
+    return record
+
+
+def test_event_runs_a_real_function_in_a_container_and_the_record_holds_its_result(
+    docker_settings, docker_provisioner, catalogue, broker
+):
+    source = """
+    def handler(event, context):
+        print("hello from the container")
+        return {"greeting": "hello " + event["name"]}
+    """
+    record = run_event(
+        docker_settings, catalogue, docker_provisioner, broker, source, {"name": "ada"}
+    )
+    assert record.status == "succeeded", record.error
+    assert record.result == {"greeting": "hello ada"}
+    assert "hello from the container" in record.logs
+    assert record.event == {"name": "ada"} and record.event_id == "e-1"
+    assert record.duration_ms is not None and record.host
+
+
+def test_function_past_its_timeout_is_recorded_timed_out(
+    docker_settings, docker_provisioner, catalogue, broker
+):
+    source = """
+    import time
+    def handler(event, context):
+        time.sleep(60)
+    """
+    record = run_event(docker_settings, catalogue, docker_provisioner, broker, source, timeout_s=1)
+    assert record.status == "timed_out"
+    assert record.error["reason"] == "timeout"
+
+
+def test_function_that_crashes_its_runtime_is_recorded_failed_crashed(
+    docker_settings, docker_provisioner, catalogue, broker
+):
+    source = """
+    import os
+    def handler(event, context):
+        os._exit(3)
+    """
+    record = run_event(docker_settings, catalogue, docker_provisioner, broker, source)
+    assert record.status == "failed"
+    assert record.error["reason"] == "crashed"
+
+
+def test_function_past_its_memory_is_recorded_failed_out_of_memory(
+    docker_settings, docker_provisioner, catalogue, broker
+):
+    source = """
+    def handler(event, context):
+        hog = b"x" * (512 * 1024 * 1024)
+        return len(hog)
+    """
+    record = run_event(docker_settings, catalogue, docker_provisioner, broker, source, memory_mb=64)
+    assert record.status == "failed"
+    assert record.error["reason"] == "out of memory"
