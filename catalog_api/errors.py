@@ -8,6 +8,7 @@ become a 422 with an ``errors`` object, and falcon's own HTTP errors (400, 404,
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import falcon
@@ -23,6 +24,7 @@ from lambda_os.errors import (
     TransientError,
 )
 
+LOGGER = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
 
 # Most specific first: PackageTooLarge is also an InvalidPackage.
@@ -47,6 +49,8 @@ def handle_lambda_error(
     req: falcon.Request, resp: falcon.Response, exc: LambdaError, params: dict[str, Any]
 ) -> None:
     resp.status = status_for(exc)
+    if isinstance(exc, (TransientError, PermanentError)):
+        LOGGER.warning("%s %s answered %s: %s", req.method, req.path, resp.status, exc)
     resp.content_type = falcon.MEDIA_JSON  # a resource may have set another type before failing
     resp.media = {"title": exc.title, "description": exc.description}
     if isinstance(exc, TransientError):

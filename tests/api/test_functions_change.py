@@ -266,3 +266,15 @@ def test_a_barrage_of_bad_requests_leaves_stored_functions_untouched(client, upl
     assert [f["id"] for f in client.simulate_get("/v1/functions").json["functions"]] == [
         created["id"]
     ]
+
+
+def test_patch_handler_module_renames_a_single_file_package(client, created):
+    url = f"/v1/functions/{created['id']}"
+
+    result = client.simulate_patch(url, json={"handler": "app.handler"})
+
+    assert result.status_code == 200
+    assert result.json["code_filename"] == "app.py"
+    code = client.simulate_get(url + "/code")
+    assert code.content == HELLO
+    assert 'filename="app.py"' in code.headers["content-disposition"]
