@@ -323,3 +323,35 @@ def test_publisher_refuses_a_message_no_queue_takes(broker_settings):
             publisher.publish(b"{}", routing_key=unique("test.nowhere"))
     finally:
         publisher.close()
+
+
+def test_async_invocation_is_confirmed_queued_then_run_by_the_listener_as_that_record(
+    broker_settings, broker, catalogue
+):
+    from listener.invoker import Invoker
+
+    function = add_function(catalogue, "a", event_source="elsewhere")
+    provisioner = FakeProvisioner()
+    publisher = Publisher(broker_settings)
+    try:
+        queued = Invoker(catalogue, provisioner, publisher).submit(function, {"x": 1})
+        assert queued.status == "queued"
+        assert broker.ready(broker_settings.events_queue) == 1  # held by the broker already
+        with running(make_listener(broker_settings, catalogue, provisioner)):
+            (record,) = wait_for(finished(catalogue, 1))
+    finally:
+        publisher.close()
+    assert (record.id, record.status, record.result["echo"]) == (queued.id, "succeeded", {"x": 1})
+
+
+def test_sync_invocation_through_the_broker_returns_the_finished_record(broker_settings, catalogue):
+    from listener.invoker import BrokerInvoker
+
+    function = add_function(catalogue, "a")
+    publisher = Publisher(broker_settings)
+    try:
+        with running(make_listener(broker_settings, catalogue, FakeProvisioner())):
+            record = BrokerInvoker(broker_settings, catalogue, publisher).invoke(function, [7])
+    finally:
+        publisher.close()
+    assert (record.status, record.result["echo"]) == ("succeeded", [7])
