@@ -1,0 +1,131 @@
+"""Wiring: build the real parts from ``Settings`` and run the API, the listener, or both.
+
+This is the one place that chooses implementations: the catalogue (MongoDB or the
+in-memory one), the provisioner backend (Docker), the broker clients (pika). The
+API is always served by gunicorn. In ``standalone`` mode it runs one gthread
+worker, and the listener runs as a thread inside that worker, so the API and the
+listener share one in-memory catalogue in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import falcon
+from gunicorn.app.base import BaseApplication
+
+from lambda_os.catalogue import Catalogue, connect
+from lambda_os.settings import Settings
+
+LOGGER = logging.getLogger(__name__)
+
+
+class GunicornServer(BaseApplication):
+    """gunicorn run from Python, with the app built by ``factory`` inside each worker."""
+
+    def __init__(self, factory: Callable[[], falcon.App], options: dict[str, Any]) -> None:
+        self._factory = factory
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> falcon.App:
+        return self._factory()
+
+
+def _gunicorn_options(settings: Settings, workers: int) -> dict[str, Any]:
+    return {
+        "bind": f"{settings.api_host}:{settings.api_port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": max(4, settings.concurrency),
+        # Synchronous invocations wait for the function: allow its longest timeout.
+        "timeout": 960,
+        "graceful_timeout": 60,
+        "accesslog": "-",
+        "loglevel": settings.log_level.lower(),
+    }
+
+
+def _catalogue(settings: Settings) -> Catalogue:
+    if not settings.mongo_url:
+        LOGGER.warning(
+            "MONGO_URL is not set: using the in-memory catalogue; nothing survives a restart"
+        )
+    return connect(settings.mongo_url, settings.mongo_db)
+
+
+def _provisioner(settings: Settings) -> Any:
+    from provisioner.docker import DockerProvisioner
+
+    return DockerProvisioner(settings)
+
+
+def run_api(settings: Settings) -> int:
+    """The API alone; invocations go through RabbitMQ to the listeners."""
+    from catalog_api.app import create_app
+    from listener.invoker import BrokerInvoker
+
+    workers = settings.api_workers
+    if not settings.mongo_url and workers > 1:
+        LOGGER.warning("no MONGO_URL: running one worker so every request sees one catalogue")
+        workers = 1
+
+    def factory() -> falcon.App:
+        catalogue = _catalogue(settings)
+        return create_app(catalogue, settings, invoker=BrokerInvoker(settings, catalogue))
+
+    GunicornServer(factory, _gunicorn_options(settings, workers)).run()
+    return 0
+
+
+def run_listener(settings: Settings) -> int:
+    """The listener alone, in the foreground; SIGTERM finishes what is in flight."""
+    from listener.service import Listener
+
+    catalogue = _catalogue(settings)
+    provisioner = _provisioner(settings)
+    listener = Listener(settings, catalogue, provisioner)
+    listener.install_signal_handlers()
+    try:
+        return listener.run()
+    finally:
+        provisioner.close()
+
+
+def run_standalone(settings: Settings) -> int:
+    """API and listener in one process, over one catalogue."""
+    from catalog_api.app import create_app
+    from listener.invoker import Invoker
+    from listener.publish import Publisher
+    from listener.service import Listener
+
+    parts: dict[str, Any] = {}
+
+    def factory() -> falcon.App:
+        # Runs inside the gunicorn worker, so everything below lives in that one process.
+        catalogue = _catalogue(settings)
+        provisioner = _provisioner(settings)
+        listener = Listener(settings, catalogue, provisioner)
+        thread = threading.Thread(target=listener.run, name="listener", daemon=True)
+        thread.start()
+        parts.update(provisioner=provisioner, listener=listener, thread=thread)
+        invoker = Invoker(catalogue, provisioner, Publisher(settings))
+        return create_app(catalogue, settings, invoker=invoker)
+
+    def worker_exit(server: Any, worker: Any) -> None:
+        if "listener" in parts:
+            parts["listener"].stop()
+            parts["thread"].join(timeout=60)
+            parts["provisioner"].close()
+
+    options = _gunicorn_options(settings, workers=1)
+    options["worker_exit"] = worker_exit
+    GunicornServer(factory, options).run()
+    return 0
