@@ -210,6 +210,9 @@ class Session:
         if not self._channel.is_open:
             LOGGER.info("event %s: channel closed before the ack; it will be redelivered", event.id)
             return
+        if future.cancelled():  # a halt cancelled it before it started
+            self._channel.basic_nack(tag, requeue=True)
+            return
         error = future.exception()
         if error is None:
             records = future.result()
