@@ -97,6 +97,7 @@ class Output:
         self.pending = b""
         self.marks = 0
         self.eof = False
+        self.closed = False
         self.sink: LogTail | None = None
         os.set_blocking(fd, False)
 
@@ -139,7 +140,9 @@ class Output:
             self.sink.append(data)
 
     def close(self) -> None:
-        os.close(self.fd)
+        if not self.closed:
+            self.closed = self.eof = True
+            os.close(self.fd)
 
 
 class Channel:

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,8 @@ class RuntimeContainer:
     loaded: tuple[Any, ...] | None = None
     executions: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    destroyed: bool = False
+    _destroy_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def start(
@@ -198,6 +201,16 @@ class RuntimeContainer:
             conn.settimeout(None)
             return conn
 
+    @property
+    def memory_mb(self) -> int:
+        return self.limits.memory_mb
+
+    def resize(self, memory_mb: int) -> None:
+        """Give a running (pooled) container a function's memory limit and CPU weight."""
+        limits = Limits(memory_mb, self.limits.network, self.limits.pids, self.limits.tmp_mb)
+        self.host.update(self.id, memory_mb=memory_mb, cpu_shares=limits.cpu_shares)
+        self.limits = limits
+
     def hand_over(self, package_dir: Path) -> None:
         """Put a function's unpacked package at ``/var/task`` (hard links, so it is instant)."""
         task = self.directory / "task"
@@ -236,9 +249,14 @@ class RuntimeContainer:
         return self.host.state(self.id) or {}
 
     def destroy(self) -> None:
-        """Close the connection, remove the container and its directory."""
-        self.channel.close()
+        """Close the connection, remove the container and its directory; only the first call acts."""
+        with self._destroy_lock:
+            if self.destroyed:
+                return
+            self.destroyed = True
+        # Remove first: a thread still talking to the agent then sees the connection drop.
         try:
             self.host.remove(self.id)
         finally:
+            self.channel.close()
             shutil.rmtree(self.directory, ignore_errors=True)

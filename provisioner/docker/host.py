@@ -129,6 +129,14 @@ class DockerHost:
         with engine_errors(f"start container {container.name}"):
             container.start()
 
+    def update(self, container_id: str, memory_mb: int, cpu_shares: int) -> None:
+        """Change a running container's memory limit (swap kept equal: none) and CPU weight."""
+        memory = f"{memory_mb}m"
+        with engine_errors("resize a container"):
+            self.client.api.update_container(
+                container_id, mem_limit=memory, memswap_limit=memory, cpu_shares=cpu_shares
+            )
+
     def state(self, container_id: str) -> dict[str, Any] | None:
         """The container's ``State`` from inspect, or None if it no longer exists."""
         try:

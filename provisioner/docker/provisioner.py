@@ -17,6 +17,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,10 +36,14 @@ from provisioner.docker.container import (
     StartFailed,
 )
 from provisioner.docker.host import DockerHost
+from provisioner.docker.inventory import Inventory
+from provisioner.images import RUNTIMES
 
 LOGGER = logging.getLogger(__name__)
 
-OOM_EXIT_CODE = 137  # 128 + SIGKILL
+# Pooled containers start with the catalogue's default memory; a function asking for
+# another size has its container resized when it takes it (one engine call).
+POOL_MEMORY_MB = 128
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,11 @@ def out_of_memory(memory_mb: int) -> dict[str, Any]:
     }
 
 
+def pool_labels(runtime: str) -> dict[str, str]:
+    """A pooled container is generic: it is labelled for its runtime only."""
+    return {"lambda-os.runtime": runtime, "lambda-os.pool": "1"}
+
+
 def labels_for(invocation: Invocation) -> dict[str, str]:
     """The labels naming what a container was started for (the platform's own are added by the host)."""
     return {
@@ -116,7 +126,19 @@ def invoke_message(invocation: Invocation, deadline: float) -> dict[str, Any]:
 
 
 class DockerProvisioner:
-    """Runs invocations in containers on one Docker Engine; thread-safe."""
+    """Runs invocations in containers on one Docker Engine; thread-safe.
+
+    A container that ended an execution cleanly stays warm for its function
+    version for ``settings.warm_idle_s`` and serves that version again
+    (``cold_start`` False); one that timed out, crashed, ran out of memory or
+    failed to import its handler is removed at once. ``settings.pool_size``
+    generic containers per runtime wait, started, for a function's first
+    execution, which then only hands over its package. Busy, warm and pooled
+    containers stay within ``settings.host_memory_mb``: idle ones are evicted
+    least recently used first when room is needed, and a run waits when the
+    budget is all in use. ``warm_idle_s=0`` and ``pool_size=0`` give one fresh
+    container per execution.
+    """
 
     def __init__(
         self,
@@ -124,9 +146,11 @@ class DockerProvisioner:
         client: Any = None,
         *,
         host: DockerHost | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.host = host or DockerHost(settings.docker_host, client)
+        self.clock = clock
         self.state_dir = Path(settings.state_dir)
         self.packages = PackageCache(self.state_dir / "packages")
         containers_root = self.state_dir / "containers"
@@ -135,10 +159,20 @@ class DockerProvisioner:
         (self.containers_dir / "owner").write_text(self.host.owner.label)
         self._remove_abandoned(containers_root)
         self._slots = threading.BoundedSemaphore(settings.concurrency)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._inventory = Inventory(settings.host_memory_mb)
         self._live: dict[str, RuntimeContainer] = {}
+        self._starting_pool: dict[str, int] = {}
+        self._no_pool: set[str] = set()
         self._images: dict[str, str] = {}
         self._closed = False
+        self._wake = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+        if settings.pool_size > 0 or settings.warm_idle_s > 0:
+            self._housekeeper = threading.Thread(
+                target=self._housekeeping, name="lambda-os-containers", daemon=True
+            )
+            self._housekeeper.start()
 
     @property
     def capacity(self) -> int:
@@ -167,57 +201,220 @@ class DockerProvisioner:
     def run(self, invocation: Invocation) -> Outcome:
         if self._closed:
             raise TransientError("the provisioner is shut down")
+        if invocation.memory_mb > self.settings.host_memory_mb:
+            raise PermanentError(
+                f"the function asks for {invocation.memory_mb} MB; this host's budget is "
+                f"{self.settings.host_memory_mb} MB"
+            )
         image = self._image(invocation.runtime)
         package_dir = self.packages.get(invocation)
+        key = function_key(invocation)
         with self._slots:
             started_at = utcnow()
             clock = time.monotonic()
             try:
-                container = self._acquire(invocation, image)
+                container = self._acquire(invocation, key, image)
             except StartFailed as exc:
                 ending = self._start_failure(invocation, exc)
                 return self._outcome(started_at, clock, ending, cold_start=True, container_id="")
+            cold = container.loaded != key
             reusable = False
             try:
                 ending = self._execute(container, invocation, package_dir)
                 reusable = ending.reusable
                 return self._outcome(
-                    started_at,
-                    clock,
-                    ending,
-                    cold_start=container.executions == 1,
-                    container_id=container.id,
+                    started_at, clock, ending, cold_start=cold, container_id=container.id
                 )
             finally:
-                self._release(container, reusable)
+                self._release(container, key, reusable)
 
-    def _acquire(self, invocation: Invocation, image: str) -> RuntimeContainer:
-        """A container to run ``invocation`` in: a fresh one."""
+    def _acquire(
+        self, invocation: Invocation, key: tuple[Any, ...], image: str
+    ) -> RuntimeContainer:
+        """A container for ``invocation``: warm for its version, else pooled, else a fresh one."""
+        doomed: list[RuntimeContainer] = []
+        try:
+            with self._lock:
+                warm = self._inventory.take_warm(key)
+                if warm is not None:
+                    return warm
+                # A newer version has come: the older ones' warm containers will not serve again.
+                doomed += self._inventory.remove_warm_where(
+                    lambda other, _c: other[0] == key[0] and other[1] < key[1]
+                )
+                if not invocation.network:
+                    pooled = self._inventory.take_pooled(invocation.runtime)
+                    if pooled is not None:
+                        self._wake.set()  # start its replacement
+                        resize_to = invocation.memory_mb
+                        if resize_to != pooled.memory_mb:
+                            doomed += self._make_room(resize_to - pooled.memory_mb)
+                            self._inventory.hold(resize_to - pooled.memory_mb)
+                        container = pooled
+                    else:
+                        container = None
+                else:
+                    container = None
+                if container is None:
+                    doomed += self._make_room(invocation.memory_mb)
+                    self._inventory.hold(invocation.memory_mb)
+        finally:
+            self._destroy_all(doomed)
+        if container is not None:
+            if container.memory_mb != invocation.memory_mb:
+                try:
+                    container.resize(invocation.memory_mb)
+                except Exception:
+                    self._discard(container, invocation.memory_mb)
+                    raise
+            return container
+        try:
+            return self._start(
+                image,
+                invocation.runtime,
+                Limits(memory_mb=invocation.memory_mb, network=invocation.network),
+                labels_for(invocation),
+            )
+        except BaseException:
+            with self._lock:
+                self._inventory.free(invocation.memory_mb)
+                self._lock.notify_all()
+            raise
+
+    def _make_room(self, memory_mb: int) -> list[RuntimeContainer]:
+        """Under the lock: evict idle containers, or wait for busy ones, until ``memory_mb`` fits."""
+        if memory_mb <= 0 or self._inventory.fits(memory_mb):
+            return []
+        while True:
+            evicted = self._inventory.evict_for(memory_mb)
+            if evicted is not None:
+                for container in evicted:
+                    LOGGER.info(
+                        "evicting idle container %s (%s MB) to make room for %s MB",
+                        container.name,
+                        container.memory_mb,
+                        memory_mb,
+                    )
+                return evicted
+            if self._closed:
+                raise TransientError("the provisioner is shut down")
+            self._lock.wait(1.0)
+
+    def _start(
+        self, image: str, runtime: str, limits: Limits, labels: dict[str, str]
+    ) -> RuntimeContainer:
         name = f"lambda-os-{uuid.uuid4().hex[:12]}"
         container = RuntimeContainer.start(
             self.host,
             image,
-            invocation.runtime,
+            runtime,
             name,
-            Limits(memory_mb=invocation.memory_mb, network=invocation.network),
-            labels_for(invocation),
+            limits,
+            labels,
             self.containers_dir / name[len("lambda-os-") :],
         )
+        container.last_used = self.clock()
         with self._lock:
             self._live[container.id] = container
-        LOGGER.debug(
-            "started container %s for execution %s (event %s)",
-            container.name,
-            invocation.execution_id,
-            invocation.event_id,
-        )
+            closed = self._closed
+        if closed:
+            self._discard(container, limits.memory_mb)
+            raise TransientError("the provisioner is shut down")
         return container
 
-    def _release(self, container: RuntimeContainer, reusable: bool) -> None:
-        """Done with ``container``: remove it (issue #3 runs one execution per container)."""
+    def _release(self, container: RuntimeContainer, key: tuple[Any, ...], reusable: bool) -> None:
+        """Keep ``container`` warm for ``key`` if it may serve again, else remove it."""
+        container.last_used = self.clock()
+        with self._lock:
+            keep = reusable and not self._closed and self.settings.warm_idle_s > 0
+            if keep:
+                self._inventory.put_warm(key, container)
+                self._lock.notify_all()
+                return
+        self._discard(container, container.memory_mb)
+
+    def _discard(self, container: RuntimeContainer, memory_mb: int) -> None:
+        """Remove a busy container and give back its memory."""
         with self._lock:
             self._live.pop(container.id, None)
+            self._inventory.free(memory_mb)
+            self._lock.notify_all()
         container.destroy()
+
+    def _destroy_all(self, containers: list[RuntimeContainer]) -> None:
+        """Remove containers already taken out of the inventory (their memory is freed)."""
+        for container in containers:
+            with self._lock:
+                self._live.pop(container.id, None)
+            try:
+                container.destroy()
+            except (TransientError, PermanentError) as exc:
+                LOGGER.warning("could not remove container %s: %s", container.name, exc)
+
+    def expire_idle(self) -> int:
+        """Remove warm containers idle for longer than ``warm_idle_s``; return how many."""
+        limit = self.clock() - self.settings.warm_idle_s
+        with self._lock:
+            expired = self._inventory.remove_warm_where(lambda _k, c: c.last_used < limit)
+            if expired:
+                self._lock.notify_all()
+        self._destroy_all(expired)
+        return len(expired)
+
+    def fill_pool(self) -> int:
+        """Start pooled containers until each runtime has ``pool_size``; return how many started."""
+        started = 0
+        for runtime in RUNTIMES:
+            if runtime in self._no_pool:
+                continue
+            while True:
+                with self._lock:
+                    have = self._inventory.pooled(runtime) + self._starting_pool.get(runtime, 0)
+                    if self._closed or have >= self.settings.pool_size:
+                        break
+                    if not self._inventory.fits(POOL_MEMORY_MB):
+                        break  # the pool never evicts warm containers to grow
+                    self._inventory.hold(POOL_MEMORY_MB)
+                    self._starting_pool[runtime] = self._starting_pool.get(runtime, 0) + 1
+                try:
+                    image = self._image(runtime)
+                    container = self._start(
+                        image, runtime, Limits(memory_mb=POOL_MEMORY_MB), pool_labels(runtime)
+                    )
+                except (PermanentError, TransientError, StartFailed) as exc:
+                    with self._lock:
+                        self._inventory.free(POOL_MEMORY_MB)
+                        self._starting_pool[runtime] -= 1
+                    if isinstance(exc, TransientError):
+                        LOGGER.warning("cannot start a pooled %s container: %s", runtime, exc)
+                    else:  # no image, or it does not start: no pool for it in this process
+                        LOGGER.warning("no pool for runtime %s: %s", runtime, exc)
+                        self._no_pool.add(runtime)
+                    break
+                with self._lock:
+                    self._starting_pool[runtime] -= 1
+                    self._inventory.put_pooled(container)
+                    self._lock.notify_all()
+                started += 1
+        return started
+
+    def pooled(self, runtime: str) -> list[str]:
+        """Ids of the pooled containers now waiting for ``runtime``."""
+        with self._lock:
+            return [container.id for container in self._inventory.pooled_list(runtime)]
+
+    def _housekeeping(self) -> None:
+        """Keep the pool full and expire idle warm containers, until closed."""
+        while not self._closed:
+            try:
+                if self.settings.pool_size > 0:
+                    self.fill_pool()
+                if self.settings.warm_idle_s > 0:
+                    self.expire_idle()
+            except Exception:
+                LOGGER.exception("container housekeeping failed; trying again")
+            self._wake.wait(min(1.0, max(0.05, self.settings.warm_idle_s / 4)))
+            self._wake.clear()
 
     def _execute(
         self, container: RuntimeContainer, invocation: Invocation, package_dir: Path
@@ -325,13 +522,22 @@ class DockerProvisioner:
         )
 
     def close(self) -> None:
-        """Remove every container this provisioner started."""
-        self._closed = True
+        """Remove every container this provisioner started, busy ones included."""
         with self._lock:
+            self._closed = True
+            self._inventory.drain()
             containers = list(self._live.values())
             self._live.clear()
+            self._lock.notify_all()
+        self._wake.set()
+        if self._housekeeper is not None:
+            self._housekeeper.join(timeout=60)
         for container in containers:
-            container.destroy()
+            try:
+                container.destroy()
+            except (TransientError, PermanentError) as exc:
+                LOGGER.warning("could not remove container %s: %s", container.name, exc)
+        # Anything started while closing, or whose handle was lost, still carries our label.
         for summary in self.host.platform_containers(mine=True):
             self.host.remove(summary["Id"])
         shutil.rmtree(self.containers_dir, ignore_errors=True)

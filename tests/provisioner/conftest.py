@@ -7,6 +7,7 @@ import io
 import shutil
 import tempfile
 import textwrap
+import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
@@ -27,19 +28,62 @@ def state_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def settings(state_dir: Path, runtime_image: str) -> Settings:
+MODES = {
+    # issue #3: a fresh container for every execution, removed when it ends
+    "per-execution": {"warm_idle_s": 0.0, "pool_size": 0},
+    # issue #7: containers kept warm per function version, and a pre-started pool
+    "warm-and-pool": {"warm_idle_s": 600.0, "pool_size": 2},
+}
+
+
+def make_settings(state_dir: Path, runtime_image: str, **overrides: Any) -> Settings:
     prefix = runtime_image.rsplit(":", 1)[0]
-    return Settings(state_dir=str(state_dir), runtime_image_prefix=prefix, concurrency=4)
+    values: dict[str, Any] = {
+        "state_dir": str(state_dir),
+        "runtime_image_prefix": prefix,
+        "concurrency": 4,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(params=sorted(MODES))
+def settings(request, state_dir: Path, runtime_image: str) -> Settings:
+    """Settings for each way of running: every behaviour holds in both."""
+    return make_settings(state_dir, runtime_image, **MODES[request.param])
+
+
+@pytest.fixture
+def settings_for(state_dir: Path, runtime_image: str) -> Callable[..., Settings]:
+    """Settings with the given overrides, for tests about one mode."""
+    return lambda **overrides: make_settings(state_dir, runtime_image, **overrides)
+
+
+def wait_for_pool(backend: Any, size: int, runtime: str = "python3.11") -> list[str]:
+    """The pooled container ids once the pool holds ``size`` (a bounded wait, not a timing test)."""
+    deadline = time.monotonic() + 120
+    while len(pooled := backend.pooled(runtime)) < size:
+        assert time.monotonic() < deadline, f"the pool never reached {size} containers"
+        time.sleep(0.05)
+    return pooled
 
 
 @pytest.fixture
 def provisioner(settings: Settings, docker_client) -> Iterator[Any]:
+    """A DockerProvisioner on the real engine; in the pooled mode its pool is full first."""
     from provisioner.docker import DockerProvisioner
 
     backend = DockerProvisioner(settings, client=docker_client)
-    yield backend
-    backend.close()
+    try:
+        wait_for_pool(backend, settings.pool_size)
+        yield backend
+    finally:
+        backend.close()
+
+
+@pytest.fixture
+def pool_ready() -> Callable[..., list[str]]:
+    return wait_for_pool
 
 
 def zip_package(files: dict[str, str]) -> bytes:

@@ -347,8 +347,12 @@ def test_package_is_fetched_once_per_code_hash(provisioner, invocation):
 
 
 def test_labels_name_the_platform_the_function_and_the_execution(
-    provisioner, invocation, docker_client
+    settings_for, invocation, docker_client
 ):
+    from provisioner.docker import DockerProvisioner
+
+    # A fresh container: a pooled one is started before its function is known.
+    provisioner = DockerProvisioner(settings_for(pool_size=0), client=docker_client)
     source = """
     import time
     def handler(event, context):
@@ -373,6 +377,7 @@ def test_labels_name_the_platform_the_function_and_the_execution(
     assert labels["lambda-os.function-version"] == "3"
     assert labels["lambda-os.execution-id"] == run.execution_id
     assert labels["lambda-os.owner"]
+    provisioner.close()
     assert outcomes[0].status == "failed"
     assert outcomes[0].error["reason"] == "crashed"
 
