@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # pika narrates every connection step at INFO; our own lines say what matters.
+    logging.getLogger("pika").setLevel(max(logging.WARNING, logging.getLogger().level))
     from lambda_os import serve
 
     runners = {
