@@ -27,6 +27,9 @@ if ! rabbitmqctl -q status >/dev/null 2>&1; then
 fi
 # await_startup returns once the broker accepts connections.
 timeout 120 rabbitmqctl -q await_startup
+# The management plugin serves the HTTP publish command the README shows (port 15672).
+rabbitmq-plugins -q is_enabled rabbitmq_management >/dev/null 2>&1 \
+  || rabbitmq-plugins -q enable rabbitmq_management >/dev/null
 
 docker_ping() { curl -fsS --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1; }
 if ! docker_ping; then

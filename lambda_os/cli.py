@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from lambda_os import send
 from lambda_os import settings as settings_module
 
 
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         settings_module.add_arguments(sub)
+    send_help = "publish one event to RabbitMQ and print each execution's outcome"
+    sub = commands.add_parser("send", help=send_help, description=send_help)
+    send.add_arguments(sub)
+    settings_module.add_arguments(sub)
     return parser
 
 
@@ -45,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # pika narrates every connection step at INFO; our own lines say what matters.
     logging.getLogger("pika").setLevel(max(logging.WARNING, logging.getLogger().level))
+    if args.command == "send":
+        return send.run_send(settings, args)
     from lambda_os import serve
 
     runners = {
