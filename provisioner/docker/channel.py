@@ -8,9 +8,12 @@ and a UTF-8 JSON object (the agent, ``provisioner/runtime/*/agent.py``, speaks t
 same). A frame over ``MAX_FRAME`` bytes, or one that is not a JSON object, means
 the other end is not our agent any more: it is treated like a dead agent.
 
-Measured on the 2-core build machine (``python -m provisioner.docker.datapath``):
-a warm round trip is about 0.03 ms over such a socket and about 0.23 ms over the
-container's stdio attached through dockerd, hence this path.
+Measured on the 2-core build machine with ``python -m provisioner.docker.datapath``
+(p50 of 2,000): a line echoed over a container's stdio attached through dockerd
+0.21 ms; a ``ping`` frame to our agent over this socket, output marker included,
+0.11 ms; a whole warm ``DockerProvisioner.run`` 0.30 ms. A first execution on a
+pooled container took 6.5 ms, in a fresh container 430 ms; an idle warm container
+holds 5.9 MiB. Hence this path, and warm containers with a pool.
 """
 
 from __future__ import annotations

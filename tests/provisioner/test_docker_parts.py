@@ -1,0 +1,127 @@
+"""Specification of the Docker backend's parts that need no engine: limits, log tail, inventory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import docker.errors
+import pytest
+import requests.exceptions
+
+from lambda_os.errors import PermanentError, TransientError
+from provisioner.docker.channel import LogTail
+from provisioner.docker.container import Limits, container_config
+from provisioner.docker.host import Owner, engine_errors
+from provisioner.docker.inventory import Inventory
+
+
+def test_container_config_applies_every_isolation_limit():
+    config = container_config(
+        "img", "name", Limits(memory_mb=256), {"a": "b"}, Path("/state/containers/x")
+    )
+
+    assert config["mem_limit"] == config["memswap_limit"] == "256m"
+    assert config["network_mode"] == "none"
+    assert config["user"] == "10001:10001"
+    assert config["read_only"] is True
+    assert config["tmpfs"] == {"/tmp": "rw,nosuid,nodev,size=64m,mode=1777"}
+    assert config["pids_limit"] == 128
+    assert config["cap_drop"] == ["ALL"]
+    assert config["security_opt"] == ["no-new-privileges"]
+    assert config["cpu_shares"] == 256
+    assert config["volumes"] == {"/state/containers/x": {"bind": "/run/lambda-os", "mode": "ro"}}
+
+
+def test_a_function_asking_for_network_gets_the_default_bridge():
+    config = container_config("img", "n", Limits(memory_mb=128, network=True), {}, Path("/d"))
+
+    assert config["network_mode"] == "bridge"
+
+
+def test_log_tail_keeps_the_last_64_kib_and_says_it_dropped_the_rest():
+    tail = LogTail()
+    for i in range(10_000):
+        tail.append(f"line {i}\n".encode())
+
+    text = tail.text()
+
+    assert len(text.encode()) <= 64 * 1024
+    assert text.startswith("[earlier output dropped]\n")
+    assert text.endswith("line 9999\n")
+
+
+def test_log_tail_cut_never_leaves_half_a_character():
+    tail = LogTail(limit=100)
+    tail.append("é".encode() * 500)
+
+    assert set(tail.text().split("\n", 1)[1]) == {"é"}
+
+
+def test_engine_errors_become_transient_or_permanent_with_the_cause_kept():
+    server = docker.errors.APIError("boom", response=_Response(500))
+    client = docker.errors.APIError("bad", response=_Response(400))
+    down = requests.exceptions.ConnectionError("refused")
+
+    for cause, kind in ((server, TransientError), (client, PermanentError), (down, TransientError)):
+        with pytest.raises(kind) as caught, engine_errors("do it"):
+            raise cause
+        assert caught.value.__cause__ is cause
+
+
+def test_a_label_from_this_live_process_is_not_abandoned_but_a_dead_ones_is():
+    me = Owner()
+
+    assert not me.is_abandoned(me.label)
+    assert me.is_abandoned(f"{me.hostname}/{2**22 + 1}/1/feedface0000")
+    assert me.is_abandoned("not an owner label")
+    assert not me.is_abandoned("another-machine/1/1/feedface0000")
+
+
+class _Response:
+    def __init__(self, status: int) -> None:
+        self.status_code = status
+        self.reason = "test"
+        self.url = "http://engine/test"
+
+    def json(self):
+        return {"message": "test"}
+
+
+class _Box:
+    def __init__(self, name: str, memory_mb: int, runtime: str = "python3.11") -> None:
+        self.id = name
+        self.runtime = runtime
+        self.last_used = 0.0
+        self.memory_mb = memory_mb
+
+
+def test_inventory_hands_a_warm_container_only_to_its_own_key():
+    inventory = Inventory(budget_mb=1024)
+    box = _Box("a", 128)
+    inventory.put_warm(("fn", 1), box)
+
+    assert inventory.take_warm(("fn", 2)) is None
+    assert inventory.take_warm(("fn", 1)) is box
+    assert inventory.take_warm(("fn", 1)) is None
+
+
+def test_inventory_evicts_least_recently_used_warm_before_pooled():
+    inventory = Inventory(budget_mb=400)
+    pooled, older, newer = _Box("p", 128), _Box("old", 128), _Box("new", 128)
+    for box in (pooled, older, newer):
+        inventory.hold(box.memory_mb)
+    inventory.put_pooled(pooled)
+    inventory.put_warm(("fn", 1), older)
+    inventory.put_warm(("fn", 2), newer)
+
+    assert inventory.evict_for(128) == [older]
+    assert inventory.evict_for(256) == [newer]
+    assert inventory.evict_for(512) is None
+    assert inventory.held_mb == 128
+
+
+def test_inventory_refuses_to_evict_when_busy_containers_fill_the_budget():
+    inventory = Inventory(budget_mb=256)
+    inventory.hold(256)  # two busy containers
+
+    assert inventory.evict_for(128) is None
