@@ -16,6 +16,7 @@ from marshmallow import ValidationError
 
 from lambda_os.errors import (
     Conflict,
+    InvalidEvent,
     InvalidPackage,
     LambdaError,
     NotFound,
@@ -33,6 +34,7 @@ STATUSES: tuple[tuple[type[LambdaError], str], ...] = (
     (InvalidPackage, falcon.HTTP_422),
     (NotFound, falcon.HTTP_404),
     (Conflict, falcon.HTTP_409),
+    (InvalidEvent, falcon.HTTP_422),
     (TransientError, falcon.HTTP_503),
     (PermanentError, falcon.HTTP_500),
 )

@@ -17,9 +17,9 @@ from typing import Any
 import falcon
 import falcon.media
 
+from lambda_os.jsonlimits import MAX_JSON_DEPTH, json_depth, refuse_constant
 from lambda_os.packages import MAX_UPLOAD_BYTES
 
-MAX_JSON_DEPTH = 32
 MAX_FORM_PARTS = 32
 FORM_OVERHEAD_BYTES = 1024 * 1024
 # A 50 MiB package in base64 plus the rest of the document.
@@ -68,12 +68,12 @@ def parse_json(data: bytes) -> Any:
             title="Malformed JSON", description=f"the body is not UTF-8: {exc}"
         ) from exc
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=refuse_constant)
     except RecursionError as exc:
         raise _too_deep() from exc
     except ValueError as exc:
         raise falcon.HTTPBadRequest(title="Malformed JSON", description=str(exc)) from exc
-    if _depth(value) > MAX_JSON_DEPTH:
+    if json_depth(value) > MAX_JSON_DEPTH:
         raise _too_deep()
     return value
 
@@ -140,25 +140,3 @@ def _too_deep() -> falcon.HTTPBadRequest:
         title="Malformed JSON",
         description=f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep",
     )
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _depth(value: Any) -> int:
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_JSON_DEPTH:
-            return deepest
-        stack.extend((child, depth + 1) for child in children)
-    return deepest

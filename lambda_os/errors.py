@@ -53,3 +53,12 @@ class PermanentError(LambdaError):
     """A failure that will happen again on every retry (bad message, missing runtime image)."""
 
     title = "Cannot process"
+
+
+class InvalidEvent(PermanentError):
+    """A message or invocation body that is not an acceptable event; the reason is the description.
+
+    On the queue it becomes a dead letter; through the API, a 422.
+    """
+
+    title = "Invalid event"

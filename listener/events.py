@@ -24,17 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lambda_os.errors import PermanentError
+from lambda_os.errors import InvalidEvent
+from lambda_os.jsonlimits import MAX_JSON_DEPTH, json_depth, refuse_constant
 
 MAX_EVENT_BYTES = 1024 * 1024
-MAX_DEPTH = 32
+MAX_DEPTH = MAX_JSON_DEPTH
 MAX_NAME_LENGTH = 255
-
-
-class InvalidEvent(PermanentError):
-    """A message that is not an event; ``description`` is the reason for the dead letter."""
-
-    title = "Invalid event"
 
 
 @dataclass(frozen=True)
@@ -66,7 +61,7 @@ def parse_event(
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"event is not UTF-8: {exc.reason} at byte {exc.start}") from exc
     try:
-        payload = json.loads(text, parse_constant=_refuse_constant)
+        payload = json.loads(text, parse_constant=refuse_constant)
     except RecursionError as exc:
         raise InvalidEvent(f"event is nested deeper than {MAX_DEPTH} levels") from exc
     except ValueError as exc:  # json.JSONDecodeError and the constants refused below
@@ -82,7 +77,7 @@ def event_from_dict(
     """The event in an already decoded JSON value, checked as ``parse_event`` checks it."""
     if not isinstance(payload, dict):
         raise InvalidEvent(f"event must be a JSON object, not {_json_type(payload)}")
-    if _depth(payload) > MAX_DEPTH:
+    if json_depth(payload) > MAX_DEPTH:
         raise InvalidEvent(f"event is nested deeper than {MAX_DEPTH} levels")
     source = _name(payload, "event_source", required=True)
     event_type = _name(payload, "event_type", required=True)
@@ -143,30 +138,6 @@ def _name(payload: dict[str, Any], key: str, required: bool) -> str | None:
     if any(ord(ch) < 32 for ch in value):
         raise InvalidEvent(f"{key} contains control characters")
     return value
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of a JSON value (a scalar is 0), without recursion."""
-    deepest = 0
-    stack = [(value, 0)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        level += 1
-        deepest = max(deepest, level)
-        if deepest > MAX_DEPTH:
-            return deepest
-        stack.extend((child, level) for child in children)
-    return deepest
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _json_type(value: Any) -> str:
