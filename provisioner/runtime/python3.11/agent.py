@@ -17,14 +17,16 @@ The function's output is caught at the file-descriptor level (fds 1 and 2 are
 a pipe) so prints and subprocess output both land. The pipe's read end is
 passed to the host with the first frame, so the host reads the output itself
 as it comes, and a function that crashes or is killed at its timeout still
-leaves what it printed. The marker the agent writes into the pipe before each
-reply tells the host it has read everything the function wrote before it.
+leaves what it printed. The marker the agent writes into the pipe before a
+reply tells the host it has read everything the function wrote before it; a
+reply with ``"mark": false`` says the pipe was already empty, so no marker.
 
 Standard library only: it runs on the image's bare Debian python3.
 """
 
 from __future__ import annotations
 
+import array
 import fcntl
 import importlib
 import json
@@ -32,6 +34,7 @@ import os
 import socket
 import struct
 import sys
+import termios
 import time
 import traceback
 
@@ -129,18 +132,34 @@ class Output:
         os.dup2(self.write_fd, 2)
 
     def hand_over(self, sock: socket.socket, frame: bytes) -> None:
-        """Send the first frame with the pipe's read end attached, and let go of it."""
+        """Send the first frame with the pipe's read end attached, and let go of it.
+
+        A duplicate of the read end is kept only to ask how much is unread.
+        """
         socket.send_fds(sock, [frame], [self.read_fd])
+        self.peek_fd = os.dup(self.read_fd)
         os.close(self.read_fd)
 
-    def mark(self) -> None:
-        """Write the marker after everything the function has written so far."""
+    def mark(self) -> bool:
+        """Write the marker after everything the function has written so far, if needed.
+
+        When the pipe is empty the host has already read every byte: no marker
+        is written, and the reply says so, which saves the host a wake-up.
+        """
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError, AttributeError):
                 pass  # the function closed or replaced it
+        unread = array.array("i", [0])
+        try:
+            fcntl.ioctl(self.peek_fd, termios.FIONREAD, unread)
+        except OSError:
+            unread[0] = 1
+        if unread[0] == 0:
+            return False
         os.write(self.write_fd, self.marker)
+        return True
 
 
 def error_from(exc: BaseException, tb: bool = True) -> dict:
@@ -197,34 +216,38 @@ def serve(channel: Channel) -> None:
             try:
                 handler = load(message)
             except BaseException as exc:  # noqa: BLE001 - the function's import can raise anything
-                output.mark()
-                channel.send({"type": "result", "ok": False, "error": error_from(exc)})
+                mark = output.mark()
+                channel.send(
+                    {"type": "result", "ok": False, "error": error_from(exc), "mark": mark}
+                )
                 continue
-            output.mark()
-            channel.send({"type": "loaded"})
+            channel.send({"type": "loaded", "mark": output.mark()})
         elif kind == "invoke":
             if handler is None:
-                output.mark()
                 error = {"type": "RuntimeError", "message": "no handler loaded"}
-                channel.send({"type": "result", "ok": False, "error": error})
+                channel.send({"type": "result", "ok": False, "error": error, "mark": output.mark()})
                 continue
             context = Context(message, function)
             try:
                 result = handler(message.get("data"), context)
             except BaseException as exc:  # noqa: BLE001 - SystemExit too is the function's
-                output.mark()
-                channel.send({"type": "result", "ok": False, "error": error_from(exc)})
+                mark = output.mark()
+                channel.send(
+                    {"type": "result", "ok": False, "error": error_from(exc), "mark": mark}
+                )
                 continue
             text, error = encode_result(result)
-            output.mark()
+            mark = output.mark()
             if error is not None:
-                channel.send({"type": "result", "ok": False, "error": error})
+                channel.send({"type": "result", "ok": False, "error": error, "mark": mark})
             else:
-                body = ('{"type":"result","ok":true,"result":' + text + "}").encode()
+                flag = "true" if mark else "false"
+                body = (
+                    '{"type":"result","ok":true,"mark":' + flag + ',"result":' + text + "}"
+                ).encode()
                 channel.sock.sendall(HEADER.pack(len(body)) + body)
         elif kind == "ping":
-            output.mark()
-            channel.send({"type": "pong"})
+            channel.send({"type": "pong", "mark": output.mark()})
 
 
 def main() -> int:
