@@ -2,7 +2,8 @@
 
 A client of the platform, like the harness: it publishes exactly what the event
 contract (swagger/events.md) describes, with ``reply_to`` set to a private queue,
-and prints each reply (one per matching function) until ``--wait`` runs out.
+and prints each reply (one per matching function) until every execution the event
+caused has replied (each reply says how many there are), or ``--wait`` runs out.
 """
 
 from __future__ import annotations
@@ -71,12 +72,14 @@ def run_send(settings: Settings, args: argparse.Namespace) -> int:
         print(f"published event {event_id} to {settings.events_queue}", file=sys.stderr)
         deadline = time.monotonic() + args.wait
         replies = 0
-        while (left := deadline - time.monotonic()) > 0:
-            for method, _properties, reply in channel.consume(
+        expected: int | None = None  # each reply says how many executions the event caused
+        while (left := deadline - time.monotonic()) > 0 and replies != expected:
+            for method, properties, reply in channel.consume(
                 reply_queue, auto_ack=True, inactivity_timeout=min(left, 0.5)
             ):
                 if method is not None:
                     replies += 1
+                    expected = (properties.headers or {}).get("x-lambda-executions", expected)
                     print(json.dumps(json.loads(reply), indent=2, ensure_ascii=False))
                 break
         if args.wait > 0:

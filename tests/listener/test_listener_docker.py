@@ -117,3 +117,39 @@ def test_function_past_its_memory_is_recorded_failed_out_of_memory(
     record = run_event(docker_settings, catalogue, docker_provisioner, broker, source, memory_mb=64)
     assert record.status == "failed"
     assert record.error["reason"] == "out of memory"
+
+
+def test_lambda_os_send_prints_the_outcome_of_every_function_the_event_runs(
+    docker_settings, docker_provisioner, catalogue, capsys
+):
+    import json
+
+    from lambda_os import cli
+
+    for name, greeting in (("en", "hello"), ("fr", "bonjour")):
+        add_function(
+            catalogue,
+            name,
+            source=f"def handler(event, context):\n    return '{greeting} ' + event['name']\n".encode(),
+        )
+    listener = Listener(docker_settings, catalogue, docker_provisioner, backoff=Backoff(0.1, 0.5))
+    with running(listener):
+        code = cli.main(
+            [
+                "send",
+                *("--source", "orders", "--type", "created", "--data", '{"name": "ada"}'),
+                *("--wait", "60", "--amqp-url", docker_settings.amqp_url),
+                *("--events-queue", docker_settings.events_queue),
+            ]
+        )
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "2 execution(s) replied" in err
+    decoder = json.JSONDecoder()
+    replies, at = [], 0
+    while (at := out.find("{", at)) != -1:
+        reply, end = decoder.raw_decode(out, at)
+        replies.append(reply)
+        at = end
+    assert sorted(r["result"] for r in replies) == ["bonjour ada", "hello ada"]
+    assert {r["status"] for r in replies} == {"succeeded"}
