@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 import socket
 import statistics
 import struct
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"first execution, pooled container     {percentiles(pooled)}")
     finally:
         provisioner.close()
+        shutil.rmtree(state, ignore_errors=True)
     return 0
 
 
