@@ -10,6 +10,11 @@ Layout:
   (owner, name); index on (event_source, event_type) so matching is one lookup.
 - ``packages`` (GridFS): the uploaded bytes, exactly as sent, ``_id`` = package id.
 - ``executions``: one document per (event_id, function_id), enforced by a unique index.
+  A listener runs one only while it holds its lease (``acquire_execution``): one
+  conditional ``find_one_and_update``, so two listeners never run it at once, and
+  the record of a listener that died is taken over once its lease has lapsed.
+- ``deadletters``: one document per message the listener gave up on; ids begin
+  with the time, so listings come oldest first.
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from lambda_os.errors import Conflict, NotFound, TransientError
 from lambda_os.packages import PackageInfo
-from lambda_os.records import ExecutionRecord, FunctionRecord, utcnow
+from lambda_os.records import (
+    FINAL_STATUSES,
+    DeadLetterRecord,
+    ExecutionRecord,
+    FunctionRecord,
+    utcnow,
+)
 
 ASCENDING = pymongo.ASCENDING
 
@@ -67,6 +78,7 @@ class Catalogue:
         self._db = database
         self._functions = database["functions"]
         self._executions = database["executions"]
+        self._deadletters = database["deadletters"]
         self._packages = gridfs.GridFS(database, collection="packages")
         self._clock = clock
         self._ids = ids
@@ -92,6 +104,9 @@ class Catalogue:
             self._executions.create_index(
                 [("function_id", ASCENDING), ("status", ASCENDING)],
                 name="function_status",
+            )
+            self._deadletters.create_index(
+                [("event_id", ASCENDING), ("function_id", ASCENDING)], name="event_function"
             )
 
     def health(self) -> dict[str, Any]:
@@ -259,16 +274,121 @@ class Catalogue:
                 return self.claim_execution(record)
             return ExecutionRecord.from_document(doc), False
 
-    def update_execution(self, execution_id: str, changes: dict[str, Any]) -> ExecutionRecord:
+    def update_execution(
+        self,
+        execution_id: str,
+        changes: dict[str, Any],
+        push: dict[str, Any] | None = None,
+    ) -> ExecutionRecord:
+        """Set ``changes``; ``push`` appends to list fields (``{"attempts": entry}``)."""
+        update: dict[str, Any] = {"$set": changes}
+        if push:
+            update["$push"] = push
         with _converted():
             doc = self._executions.find_one_and_update(
                 {"_id": execution_id},
-                {"$set": changes},
+                update,
                 return_document=pymongo.ReturnDocument.AFTER,
             )
         if doc is None:
             raise NotFound(f"execution {execution_id!r} does not exist")
         return ExecutionRecord.from_document(doc)
+
+    def acquire_execution(
+        self, execution_id: str, owner: str, now: datetime, lease_until: datetime
+    ) -> ExecutionRecord | None:
+        """Mark the execution ``running`` under ``owner``'s lease, or None if it is not free.
+
+        Free means ``queued``, or ``running`` under a lease that lapsed before
+        ``now`` (its listener died): that run counts as cut off, so ``attempt``
+        goes up and the cut-off attempt is kept in ``attempts``. Each case is one
+        conditional ``find_one_and_update``, atomic on MongoDB and in mongomock.
+        """
+        lease = {"status": "running", "leased_by": owner, "lease_until": lease_until}
+        with _converted():
+            doc = self._executions.find_one_and_update(
+                {"_id": execution_id, "status": "queued"},
+                {"$set": {**lease, "started_at": now, "retry_at": None}},
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                return ExecutionRecord.from_document(doc)
+            stale = self._executions.find_one(
+                {
+                    "_id": execution_id,
+                    "status": "running",
+                    "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}],
+                }
+            )
+            if stale is None:
+                return None
+            cut_off = {
+                "attempt": stale.get("attempt", 1),
+                "status": "interrupted",
+                "error": {
+                    "type": "Interrupted",
+                    "message": f"the run under {stale.get('leased_by')!r} was cut off",
+                    "reason": "interrupted",
+                },
+                "started_at": stale.get("started_at"),
+                "finished_at": None,
+            }
+            doc = self._executions.find_one_and_update(
+                # The same lease we read: a second listener taking over at once finds none.
+                {
+                    "_id": execution_id,
+                    "status": "running",
+                    "lease_until": stale.get("lease_until"),
+                    "leased_by": stale.get("leased_by"),
+                },
+                {
+                    "$set": {**lease, "started_at": now, "retry_at": None},
+                    "$inc": {"attempt": 1},
+                    "$push": {"attempts": cut_off},
+                },
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+        return None if doc is None else ExecutionRecord.from_document(doc)
+
+    def reopen_execution(self, event_id: str, function_id: str) -> ExecutionRecord | None:
+        """Queue a finished execution again with a fresh retry budget (a dead letter's replay).
+
+        The finished run goes into ``attempts``; None when there is no finished
+        record for (event, function), which the listener then creates or finds.
+        """
+        with _converted():
+            doc = self._executions.find_one({"event_id": event_id, "function_id": function_id})
+            if doc is None or doc.get("status") not in FINAL_STATUSES:
+                return None
+            previous = {
+                key: doc.get(key)
+                for key in (
+                    "attempt",
+                    "status",
+                    "error",
+                    "started_at",
+                    "finished_at",
+                    "duration_ms",
+                )
+            }
+            attempt = doc.get("attempt", 1) + 1
+            doc = self._executions.find_one_and_update(
+                {"_id": doc["_id"], "status": doc["status"], "attempt": doc.get("attempt", 1)},
+                {
+                    "$set": {
+                        "status": "queued",
+                        "attempt": attempt,
+                        "first_attempt": attempt,
+                        "dead_letter_id": None,
+                        "retry_at": None,
+                        "result": None,
+                        "finished_at": None,
+                    },
+                    "$push": {"attempts": previous},
+                },
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+        return None if doc is None else ExecutionRecord.from_document(doc)
 
     def get_execution(self, execution_id: str) -> ExecutionRecord:
         with _converted():
@@ -281,6 +401,45 @@ class Catalogue:
         self, filters: dict[str, str], limit: int, marker: str | None = None
     ) -> Page:
         return self._page(self._executions, dict(filters), limit, marker, ExecutionRecord)
+
+    # -- dead letters ------------------------------------------------------
+
+    def add_dead_letter(self, record: DeadLetterRecord) -> DeadLetterRecord:
+        """Store a dead letter; ``id`` and ``created_at`` are given if empty."""
+        now = record.created_at or self._clock()
+        record = dataclasses.replace(
+            record,
+            id=record.id or f"{now:%Y%m%dT%H%M%S%f}-{self._ids()[:12]}",
+            created_at=now,
+        )
+        with _converted():
+            self._deadletters.insert_one(record.to_document())
+        return record
+
+    def get_dead_letter(self, dead_letter_id: str) -> DeadLetterRecord:
+        with _converted():
+            doc = self._deadletters.find_one({"_id": dead_letter_id})
+        if doc is None:
+            raise NotFound(f"dead letter {dead_letter_id!r} does not exist")
+        return DeadLetterRecord.from_document(doc)
+
+    def list_dead_letters(
+        self, filters: dict[str, Any], limit: int, marker: str | None = None
+    ) -> Page:
+        return self._page(self._deadletters, dict(filters), limit, marker, DeadLetterRecord)
+
+    def mark_dead_letter_replayed(self, dead_letter_id: str) -> DeadLetterRecord:
+        """Set ``replayed_at`` once; ``Conflict`` if it was replayed already."""
+        with _converted():
+            doc = self._deadletters.find_one_and_update(
+                {"_id": dead_letter_id, "replayed_at": None},
+                {"$set": {"replayed_at": self._clock()}},
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+        if doc is None:
+            current = self.get_dead_letter(dead_letter_id)  # NotFound if it does not exist
+            raise Conflict(f"dead letter {dead_letter_id!r} was replayed at {current.replayed_at}")
+        return DeadLetterRecord.from_document(doc)
 
     # -- helpers -----------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The records that cross every seam: a function and one execution of it.
+"""The records that cross every seam: a function, one execution of it, and a dead letter.
 
 They are frozen dataclasses so a record handed to the provisioner or the API
 cannot change under it; the catalogue converts them to and from MongoDB
@@ -83,6 +83,12 @@ class ExecutionRecord:
 
     ``event_id`` and ``function_id`` together name the execution uniquely, so a
     redelivered event finds the record it already has instead of making another.
+
+    ``attempt`` counts the runs; ``attempts`` keeps what each earlier run left
+    (status, error, timings) when it was retried or cut off. ``first_attempt`` is
+    where the current retry budget starts (a replay from the dead letters starts
+    a new one). ``lease_until`` and ``leased_by`` say which listener runs it now
+    and until when; they stay out of the API.
     """
 
     id: str
@@ -103,10 +109,21 @@ class ExecutionRecord:
     cold_start: bool | None = None
     host: str | None = None
     attempt: int = 1
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    first_attempt: int = 1
+    retry_at: datetime | None = None
+    dead_letter_id: str | None = None
+    lease_until: datetime | None = None
+    leased_by: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def awaiting_retry(self) -> bool:
+        """Queued again after a failed attempt, for the retry message in a delay queue."""
+        return self.status == "queued" and self.retry_at is not None
 
     def to_document(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
@@ -122,8 +139,66 @@ class ExecutionRecord:
 
     def to_api(self, include_logs: bool = True) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        for key in ("created_at", "started_at", "finished_at"):
+        for key in ("created_at", "started_at", "finished_at", "retry_at"):
             out[key] = iso(getattr(self, key))
+        out["attempts"] = [_iso_values(entry) for entry in self.attempts]
+        for key in ("lease_until", "leased_by", "first_attempt"):
+            out.pop(key)
         if not include_logs:
             out.pop("logs")
         return out
+
+
+DEAD_LETTER_KINDS = ("malformed", "retries exhausted", "internal error")
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    """A message the listener gave up on, kept so an operator can read and replay it.
+
+    ``body`` is the message body as text (``body_encoding`` ``utf-8``) or, when it
+    is not UTF-8, as base64; at most ``MAX_DEAD_LETTER_BODY_BYTES`` of it are kept
+    (``body_truncated`` says so). ``kind`` is one of ``DEAD_LETTER_KINDS``.
+    """
+
+    id: str
+    kind: str
+    reason: str
+    body: str = ""
+    body_encoding: str = "utf-8"
+    body_size: int = 0
+    body_truncated: bool = False
+    headers: dict[str, Any] = field(default_factory=dict)
+    message_id: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    event_id: str | None = None
+    function_id: str | None = None
+    execution_id: str | None = None
+    queue: str = ""
+    created_at: datetime | None = None
+    replayed_at: datetime | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)
+        doc["_id"] = doc.pop("id")
+        return doc
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> DeadLetterRecord:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in doc.items() if k in known}
+        values["id"] = doc["_id"]
+        return cls(**values)
+
+    def to_api(self, include_body: bool = True) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["created_at"] = iso(self.created_at)
+        out["replayed_at"] = iso(self.replayed_at)
+        if not include_body:
+            out.pop("body")
+        return out
+
+
+def _iso_values(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: iso(v) if isinstance(v, datetime) else v for k, v in entry.items()}
