@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from lambda_os import send
+from lambda_os import function_cli, send
 from lambda_os import settings as settings_module
 
 
@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("send", help=send_help, description=send_help)
     send.add_arguments(sub)
     settings_module.add_arguments(sub)
+    function_help = "manage functions through the API: create, list, get, update-code, …"
+    sub = commands.add_parser("function", help=function_help, description=function_help)
+    function_cli.add_arguments(sub)
     return parser
 
 
@@ -52,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("pika").setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.command == "send":
         return send.run_send(settings, args)
+    if args.command == "function":
+        return function_cli.run_function(settings, args)
     from lambda_os import serve
 
     runners = {

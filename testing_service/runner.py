@@ -16,8 +16,8 @@ from typing import Any
 
 import pika
 
+from lambda_os.client import ApiClient
 from testing_service.cases import CASES, Case
-from testing_service.client import ApiClient
 
 
 @dataclass

@@ -128,3 +128,72 @@ def test_live_server_answers_bad_input_with_json_errors(live_api):
 
     assert error.value.code == 400
     assert error.value.headers["Content-Type"] == "application/json"
+
+
+def lambda_os_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lambda_os.cli", *args],
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_lambda_os_function_command_walks_a_functions_life_against_a_live_api(live_api, tmp_path):
+    import json
+
+    (tmp_path / "hello.py").write_text("def handler(event, context):\n    return event\n")
+    created = lambda_os_cli(
+        "function",
+        *("--api", live_api, "create", "--name", "cli-hello", "--code", "hello.py"),
+        *("--event-source", "cli", "--event-type", "greeting", "--memory-mb", "256"),
+        *("--env", "GREETING=hi"),
+        cwd=tmp_path,
+    )
+    assert created.returncode == 0, created.stderr
+    function = json.loads(created.stdout)
+    assert (function["memory_mb"], function["environment"]) == (256, {"GREETING": "hi"})
+
+    listed = lambda_os_cli(
+        "function", "--api", live_api, "list", "--event-source", "cli", cwd=tmp_path
+    )
+    assert [f["id"] for f in json.loads(listed.stdout)] == [function["id"]]
+
+    (tmp_path / "hello.py").write_text("def handler(event, context):\n    return [event]\n")
+    updated = lambda_os_cli(
+        "function", "--api", live_api, "update-code", function["id"], "hello.py", cwd=tmp_path
+    )
+    assert json.loads(updated.stdout)["version"] == 2
+
+    lambda_os_cli(
+        "function", "--api", live_api, "download", function["id"], "-o", "back.py", cwd=tmp_path
+    )
+    assert (tmp_path / "back.py").read_bytes() == (tmp_path / "hello.py").read_bytes()
+
+    assert (
+        lambda_os_cli(
+            "function", "--api", live_api, "delete", function["id"], cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    missing = lambda_os_cli("function", "--api", live_api, "get", function["id"], cwd=tmp_path)
+    assert missing.returncode == 1
+    assert "404" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_lambda_os_function_command_reports_a_refused_upload_without_a_traceback(
+    live_api, tmp_path
+):
+    (tmp_path / "hello.py").write_text("def handler(event, context):\n    return event\n")
+    refused = lambda_os_cli(
+        "function",
+        *("--api", live_api, "create", "--name", "bad name!", "--code", "hello.py"),
+        *("--event-source", "cli", "--event-type", "greeting"),
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 1
+    assert "422" in refused.stderr and "name" in refused.stderr
+    assert "Traceback" not in refused.stderr
