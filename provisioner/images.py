@@ -103,6 +103,14 @@ def _has_image(client: docker.DockerClient, name: str) -> docker.models.images.I
         return None
 
 
+def _remove_replaced(client: docker.DockerClient, image_id: str) -> None:
+    """Remove the image a rebuild replaced, unless a container still uses it."""
+    try:
+        client.images.remove(image_id)
+    except docker.errors.APIError as exc:
+        LOGGER.info("kept the replaced image %s: %s", image_id[:19], exc.explanation)
+
+
 def ensure_base_image(client: docker.DockerClient, suite: str, rebuild: bool = False) -> str:
     """Import a minbase+python3 Debian root filesystem as ``lambda-os/base:<suite>`` if missing."""
     name = f"{BASE_REPOSITORY}:{suite}"
@@ -168,6 +176,8 @@ def ensure_runtime_image(
             network_mode="none",
         )
         LOGGER.info("built %s in %.1f s", name, time.monotonic() - started)
+        if image is not None:
+            _remove_replaced(client, image.id)
     except docker.errors.BuildError as exc:
         log = "".join(str(line.get("stream", line.get("error", ""))) for line in exc.build_log)
         raise PermanentError(f"building {name} failed: {exc}\n{log[-2000:]}") from exc
