@@ -31,6 +31,7 @@ on the next connection and ``run_execution`` finds the records finished.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -38,28 +39,42 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import pika
 import pika.exceptions
 
 from lambda_os.errors import LambdaError, TransientError
-from lambda_os.records import ExecutionRecord, iso, utcnow
+from lambda_os.records import DeadLetterRecord, ExecutionRecord, iso, utcnow
+from listener.deadletter import dead_letter_record, own_headers
 from listener.events import Event, InvalidEvent, parse_event
+from listener.execute import Step
 from listener.topology import Topology, declare
 
 LOGGER = logging.getLogger(__name__)
 
 REASON_HEADER = "x-lambda-reason"
+ATTEMPT_HEADER = "x-lambda-attempt"
+DEAD_LETTER_ID_HEADER = "x-lambda-dead-letter-id"
 COUNTER_NAMES = (
     "received",
+    "ids_assigned",
     "matched",
     "no_match",
     "dead_lettered",
     "executions",
+    "retries",
     "requeued",
     "replies",
 )
+
+
+class DeadLetterStore(Protocol):
+    """Where dead letters are recorded (the catalogue)."""
+
+    def add_dead_letter(self, record: DeadLetterRecord) -> DeadLetterRecord: ...
+
+    def update_execution(self, execution_id: str, changes: dict[str, Any]) -> ExecutionRecord: ...
 
 
 class TopologyError(LambdaError):
@@ -115,7 +130,8 @@ class EventGuard:
 class Session:
     """Consume on one connection until ``stop`` is set or the connection fails.
 
-    ``handle`` runs an event on a worker thread and returns its stored records.
+    ``handle`` runs an event on a worker thread and returns what it did to each
+    execution (``execute.Step``); ``dead_letters`` records every dead letter.
     """
 
     def __init__(
@@ -124,12 +140,13 @@ class Session:
         topology: Topology,
         prefetch: int,
         pool: Executor,
-        handle: Callable[[Event], list[ExecutionRecord]],
+        handle: Callable[[Event], list[Step]],
         counters: Counters,
         guard: EventGuard,
         stop: threading.Event,
         halt: threading.Event,
         transient_delay_s: float = 2.0,
+        dead_letters: DeadLetterStore | None = None,
     ) -> None:
         self._connection = connection
         self._topology = topology
@@ -141,6 +158,7 @@ class Session:
         self._stop = stop
         self._halt = halt
         self._transient_delay_s = transient_delay_s
+        self._dead_letters = dead_letters
         self._pending = 0
         self._channel: Any = None
         self._out: Any = None
@@ -191,7 +209,12 @@ class Session:
             event = parse_event(body, message_id=properties.message_id)
         except InvalidEvent as exc:
             label = properties.message_id or f"(none; delivery {tag})"
-            self._dead_letter(tag, properties, body, exc.description, label)
+            self._dead_letter(tag, properties, body, exc.description, label, kind="malformed")
+            return
+        attempt = (properties.headers or {}).get(ATTEMPT_HEADER)
+        if isinstance(attempt, int) and attempt >= 1 and event.function_id is not None:
+            event = dataclasses.replace(event, attempt=attempt)
+        if event.id_origin == "assigned" and self._republish_with_id(tag, properties, body, event):
             return
         LOGGER.debug(
             "event %s: received %s/%s (id from %s, delivery %d)",
@@ -215,11 +238,18 @@ class Session:
             return
         error = future.exception()
         if error is None:
-            records = future.result()
+            steps = future.result()
+            if not self._publish_retries(properties, event, steps):
+                self._counters.add("requeued")
+                self._channel.basic_nack(tag, requeue=True)
+                return
+            for step in steps:
+                if step.dead_letter is not None:
+                    self._dead_letter_exhausted(properties, event, step)
             if properties.reply_to:
-                self._reply(properties, event, records)
+                self._reply(properties, event, [step.record for step in steps if step.reply])
             self._channel.basic_ack(tag)
-            LOGGER.debug("event %s: acked after %d executions", event.id, len(records))
+            LOGGER.debug("event %s: acked after %d executions", event.id, len(steps))
         elif isinstance(error, TransientError):
             self._counters.add("requeued")
             LOGGER.warning("event %s: requeued: %s", event.id, error.description)
@@ -227,33 +257,153 @@ class Session:
         else:
             LOGGER.error("event %s: failed in the listener", event.id, exc_info=error)
             reason = f"internal error: {type(error).__name__}: {error}"
-            self._dead_letter(tag, properties, body, reason, event.id)
+            self._dead_letter(tag, properties, body, reason, event.id, kind="internal error")
 
-    def _dead_letter(
-        self, tag: int, properties: Any, body: bytes, reason: str, event_id: str
-    ) -> None:
+    def _republish_with_id(self, tag: int, properties: Any, body: bytes, event: Event) -> bool:
+        """Put an id-less event back with its assigned id as ``message_id``, then ack it.
+
+        The copy is what runs, so every later redelivery of it carries the same id
+        and maps to the same executions. False (run it now, under the assigned id)
+        if the broker refuses the copy.
+        """
+        copy = _copy_properties(properties, dict(properties.headers or {}), message_id=event.id)
+        try:
+            self._out.basic_publish(
+                exchange="",
+                routing_key=self._topology.events_queue,
+                body=body,
+                properties=copy,
+                mandatory=True,
+            )
+        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+            LOGGER.warning(
+                "event %s: could not republish with its assigned id (%r); running it as it is",
+                event.id,
+                exc,
+            )
+            return False
+        self._counters.add("ids_assigned")
+        LOGGER.debug("event %s: had no id; republished with it as message_id", event.id)
+        self._channel.basic_ack(tag)
+        return True
+
+    def _publish_retries(self, properties: Any, event: Event, steps: list[Step]) -> bool:
+        """Publish a retry message for each step that queued another attempt; False on refusal.
+
+        The message is the event addressed to that one function, with the attempt
+        in ``x-lambda-attempt``, into the delay queue for that attempt; it comes
+        back to the events queue when its TTL ends. On refusal the caller requeues
+        the original: its redelivery runs the queued records at once.
+        """
+        for step in (step for step in steps if step.retry):
+            record = step.record
+            headers = own_headers(properties.headers)
+            headers[ATTEMPT_HEADER] = record.attempt
+            copy = _copy_properties(properties, headers, message_id=event.id)
+            queue = self._topology.retry_queue(record.attempt)
+            try:
+                self._out.basic_publish(
+                    exchange="",
+                    routing_key=queue,
+                    body=_addressed_body(event, record.function_id),
+                    properties=copy,
+                    mandatory=True,
+                )
+            except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+                LOGGER.error(
+                    "event %s: delay queue %s refused the retry of execution %s (%r); requeueing",
+                    event.id,
+                    queue,
+                    record.id,
+                    exc,
+                )
+                return False
+            self._counters.add("retries")
+            LOGGER.info(
+                "event %s: attempt %d of execution %s waits in %s",
+                event.id,
+                record.attempt,
+                record.id,
+                queue,
+            )
+        return True
+
+    def _dead_letter_exhausted(self, properties: Any, event: Event, step: Step) -> None:
+        """Dead-letter the event for the function whose last attempt failed."""
+        record = step.record
+        reason = step.dead_letter or "retries exhausted"
+        body = _addressed_body(event, record.function_id)
+        headers = own_headers(properties.headers)
+        headers.pop(ATTEMPT_HEADER, None)
+        copy = _copy_properties(properties, headers, message_id=event.id)
+        stored = self._record_dead_letter(
+            "retries exhausted", reason, body, copy, event.id, record.function_id, record.id
+        )
         self._counters.add("dead_lettered")
-        LOGGER.warning("event %s: dead-lettered: %s", event_id, reason)
+        LOGGER.warning(
+            "event %s: dead-lettered for function %s: %s", event.id, record.function_id, reason
+        )
+        if not self._publish_dead_letter(copy, body, reason, event.id, stored):
+            LOGGER.error(
+                "event %s: the dead-letter queue refused the dead letter; the catalogue keeps it",
+                event.id,
+            )
+        if self._dead_letters is not None:
+            try:
+                self._dead_letters.update_execution(
+                    record.id, {"dead_letter_id": stored or "unrecorded"}
+                )
+            except LambdaError as exc:
+                LOGGER.error("event %s: cannot mark the dead letter: %s", event.id, exc)
+
+    def _record_dead_letter(
+        self,
+        kind: str,
+        reason: str,
+        body: bytes,
+        properties: Any,
+        event_id: str | None,
+        function_id: str | None = None,
+        execution_id: str | None = None,
+    ) -> str | None:
+        """Keep the dead letter in the catalogue; its id, or None if that failed."""
+        if self._dead_letters is None:
+            return None
+        record = dead_letter_record(
+            kind,
+            reason,
+            body,
+            properties,
+            self._topology.events_queue,
+            event_id,
+            function_id,
+            execution_id,
+        )
+        try:
+            return self._dead_letters.add_dead_letter(record).id
+        except LambdaError as exc:
+            # The message still reaches the dead-letter queue; only the catalogue copy is lost.
+            LOGGER.error("event %s: cannot record the dead letter: %s", event_id, exc.description)
+            return None
+
+    def _publish_dead_letter(
+        self,
+        properties: Any,
+        body: bytes,
+        reason: str,
+        event_id: str,
+        dead_letter_id: str | None,
+    ) -> bool:
         headers = dict(properties.headers or {})
         headers[REASON_HEADER] = reason
         headers["x-lambda-queue"] = self._topology.events_queue
         headers["x-lambda-dead-lettered-at"] = iso(utcnow())
+        if dead_letter_id is not None:
+            headers[DEAD_LETTER_ID_HEADER] = dead_letter_id
         if properties.expiration is not None:
             # A TTL copied onto the dead letter would let it expire from the dead-letter queue.
             headers["x-lambda-expiration"] = properties.expiration
-        copy = pika.BasicProperties(
-            content_type=properties.content_type,
-            content_encoding=properties.content_encoding,
-            headers=headers,
-            delivery_mode=pika.DeliveryMode.Persistent,
-            priority=properties.priority,
-            correlation_id=properties.correlation_id,
-            reply_to=properties.reply_to,
-            message_id=properties.message_id,
-            timestamp=properties.timestamp,
-            type=properties.type,
-            app_id=properties.app_id,
-        )  # user_id is left out: the broker checks it against our own user
+        copy = _copy_properties(properties, headers, message_id=properties.message_id)
         try:
             self._out.basic_publish(
                 exchange=self._topology.dead_letter_exchange,
@@ -263,11 +413,22 @@ class Session:
                 mandatory=True,
             )
         except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+            LOGGER.error("event %s: dead-letter publish refused: %r", event_id, exc)
+            return False
+        return True
+
+    def _dead_letter(
+        self, tag: int, properties: Any, body: bytes, reason: str, event_id: str, kind: str
+    ) -> None:
+        self._counters.add("dead_lettered")
+        LOGGER.warning("event %s: dead-lettered: %s", event_id, reason)
+        known_id = None if kind == "malformed" else event_id
+        stored = self._record_dead_letter(kind, reason, body, properties, known_id)
+        if not self._publish_dead_letter(properties, body, reason, event_id, stored):
             LOGGER.error(
-                "event %s: the dead-letter queue refused the copy (%r); rejecting the message "
-                "to the queue's dead-letter exchange, without the reason header",
+                "event %s: rejecting the message to the queue's dead-letter exchange, "
+                "without the reason header",
                 event_id,
-                exc,
             )
             self._channel.basic_nack(tag, requeue=False)
             return
@@ -307,7 +468,7 @@ class Session:
 
     # -- on worker threads ------------------------------------------------------
 
-    def _work(self, event: Event) -> list[ExecutionRecord]:
+    def _work(self, event: Event) -> list[Step]:
         with self._guard.hold(event.id):
             try:
                 records = self._handle(event)
@@ -336,3 +497,37 @@ class Session:
                 "and its stored records make that harmless",
                 event.id,
             )
+
+
+def _copy_properties(properties: Any, headers: dict[str, Any], message_id: str | None) -> Any:
+    """The message's properties for a copy we publish: persistent, with these headers."""
+    return pika.BasicProperties(
+        content_type=properties.content_type,
+        content_encoding=properties.content_encoding,
+        headers=headers,
+        delivery_mode=pika.DeliveryMode.Persistent,
+        priority=properties.priority,
+        correlation_id=properties.correlation_id,
+        reply_to=properties.reply_to,
+        message_id=message_id,
+        timestamp=properties.timestamp,
+        type=properties.type,
+        app_id=properties.app_id,
+    )  # user_id is left out: the broker checks it against our own user; expiration too
+
+
+def _addressed_body(event: Event, function_id: str) -> bytes:
+    """The event addressed to one function, under its id: what a retry or its dead letter holds.
+
+    Not through ``encode_event``: its size check could refuse an event that was
+    accepted a few bytes under the limit; the listener then dead-letters the copy
+    when it comes back, rather than failing here on the connection's thread.
+    """
+    payload = {
+        "event_source": event.event_source,
+        "event_type": event.event_type,
+        "data": event.data,
+        "id": event.id,
+        "function_id": function_id,
+    }
+    return json.dumps(payload, separators=(",", ":")).encode("utf-8")

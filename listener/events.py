@@ -6,8 +6,9 @@ An event is a JSON object, UTF-8 encoded::
 
 ``data`` may be any JSON value and defaults to null. ``id`` names the event for
 exactly-once records (an execution is keyed by event id and function id); when it
-is absent the AMQP ``message_id`` is used, else a new id is assigned on receipt,
-so a redelivery of an id-less message is a new event. ``function_id``, when given,
+is absent the AMQP ``message_id`` is used, else a new id is assigned on receipt
+(and the listener republishes the message with that id as its ``message_id``, so
+a redelivery keeps it). ``function_id``, when given,
 addresses one function (the API's asynchronous invocation); other keys are ignored
 so that publishers can add fields before the listener knows them.
 
@@ -34,7 +35,12 @@ MAX_NAME_LENGTH = 255
 
 @dataclass(frozen=True)
 class Event:
-    """One parsed event. ``id_origin`` says where ``id`` came from: event, message_id, assigned."""
+    """One parsed event. ``id_origin`` says where ``id`` came from: event, message_id, assigned.
+
+    ``attempt`` is set on a retry message (the listener's ``x-lambda-attempt``
+    header): it runs that attempt of the addressed function's execution, and only
+    if the record still waits for it.
+    """
 
     id: str
     event_source: str
@@ -42,6 +48,7 @@ class Event:
     data: Any = None
     function_id: str | None = None
     id_origin: str = "event"
+    attempt: int | None = None
 
 
 def new_event_id() -> str:

@@ -7,23 +7,40 @@ API's synchronous invocation alike:
    makes a redelivered event find the record it already has;
 2. a finished record is returned as it is (the redelivery of an event whose
    outcome is stored but whose ack was lost), so a function never runs twice to
-   completion on one event in one listener;
-3. otherwise mark it running (``attempt`` goes up when a previous run was cut
-   off), ask the provisioner to run it, and store the outcome.
+   completion on one event;
+3. otherwise take the record's lease (``Catalogue.acquire_execution``): it is
+   ``running`` under this listener until the function's timeout plus a margin.
+   A record another listener holds is not run (``TransientError``: the message
+   comes back later); one whose lease lapsed (its listener died) is taken over as
+   the next ``attempt``. Then the provisioner runs it and the outcome is stored.
 
-Function failures are outcomes. ``TransientError`` from the provisioner puts the
-record back to ``queued`` and propagates, so the event is retried; any other
+Function failures are outcomes: a run that ends ``failed`` or ``timed_out`` for
+any reason the function can cause (handler error, timeout, out of memory,
+crashed) is retried up to the function's ``max_retries`` when the caller passes
+``retry_delay_s`` (the listener does; a synchronous API invocation does not). The
+record goes back to ``queued`` with ``attempt`` up by one and the failed run kept
+in ``attempts``, and ``Step.retry`` tells the listener to publish the retry
+message to a delay queue. After the last attempt the record stays failed and
+``Step.dead_letter`` carries the reason.
+
+``TransientError`` from the provisioner puts the record back to ``queued`` and
+propagates, so the event is retried without spending an attempt; any other
 platform error that will not go away (unknown runtime, package gone) is stored as
-a ``failed`` record, because retrying cannot help and the user must see why.
+a ``failed`` record with reason ``cannot run``, never retried, because retrying
+cannot help and the user must see why.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from lambda_os.errors import LambdaError, TransientError
@@ -35,6 +52,15 @@ from provisioner.base import Invocation, Outcome, Provisioner
 LOGGER = logging.getLogger(__name__)
 
 MAX_STORED_EVENT_BYTES = 64 * 1024
+# How long past the function's own timeout a listener's lease on a run lasts: room
+# for a container to start and its outcome to be stored. A listener that dies
+# holds its executions this long, then another takes them over.
+LEASE_MARGIN_S = 60.0
+CANNOT_RUN = "cannot run"
+# Reasons the platform writes itself (not a run of the function): never retried.
+NOT_RETRIED = frozenset({CANNOT_RUN, "not queued", "unavailable"})
+NO_LEASE = {"lease_until": None, "leased_by": None}
+MAX_REASON_DETAIL = 300
 
 
 class ExecutionStore(Protocol):
@@ -42,13 +68,47 @@ class ExecutionStore(Protocol):
 
     def claim_execution(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bool]: ...
 
-    def update_execution(self, execution_id: str, changes: dict[str, Any]) -> ExecutionRecord: ...
+    def acquire_execution(
+        self, execution_id: str, owner: str, now: datetime, lease_until: datetime
+    ) -> ExecutionRecord | None: ...
+
+    def get_execution(self, execution_id: str) -> ExecutionRecord: ...
+
+    def update_execution(
+        self, execution_id: str, changes: dict[str, Any], push: dict[str, Any] | None = None
+    ) -> ExecutionRecord: ...
 
     def get_package(self, function: FunctionRecord) -> Any: ...
 
 
+@dataclass(frozen=True)
+class Step:
+    """What one delivery did to one execution, and what the listener does about it.
+
+    ``retry``: this delivery queued the next attempt (``record.attempt``); publish
+    the retry message to its delay queue. ``dead_letter``: the last attempt
+    failed; dead-letter the event for this function with this reason. ``reply``:
+    the record goes to ``reply_to`` (only final records, and not for a stale retry).
+    """
+
+    record: ExecutionRecord
+    retry: bool = False
+    dead_letter: str | None = None
+    reply: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.record.finished:
+            object.__setattr__(self, "reply", False)
+
+
 def new_execution_id() -> str:
     return uuid.uuid4().hex
+
+
+@functools.cache
+def process_owner() -> str:
+    """This process's name on the leases it takes: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def stored_event_data(data: Any) -> Any:
@@ -86,10 +146,15 @@ def run_execution(
     event: Event,
     clock: Callable[[], datetime] = utcnow,
     ids: Callable[[], str] = new_execution_id,
+    **options: Any,
 ) -> ExecutionRecord:
-    """Claim, run and record one execution; return its final record (see the module doc)."""
+    """Claim, run and record one execution; return its record (see the module doc).
+
+    ``options`` are ``execute_step``'s keywords; without ``retry_delay_s`` a
+    failed run is final.
+    """
     record, _created = claim(catalogue, function, event, ids)
-    return execute_claimed(catalogue, provisioner, function, event, record, clock)
+    return execute_step(catalogue, provisioner, function, event, record, clock, **options).record
 
 
 def execute_claimed(
@@ -100,7 +165,41 @@ def execute_claimed(
     record: ExecutionRecord,
     clock: Callable[[], datetime] = utcnow,
 ) -> ExecutionRecord:
-    """Run an execution already claimed; a finished record is returned without running."""
+    """Run an execution already claimed, without retries (the API's synchronous invocation)."""
+    return execute_step(catalogue, provisioner, function, event, record, clock).record
+
+
+def execute_step(
+    catalogue: ExecutionStore,
+    provisioner: Provisioner,
+    function: FunctionRecord,
+    event: Event,
+    record: ExecutionRecord,
+    clock: Callable[[], datetime] = utcnow,
+    *,
+    owner: str | None = None,
+    lease_margin_s: float = LEASE_MARGIN_S,
+    retry_delay_s: Callable[[int], float] | None = None,
+) -> Step:
+    """Run an execution already claimed, under a lease, and say what the listener does next.
+
+    A finished record is returned without running. A retry message (``event.attempt``)
+    for an attempt the record no longer waits for is stale and does nothing.
+    ``retry_delay_s(attempt)`` is the backoff before ``attempt``; when given, a
+    failed run with retries left queues the next attempt (``Step.retry``) and one
+    without ends the record and asks for a dead letter (``Step.dead_letter``).
+    """
+    retries = retry_delay_s is not None
+    if event.attempt is not None and (record.finished or record.attempt != event.attempt):
+        LOGGER.info(
+            "event %s: retry message for attempt %d of execution %s is stale (%s, attempt %d)",
+            event.id,
+            event.attempt,
+            record.id,
+            record.status,
+            record.attempt,
+        )
+        return Step(record, reply=False)
     if record.finished:
         LOGGER.info(
             "event %s: function %s already has finished execution %s (%s); not running again",
@@ -109,11 +208,19 @@ def execute_claimed(
             record.id,
             record.status,
         )
-        return record
-    attempt = record.attempt + 1 if record.status == "running" else record.attempt
-    record = catalogue.update_execution(
-        record.id, {"status": "running", "started_at": clock(), "attempt": attempt}
-    )
+        return Step(record, dead_letter=_exhausted(record) if retries else None)
+    now = clock()
+    lease_until = now + timedelta(seconds=function.timeout_s + lease_margin_s)
+    acquired = catalogue.acquire_execution(record.id, owner or process_owner(), now, lease_until)
+    if acquired is None:
+        current = catalogue.get_execution(record.id)
+        if current.finished:
+            return Step(current, dead_letter=_exhausted(current) if retries else None)
+        raise TransientError(
+            f"execution {record.id} is {current.status} under {current.leased_by!r} "
+            f"until {current.lease_until}; trying again later"
+        )
+    record = acquired
     invocation = _invocation(catalogue, function, event, record)
     try:
         outcome = provisioner.run(invocation)
@@ -124,7 +231,7 @@ def execute_claimed(
             record.id,
             function.id,
         )
-        catalogue.update_execution(record.id, {"status": "queued", "started_at": None})
+        catalogue.update_execution(record.id, {"status": "queued", "started_at": None, **NO_LEASE})
         raise
     except LambdaError as exc:
         LOGGER.error(
@@ -135,30 +242,103 @@ def execute_claimed(
             exc.description,
         )
         now = clock()
-        return catalogue.update_execution(
+        final = catalogue.update_execution(
             record.id,
             {
                 "status": "failed",
                 "error": {
                     "type": type(exc).__name__,
                     "message": exc.description,
-                    "reason": "cannot run",
+                    "reason": CANNOT_RUN,
                 },
                 "finished_at": now,
                 "duration_ms": 0.0,
+                **NO_LEASE,
             },
         )
-    final = catalogue.update_execution(record.id, _outcome_changes(outcome))
+        return Step(final)
+    used = record.attempt - record.first_attempt + 1
+    if outcome.status != "succeeded" and retry_delay_s and used <= function.max_retries:
+        return _queue_retry(catalogue, function, event, record, outcome, clock, retry_delay_s)
+    final = catalogue.update_execution(record.id, {**_outcome_changes(outcome), **NO_LEASE})
     LOGGER.info(
-        "event %s: execution %s of function %s v%d %s in %.0f ms",
+        "event %s: execution %s of function %s v%d %s in %.0f ms (attempt %d)",
         event.id,
         final.id,
         function.id,
         function.version,
         final.status,
         outcome.duration_ms,
+        final.attempt,
     )
-    return final
+    return Step(final, dead_letter=_exhausted(final) if retries else None)
+
+
+def _queue_retry(
+    catalogue: ExecutionStore,
+    function: FunctionRecord,
+    event: Event,
+    record: ExecutionRecord,
+    outcome: Outcome,
+    clock: Callable[[], datetime],
+    retry_delay_s: Callable[[int], float],
+) -> Step:
+    attempt = record.attempt + 1
+    delay_s = retry_delay_s(attempt)
+    error = outcome.error or {}
+    previous = {
+        "attempt": record.attempt,
+        "status": outcome.status,
+        "error": outcome.error,
+        "started_at": outcome.started_at,
+        "finished_at": outcome.finished_at,
+        "duration_ms": outcome.duration_ms,
+        "host": outcome.host,
+    }
+    queued = catalogue.update_execution(
+        record.id,
+        {
+            "status": "queued",
+            "attempt": attempt,
+            "retry_at": clock() + timedelta(seconds=delay_s),
+            "error": outcome.error,
+            "logs": outcome.logs,
+            "result": None,
+            "started_at": None,
+            "finished_at": None,
+            "duration_ms": None,
+            **NO_LEASE,
+        },
+        push={"attempts": previous},
+    )
+    LOGGER.info(
+        "event %s: execution %s of function %s %s on attempt %d (%s); attempt %d in %.1f s",
+        event.id,
+        record.id,
+        function.id,
+        outcome.status,
+        record.attempt,
+        error.get("reason", "no reason"),
+        attempt,
+        delay_s,
+    )
+    return Step(queued, retry=True, reply=False)
+
+
+def _exhausted(record: ExecutionRecord) -> str | None:
+    """The dead-letter reason for a record whose last attempt failed, if none was sent yet."""
+    if record.status not in ("failed", "timed_out") or record.dead_letter_id is not None:
+        return None
+    error = record.error or {}
+    if error.get("reason") in NOT_RETRIED:
+        return None
+    attempts = record.attempt - record.first_attempt + 1
+    detail = f"{error.get('type', record.status)}: {error.get('message', '')}"[:MAX_REASON_DETAIL]
+    return (
+        f"retries exhausted: {attempts} attempt{'s' if attempts != 1 else ''} of function "
+        f"{record.function_id} ended {record.status} ({error.get('reason', 'no reason')}); "
+        f"last: {detail}"
+    )
 
 
 def _invocation(
@@ -207,16 +387,20 @@ def run_event(
     event: Event,
     clock: Callable[[], datetime] = utcnow,
     ids: Callable[[], str] = new_execution_id,
-) -> list[ExecutionRecord]:
+    **options: Any,
+) -> list[Step]:
     """Match, then run each function in turn; every record is stored when this returns.
 
     The functions of one event run one after another on the caller's thread: one
     event holds one of the listener's slots (its prefetch follows the
     provisioner's capacity), so a wide fan-out cannot overrun the host. A
     ``TransientError`` stops the event; the records already finished are kept and
-    skipped when it comes back.
+    skipped when it comes back. ``options`` are ``execute_step``'s keywords.
     """
-    return [
-        run_execution(catalogue, provisioner, function, event, clock, ids)
-        for function in match(catalogue, event)
-    ]
+    steps = []
+    for function in match(catalogue, event):
+        record, _created = claim(catalogue, function, event, ids)
+        steps.append(
+            execute_step(catalogue, provisioner, function, event, record, clock, **options)
+        )
+    return steps

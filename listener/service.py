@@ -9,7 +9,13 @@ Connection failures (broker down, connection closed from the broker side,
 heartbeat lost) are retried forever in an outer loop with capped exponential
 backoff and jitter; the backoff resets once a connection is consuming again.
 Messages that were in flight on a lost connection come back from the broker, and
-the execution records make running them again harmless.
+the execution records make running them again harmless: each execution runs
+under a lease in the catalogue, so two listeners never run it at once and one
+cut off by a dead listener is taken over when its lease lapses.
+
+A function run that fails is retried (``execute``) through the delay queues
+(``topology``); after its last attempt the event is dead-lettered for that
+function and recorded in the catalogue's dead letters, as every dead letter is.
 
 The first SIGTERM or SIGINT sets the stop flag: no new message is started,
 prefetched ones go back to the queue, in-flight events finish and are acked,
@@ -34,11 +40,10 @@ import pika
 import pika.exceptions
 
 from lambda_os.errors import TransientError
-from lambda_os.records import ExecutionRecord
 from lambda_os.settings import Settings
 from listener.consume import Counters, EventGuard, Session, TopologyError
 from listener.events import Event
-from listener.execute import run_event
+from listener.execute import LEASE_MARGIN_S, Step, run_event
 from listener.publish import connection_parameters
 from listener.topology import Topology
 from provisioner.base import Invocation, Outcome, Provisioner
@@ -112,8 +117,11 @@ class Listener:
         backoff: Backoff | None = None,
         transient_delay_s: float = 2.0,
         name: str = "lambda-os listener",
+        topology: Topology | None = None,
+        lease_margin_s: float = LEASE_MARGIN_S,
     ) -> None:
-        self._topology = Topology.from_settings(settings)
+        self._topology = topology or Topology.from_settings(settings)
+        self._lease_margin_s = lease_margin_s
         self._catalogue = catalogue
         self._halt = threading.Event()
         self._stop = threading.Event()
@@ -180,10 +188,20 @@ class Listener:
             stop=self._stop,
             halt=self._halt,
             transient_delay_s=self._transient_delay_s,
+            dead_letters=self._catalogue,
         )
 
-    def _handle(self, event: Event) -> list[ExecutionRecord]:
-        return run_event(self._catalogue, self._provisioner, event)
+    def _handle(self, event: Event) -> list[Step]:
+        return run_event(
+            self._catalogue,
+            self._provisioner,
+            event,
+            lease_margin_s=self._lease_margin_s,
+            retry_delay_s=self._retry_delay_s,
+        )
+
+    def _retry_delay_s(self, attempt: int) -> float:
+        return self._topology.retry_delay_ms(attempt) / 1000
 
     def _wait_to_reconnect(self, exc: BaseException) -> None:
         delay = self._backoff.next()

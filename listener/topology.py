@@ -1,4 +1,4 @@
-"""The broker topology: the events queue and its dead letters, declared one way everywhere.
+"""The broker topology: the events queue, its dead letters and delay queues, declared one way.
 
 RabbitMQ refuses (406 PRECONDITION_FAILED, which closes the channel) a queue
 declared again with different arguments, so the publisher, the listener and the
@@ -10,8 +10,16 @@ tests all declare through ``declare`` here and nowhere else.
 - ``<events_queue>.dlx``: a durable direct exchange; dead letters are routed with
   the key ``<dead_letter_queue>`` (``x-dead-letter-routing-key``), not the
   original routing key, so one binding catches them all.
-- ``<dead_letter_queue>``: durable, classic, no consumer of ours; an operator (or
-  issue #5's replay) reads it.
+- ``<dead_letter_queue>``: durable, classic, no consumer of ours; an operator
+  reads it, and ``POST /v1/deadletters/{id}/replay`` sends one back.
+- ``<events_queue>.retry.<ms>ms``: the delay queues for retries, one per backoff
+  tier, each with its own ``x-message-ttl`` and the default exchange as
+  dead-letter exchange routing back to ``<events_queue>``. No consumer reads
+  them: a retry message waits there until its TTL and RabbitMQ moves it back.
+  One TTL per queue (not a per-message ``expiration``) because RabbitMQ expires
+  messages only at the head of a queue: a 1 s retry behind a 60 s one would
+  wait the full minute. Within a tier every message has the same TTL, so the
+  head always expires first.
 
 Why classic and not quorum: this is one broker node, where a quorum queue buys
 no replication; what it would add is a delivery count (``x-delivery-limit``) to
@@ -28,6 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+RETRY_DELAYS_MS = (1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000)
+
 from lambda_os.settings import Settings
 
 
@@ -37,10 +47,29 @@ class Topology:
 
     events_queue: str
     dead_letter_queue: str
+    retry_delays_ms: tuple[int, ...] = RETRY_DELAYS_MS
 
     @property
     def dead_letter_exchange(self) -> str:
         return f"{self.events_queue}.dlx"
+
+    def retry_queue_for(self, delay_ms: int) -> str:
+        return f"{self.events_queue}.retry.{delay_ms}ms"
+
+    def retry_delay_ms(self, attempt: int) -> int:
+        """The backoff before ``attempt`` (2 and up): the first tier, doubling, capped at the last."""
+        return self.retry_delays_ms[min(max(attempt - 2, 0), len(self.retry_delays_ms) - 1)]
+
+    def retry_queue(self, attempt: int) -> str:
+        """The delay queue a retry message for ``attempt`` waits in."""
+        return self.retry_queue_for(self.retry_delay_ms(attempt))
+
+    def retry_arguments(self, delay_ms: int) -> dict[str, Any]:
+        return {
+            "x-message-ttl": delay_ms,
+            "x-dead-letter-exchange": "",  # the default exchange: routed by queue name
+            "x-dead-letter-routing-key": self.events_queue,
+        }
 
     @property
     def events_arguments(self) -> dict[str, Any]:
@@ -72,10 +101,18 @@ def declare(channel: Any, topology: Topology) -> None:
     channel.queue_declare(
         queue=topology.events_queue, durable=True, arguments=topology.events_arguments
     )
+    for delay_ms in topology.retry_delays_ms:
+        channel.queue_declare(
+            queue=topology.retry_queue_for(delay_ms),
+            durable=True,
+            arguments=topology.retry_arguments(delay_ms),
+        )
 
 
 def delete(channel: Any, topology: Topology) -> None:
     """Remove what ``declare`` made (tests clean up their own queues with this)."""
     channel.queue_delete(queue=topology.events_queue)
     channel.queue_delete(queue=topology.dead_letter_queue)
+    for delay_ms in topology.retry_delays_ms:
+        channel.queue_delete(queue=topology.retry_queue_for(delay_ms))
     channel.exchange_delete(exchange=topology.dead_letter_exchange)

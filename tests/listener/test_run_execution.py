@@ -141,7 +141,7 @@ def test_event_with_two_matching_functions_runs_both_with_one_record_each(catalo
     add_function(catalogue, "a")
     add_function(catalogue, "b")
     provisioner = FakeProvisioner()
-    records = run_event(catalogue, provisioner, event())
+    records = [step.record for step in run_event(catalogue, provisioner, event())]
     assert sorted(r.result["function"] for r in records) == ["a", "b"]
     run_event(catalogue, provisioner, event())
     assert len(catalogue.list_executions({}, 10).items) == 2
@@ -190,7 +190,8 @@ def test_async_submission_queues_a_record_and_publishes_an_addressed_event(catal
     )
     assert message["message_id"] == record.event_id
     # What the listener does with it: the queued record runs, no second record appears.
-    (final,) = run_event(catalogue, provisioner, published)
+    (step,) = run_event(catalogue, provisioner, published)
+    final = step.record
     assert (final.id, final.status) == (record.id, "succeeded")
 
 
