@@ -1,4 +1,4 @@
-"""Fixtures for the API suites: the app on a mongomock catalogue, and a multipart upload.
+"""Fixtures for the API suites: the app on a mongomock catalogue, a multipart upload, a live server.
 
 Requests go through falcon's TestClient, which drives the real WSGI app (routing,
 body reading, error handlers) without a socket.
@@ -6,7 +6,15 @@ body reading, error handlers) without a socket.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,3 +61,62 @@ def created(upload: Callable[..., Result]) -> dict[str, Any]:
     result = upload()
     assert result.status_code == 201, result.text
     return result.json
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(base: str, server: subprocess.Popen, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"gunicorn exited with {server.returncode}: {server.stderr.read()}")
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"gunicorn did not answer /healthz on {base} within {timeout_s}s")
+
+
+@pytest.fixture(scope="module")
+def live_api() -> Iterator[str]:
+    """A gunicorn running get_app() on 127.0.0.1, one worker, in-memory catalogue."""
+    base = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k != "MONGO_URL"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            base.removeprefix("http://"),
+            "--workers",
+            "1",
+            "catalog_api.app:get_app()",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_healthy(base, server)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

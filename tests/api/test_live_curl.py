@@ -1,7 +1,7 @@
 """The curl walk-through in swagger/curl-examples.md, run as written against a live gunicorn.
 
-The server is the production entry point, ``gunicorn 'catalog_api.app:get_app()'``,
-with no MONGO_URL (so an in-memory catalogue), on a free loopback port. The
+The server is the ``live_api`` fixture (tests/api/conftest.py): the production entry
+point under gunicorn, on an in-memory catalogue and a free loopback port. The
 commands are read from the markdown and only the base URL is swapped, so the
 documentation cannot drift from what works.
 """
@@ -11,13 +11,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,62 +22,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CURL_EXAMPLES = REPO / "swagger" / "curl-examples.md"
 DOCUMENTED_BASE = "http://127.0.0.1:8080"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_healthy(base: str, server: subprocess.Popen, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"gunicorn exited with {server.returncode}: {server.stderr.read()}")
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"gunicorn did not answer /healthz on {base} within {timeout_s}s")
-
-
-@pytest.fixture(scope="module")
-def live_api() -> Iterator[str]:
-    """A gunicorn running get_app() on 127.0.0.1, one worker, in-memory catalogue."""
-    base = f"http://127.0.0.1:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if k != "MONGO_URL"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--bind",
-            base.removeprefix("http://"),
-            "--workers",
-            "1",
-            "catalog_api.app:get_app()",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_until_healthy(base, server)
-        yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def walkthrough(base: str) -> str:
