@@ -1,7 +1,8 @@
 """The WSGI application: ``create_app`` wires resources to routes, ``get_app`` builds the real one.
 
 gunicorn runs ``catalog_api.app:get_app()``; tests call ``create_app`` with a
-mongomock catalogue and, for invocations, an ``Invoker`` double.
+mongomock catalogue and, for invocations and replays, an ``Invoker`` and a
+``Replayer`` double. ``get_app`` has neither (those answer 503).
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ import falcon
 import falcon.media
 
 from catalog_api import errors
+from catalog_api.deadletters import (
+    DeadLetterReplayResource,
+    DeadLetterResource,
+    DeadLettersResource,
+    Replayer,
+)
 from catalog_api.executions import ExecutionLogsResource, ExecutionResource, ExecutionsResource
 from catalog_api.functions import CodeResource, FunctionResource, FunctionsResource
 from catalog_api.invocations import InvocationsResource
@@ -35,8 +42,10 @@ def create_app(
     settings: Settings,
     invoker: Invoker | None = None,
     runtimes: RuntimeList | None = None,
+    replayer: Replayer | None = None,
 ) -> falcon.App:
-    """The API on this catalogue; invocations answer 503 when ``invoker`` is None."""
+    """The API on this catalogue; invocations (``invoker``) and dead-letter replays
+    (``replayer``) answer 503 when theirs is None."""
     runtimes = RUNTIMES if runtimes is None else tuple(runtimes)
     app = falcon.App()
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=_dumps)
@@ -51,6 +60,11 @@ def create_app(
     app.add_route("/v1/executions", ExecutionsResource(catalogue))
     app.add_route("/v1/executions/{execution_id}", ExecutionResource(catalogue))
     app.add_route("/v1/executions/{execution_id}/logs", ExecutionLogsResource(catalogue))
+    app.add_route("/v1/deadletters", DeadLettersResource(catalogue))
+    app.add_route("/v1/deadletters/{dead_letter_id}", DeadLetterResource(catalogue))
+    app.add_route(
+        "/v1/deadletters/{dead_letter_id}/replay", DeadLetterReplayResource(catalogue, replayer)
+    )
     app.add_route("/v1/runtimes", RuntimesResource(runtimes, settings))
     app.add_route("/v1/openapi.yaml", OpenAPIResource())
     app.add_route("/healthz", HealthResource(catalogue))

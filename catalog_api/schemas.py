@@ -16,7 +16,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates
 
 from lambda_os.packages import HANDLER_PATTERN
-from lambda_os.records import EXECUTION_STATUSES
+from lambda_os.records import DEAD_LETTER_KINDS, EXECUTION_STATUSES
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # Visible ASCII: no spaces or control characters, so a pair matches exactly what is typed.
@@ -217,6 +217,12 @@ class FunctionListQuerySchema(PageQuerySchema):
 class ExecutionListQuerySchema(PageQuerySchema):
     function_id = fields.String(validate=validate.Length(1, 128))
     status = fields.String(validate=validate.OneOf(EXECUTION_STATUSES))
+
+
+class DeadLetterListQuerySchema(PageQuerySchema):
+    kind = fields.String(validate=validate.OneOf(DEAD_LETTER_KINDS))
+    function_id = fields.String(validate=validate.Length(1, 128))
+    event_id = fields.String(validate=validate.Length(1, 255))
 
 
 class InvocationQuerySchema(Schema):

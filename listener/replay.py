@@ -1,0 +1,81 @@
+"""Replay: send a dead letter back to the events queue (``POST /v1/deadletters/{id}/replay``).
+
+The API's ``Replayer`` seam, on the listener's side because it needs the event
+contract and the broker. A replay publishes the body exactly as it was
+dead-lettered, under the event's id, with publisher confirms, and only then marks
+the dead letter replayed. A dead letter of exhausted retries is addressed to one
+function; its execution record is reopened first (``queued``, with a fresh retry
+budget and the failed run kept in ``attempts``), or the listener would find it
+finished and not run it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from lambda_os.errors import Conflict, InvalidEvent
+from lambda_os.records import DeadLetterRecord
+from listener.deadletter import own_headers, record_body
+from listener.events import parse_event
+
+LOGGER = logging.getLogger(__name__)
+
+REPLAY_HEADER = "x-lambda-replay-of"
+
+
+class ConfirmedPublisher(Protocol):
+    """What a replay needs from ``listener.publish.Publisher``."""
+
+    def publish(
+        self,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        headers: dict[str, Any] | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None: ...
+
+
+class Replayer:
+    """Replays dead letters from the catalogue through a confirmed publisher."""
+
+    def __init__(self, catalogue: Any, publisher: ConfirmedPublisher) -> None:
+        self._catalogue = catalogue
+        self._publisher = publisher
+
+    def replay(self, record: DeadLetterRecord) -> DeadLetterRecord:
+        """Publish it again; ``Conflict``, ``InvalidEvent`` or ``TransientError`` if not."""
+        if record.replayed_at is not None:
+            raise Conflict(f"dead letter {record.id!r} was replayed already")
+        if record.body_truncated:
+            raise InvalidEvent(
+                f"only the first {len(record_body(record))} of its {record.body_size} bytes "
+                "were kept, so it cannot be replayed"
+            )
+        body = record_body(record)
+        try:
+            event = parse_event(body, message_id=record.message_id)
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"the dead letter is not an event: {exc.description}") from exc
+        if record.kind == "retries exhausted" and event.function_id is not None:
+            self._catalogue.reopen_execution(event.id, event.function_id)
+        headers = {
+            key: value
+            for key, value in own_headers(record.headers).items()
+            if not key.startswith("x-lambda-")
+        }
+        headers[REPLAY_HEADER] = record.id
+        self._publisher.publish(
+            body,
+            message_id=record.message_id or event.id,
+            headers=headers,
+            reply_to=record.reply_to,
+            correlation_id=record.correlation_id,
+        )
+        LOGGER.info("event %s: dead letter %s replayed", event.id, record.id)
+        try:
+            return self._catalogue.mark_dead_letter_replayed(record.id)
+        except Conflict:  # a concurrent replay marked it first; both events are published
+            return self._catalogue.get_dead_letter(record.id)
