@@ -40,6 +40,7 @@ class Invocation:
     environment: dict[str, str] = field(default_factory=dict)
     network: bool = False
     attempt: int = 1
+    concurrency: int = 10  # the function's limit on executions at once
 
 
 @dataclass(frozen=True)

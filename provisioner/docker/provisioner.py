@@ -38,6 +38,7 @@ from provisioner.docker.container import (
 from provisioner.docker.host import DockerHost
 from provisioner.docker.inventory import Inventory
 from provisioner.images import RUNTIMES
+from provisioner.limits import ConcurrencyLimits
 
 LOGGER = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ class DockerProvisioner:
         (self.containers_dir / "owner").write_text(self.host.owner.label)
         self._remove_abandoned(containers_root)
         self._slots = threading.BoundedSemaphore(settings.concurrency)
+        self._per_function = ConcurrencyLimits()
         self._lock = threading.Condition()
         self._inventory = Inventory(settings.host_memory_mb)
         self._live: dict[str, RuntimeContainer] = {}
@@ -209,7 +211,8 @@ class DockerProvisioner:
         image = self._image(invocation.runtime)
         package_dir = self.packages.get(invocation)
         key = function_key(invocation)
-        with self._slots:
+        # The function's own limit first, so a function at its limit holds no host slot.
+        with self._per_function.hold(invocation.function_id, invocation.concurrency), self._slots:
             started_at = utcnow()
             clock = time.monotonic()
             try:

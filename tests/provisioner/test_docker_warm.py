@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -239,3 +240,39 @@ def test_close_removes_busy_warm_and_pooled_containers(
     assert not docker_client.containers.list(
         all=True, filters={"label": f"lambda-os.owner={owner}"}
     )
+
+
+WINDOW = """
+import time
+def handler(event, context):
+    started = time.time()
+    time.sleep(event)
+    return [started, time.time()]
+"""
+
+
+def run_together(provisioner, runs):
+    outcomes = []
+    threads = [
+        threading.Thread(target=lambda r=r: outcomes.append(provisioner.run(r))) for r in runs
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [outcome.status for outcome in outcomes] == ["succeeded"] * len(runs)
+    return sorted(outcome.result for outcome in outcomes)
+
+
+def test_a_function_never_runs_more_executions_at_once_than_its_concurrency(backend, invocation):
+    provisioner = backend(pool_size=0, concurrency=4)
+    windows = run_together(provisioner, [invocation(WINDOW, 0.5, concurrency=1) for _ in range(3)])
+    for (_, first_end), (second_start, _) in itertools.pairwise(windows):
+        assert second_start >= first_end  # one after another, though the host had room
+
+
+def test_a_function_under_its_concurrency_runs_executions_side_by_side(backend, invocation):
+    provisioner = backend(pool_size=0, concurrency=4)
+    windows = run_together(provisioner, [invocation(WINDOW, 1.0, concurrency=2) for _ in range(2)])
+    (_, first_end), (second_start, _) = windows
+    assert second_start < first_end
