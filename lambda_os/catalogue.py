@@ -20,6 +20,7 @@ Layout:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from lambda_os.records import (
 )
 
 ASCENDING = pymongo.ASCENDING
+_SEQUENCE = itertools.count()
 
 
 def new_id() -> str:
@@ -409,7 +411,8 @@ class Catalogue:
         now = record.created_at or self._clock()
         record = dataclasses.replace(
             record,
-            id=record.id or f"{now:%Y%m%dT%H%M%S%f}-{self._ids()[:12]}",
+            # Time first and a counter for the same millisecond: ids sort oldest first.
+            id=record.id or f"{now:%Y%m%dT%H%M%S%f}-{next(_SEQUENCE):08d}-{self._ids()[:8]}",
             created_at=now,
         )
         with _converted():
