@@ -212,3 +212,52 @@ def test_broker_invoker_returns_the_stored_record_after_the_reply(catalogue, tmp
     record = BrokerInvoker(Settings(), catalogue, publisher).invoke(function, 1)
     assert record.status == "queued"
     assert parse_event(publisher.published[0]["body"]).function_id == function.id
+
+
+def test_execution_leased_by_another_listener_is_not_run_until_its_lease_lapses(catalogue):
+    from datetime import timedelta
+
+    from lambda_os.records import utcnow
+    from listener.execute import claim, execute_step
+
+    function = add_function(catalogue, "echo", timeout_s=5)
+    record, _ = claim(catalogue, function, event())
+    now = utcnow()
+    # Listener A took the lease and died (kill -9): the record says running, under A.
+    catalogue.acquire_execution(record.id, "listener-a", now, now + timedelta(seconds=65))
+    provisioner = FakeProvisioner()
+    with pytest.raises(TransientError, match="listener-a"):
+        execute_step(catalogue, provisioner, function, event(), record, lambda: now, owner="b")
+    assert provisioner.runs == []
+    later = now + timedelta(seconds=66)
+    step = execute_step(catalogue, provisioner, function, event(), record, lambda: later, owner="b")
+    assert (step.record.status, step.record.attempt) == ("succeeded", 2)
+    assert step.record.attempts[0]["status"] == "interrupted"
+    assert step.record.lease_until is None and provisioner.runs[0].attempt == 2
+
+
+def test_failed_run_is_queued_for_a_retry_until_max_retries_then_asks_for_a_dead_letter(catalogue):
+    from listener.execute import claim, execute_step
+
+    function = add_function(catalogue, "echo", max_retries=1)
+    provisioner = FakeProvisioner(status="failed")
+    record, _ = claim(catalogue, function, event())
+    first = execute_step(catalogue, provisioner, function, event(), record, retry_delay_s=float)
+    assert first.retry and not first.reply and first.dead_letter is None
+    assert (first.record.status, first.record.attempt, first.record.retry_at is not None) == (
+        "queued",
+        2,
+        True,
+    )
+    retry = event(function_id=function.id, attempt=2)
+    second = execute_step(
+        catalogue, provisioner, function, retry, first.record, retry_delay_s=float
+    )
+    assert not second.retry and second.reply
+    assert second.record.status == "failed" and len(second.record.attempts) == 1
+    assert second.dead_letter.startswith("retries exhausted: 2 attempts")
+    # The same retry message again is stale: nothing runs.
+    again = execute_step(
+        catalogue, provisioner, function, retry, second.record, retry_delay_s=float
+    )
+    assert not again.reply and again.dead_letter is None and len(provisioner.runs) == 2
