@@ -3,7 +3,8 @@
 ``Invocation.load_package`` (a catalogue read) is called only on a miss. An entry
 is unpacked into a temporary directory and renamed into place, so a reader never
 sees half a package, and a per-key lock stops two threads unpacking the same one.
-Entries never change once written: containers receive hard links to their files.
+Entries never change once written: containers receive hard links to their files,
+so ``prune`` may remove an entry any time without touching a container that uses it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import hashlib
 import logging
 import shutil
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from lambda_os.errors import InvalidPackage, PermanentError, TransientError
@@ -25,11 +28,13 @@ LOGGER = logging.getLogger(__name__)
 class PackageCache:
     """A directory of unpacked packages: ``<root>/<sha256>`` (``<sha256>-<file>`` for a .py)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
+        self._last_used: dict[str, float] = {}
 
     def key(self, invocation: Invocation) -> str:
         if invocation.package_kind == "py":
@@ -40,6 +45,7 @@ class PackageCache:
         """The directory holding the invocation's unpacked package."""
         key = self.key(invocation)
         target = self.root / key
+        self._last_used[key] = self._clock()
         if target.is_dir():
             return target
         with self._guard:
@@ -75,3 +81,29 @@ class PackageCache:
                 invocation.execution_id,
             )
         return target
+
+    def prune(self, unused_for_s: float) -> int:
+        """Remove entries no execution has asked for in ``unused_for_s``; return how many.
+
+        Entries found on disk that this process never used (left by an earlier
+        one) count as used when first seen, so they get the same grace period.
+        """
+        now = self._clock()
+        removed = 0
+        for entry in self.root.iterdir():
+            if entry.name.startswith("."):
+                continue  # an unpack in progress
+            last_used = self._last_used.setdefault(entry.name, now)
+            if now - last_used < unused_for_s:
+                continue
+            with self._guard:
+                lock = self._locks.setdefault(entry.name, threading.Lock())
+            with lock:
+                if self._last_used.get(entry.name, now) != last_used:
+                    continue  # used again meanwhile
+                shutil.rmtree(entry, ignore_errors=True)
+                self._last_used.pop(entry.name, None)
+            with self._guard:
+                self._locks.pop(entry.name, None)
+            removed += 1
+        return removed

@@ -41,6 +41,8 @@ from provisioner.images import RUNTIMES
 from provisioner.limits import ConcurrencyLimits
 
 LOGGER = logging.getLogger(__name__)
+# Unpacked packages outlive their warm containers by at least this long.
+PACKAGE_GRACE_S = 600.0
 
 # Pooled containers start with the catalogue's default memory; a function asking for
 # another size has its container resized when it takes it (one engine call).
@@ -153,7 +155,7 @@ class DockerProvisioner:
         self.host = host or DockerHost(settings.docker_host, client)
         self.clock = clock
         self.state_dir = Path(settings.state_dir)
-        self.packages = PackageCache(self.state_dir / "packages")
+        self.packages = PackageCache(self.state_dir / "packages", clock)
         containers_root = self.state_dir / "containers"
         self.containers_dir = containers_root / self.host.owner.instance
         self.containers_dir.mkdir(parents=True, exist_ok=True)
@@ -414,6 +416,7 @@ class DockerProvisioner:
                     self.fill_pool()
                 if self.settings.warm_idle_s > 0:
                     self.expire_idle()
+                    self.packages.prune(max(self.settings.warm_idle_s, PACKAGE_GRACE_S))
             except Exception:
                 LOGGER.exception("container housekeeping failed; trying again")
             self._wake.wait(min(1.0, max(0.05, self.settings.warm_idle_s / 4)))

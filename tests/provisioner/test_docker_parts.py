@@ -125,3 +125,21 @@ def test_inventory_refuses_to_evict_when_busy_containers_fill_the_budget():
     inventory.hold(256)  # two busy containers
 
     assert inventory.evict_for(128) is None
+
+
+def test_package_cache_unpacks_once_and_prunes_what_no_execution_asked_for(tmp_path, invocation):
+    from provisioner.docker.cache import PackageCache
+
+    now = [1000.0]
+    cache = PackageCache(tmp_path / "packages", clock=lambda: now[0])
+    old = invocation("def handler(event, context):\n    return 1\n")
+    kept = invocation("def handler(event, context):\n    return 2\n")
+    old_dir = cache.get(old)
+    assert cache.get(old) == old_dir and old.load_package.loads == 1
+    now[0] += 500
+    kept_dir = cache.get(kept)
+    now[0] += 200  # old unused for 700 s, kept for 200 s
+
+    assert cache.prune(unused_for_s=600) == 1
+    assert not old_dir.exists() and kept_dir.exists()
+    assert cache.get(old).is_dir() and old.load_package.loads == 2  # fetched again on need
