@@ -364,6 +364,7 @@ def _invocation(
         environment=dict(function.environment),
         network=function.network,
         attempt=record.attempt,
+        concurrency=function.concurrency,
     )
 
 

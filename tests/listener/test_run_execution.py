@@ -70,7 +70,9 @@ def test_execution_runs_and_stores_the_outcome(catalogue):
 
 
 def test_invocation_carries_the_function_and_a_package_loader(catalogue):
-    function = add_function(catalogue, "echo", memory_mb=256, timeout_s=5, environment={"A": "1"})
+    function = add_function(
+        catalogue, "echo", memory_mb=256, timeout_s=5, environment={"A": "1"}, concurrency=3
+    )
     provisioner = FakeProvisioner()
     run_execution(catalogue, provisioner, function, event([1]))
     (invocation,) = provisioner.runs
@@ -82,6 +84,7 @@ def test_invocation_carries_the_function_and_a_package_loader(catalogue):
         {"A": "1"},
     )
     assert (invocation.event_id, invocation.data, invocation.attempt) == ("e-1", [1], 1)
+    assert invocation.concurrency == 3
 
 
 def test_redelivered_event_returns_the_finished_record_without_running_again(catalogue):
