@@ -71,6 +71,8 @@ def run_api(settings: Settings) -> int:
     """The API alone; invocations go through RabbitMQ to the listeners."""
     from catalog_api.app import create_app
     from listener.invoker import BrokerInvoker
+    from listener.publish import Publisher
+    from listener.replay import Replayer
 
     workers = settings.api_workers
     if not settings.mongo_url and workers > 1:
@@ -79,7 +81,13 @@ def run_api(settings: Settings) -> int:
 
     def factory() -> falcon.App:
         catalogue = _catalogue(settings)
-        return create_app(catalogue, settings, invoker=BrokerInvoker(settings, catalogue))
+        publisher = Publisher(settings, name="lambda-os api")
+        return create_app(
+            catalogue,
+            settings,
+            invoker=BrokerInvoker(settings, catalogue, publisher),
+            replayer=Replayer(catalogue, publisher),
+        )
 
     GunicornServer(factory, _gunicorn_options(settings, workers)).run()
     return 0
@@ -104,6 +112,7 @@ def run_standalone(settings: Settings) -> int:
     from catalog_api.app import create_app
     from listener.invoker import Invoker
     from listener.publish import Publisher
+    from listener.replay import Replayer
     from listener.service import Listener
 
     parts: dict[str, Any] = {}
@@ -116,8 +125,13 @@ def run_standalone(settings: Settings) -> int:
         thread = threading.Thread(target=listener.run, name="listener", daemon=True)
         thread.start()
         parts.update(provisioner=provisioner, listener=listener, thread=thread)
-        invoker = Invoker(catalogue, provisioner, Publisher(settings))
-        return create_app(catalogue, settings, invoker=invoker)
+        publisher = Publisher(settings, name="lambda-os api")
+        return create_app(
+            catalogue,
+            settings,
+            invoker=Invoker(catalogue, provisioner, publisher),
+            replayer=Replayer(catalogue, publisher),
+        )
 
     def worker_exit(server: Any, worker: Any) -> None:
         if "listener" in parts:
