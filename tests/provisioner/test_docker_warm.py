@@ -204,10 +204,17 @@ def test_a_function_with_network_does_not_take_a_pooled_container(backend, invoc
     assert outcome.container_id != pooled
 
 
-def test_parallel_executions_all_complete(backend, invocation):
-    provisioner = backend(pool_size=2)
+WINDOW = """
+import time
+def handler(event, context):
+    started = time.time()
+    time.sleep(event)
+    return [started, time.time()]
+"""
+
+
+def run_together(provisioner, runs):
     outcomes = []
-    runs = [invocation(COUNTER, str(i), function_id=f"fn-{i % 3}") for i in range(8)]
     threads = [
         threading.Thread(target=lambda r=r: outcomes.append(provisioner.run(r))) for r in runs
     ]
@@ -215,8 +222,14 @@ def test_parallel_executions_all_complete(backend, invocation):
         thread.start()
     for thread in threads:
         thread.join()
+    assert [outcome.status for outcome in outcomes] == ["succeeded"] * len(runs)
+    return [outcome.result for outcome in outcomes]
 
-    assert [outcome.status for outcome in outcomes] == ["succeeded"] * 8
+
+def test_parallel_executions_all_complete(backend, invocation):
+    provisioner = backend(pool_size=2)
+    runs = [invocation(COUNTER, str(i), function_id=f"fn-{i % 3}") for i in range(8)]
+    assert len(run_together(provisioner, runs)) == 8  # every one succeeded
 
 
 def test_close_removes_busy_warm_and_pooled_containers(
@@ -242,37 +255,17 @@ def test_close_removes_busy_warm_and_pooled_containers(
     )
 
 
-WINDOW = """
-import time
-def handler(event, context):
-    started = time.time()
-    time.sleep(event)
-    return [started, time.time()]
-"""
-
-
-def run_together(provisioner, runs):
-    outcomes = []
-    threads = [
-        threading.Thread(target=lambda r=r: outcomes.append(provisioner.run(r))) for r in runs
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert [outcome.status for outcome in outcomes] == ["succeeded"] * len(runs)
-    return sorted(outcome.result for outcome in outcomes)
-
-
 def test_a_function_never_runs_more_executions_at_once_than_its_concurrency(backend, invocation):
     provisioner = backend(pool_size=0, concurrency=4)
-    windows = run_together(provisioner, [invocation(WINDOW, 0.5, concurrency=1) for _ in range(3)])
+    runs = [invocation(WINDOW, 0.5, concurrency=1) for _ in range(3)]
+    windows = sorted(run_together(provisioner, runs))
     for (_, first_end), (second_start, _) in itertools.pairwise(windows):
         assert second_start >= first_end  # one after another, though the host had room
 
 
 def test_a_function_under_its_concurrency_runs_executions_side_by_side(backend, invocation):
     provisioner = backend(pool_size=0, concurrency=4)
-    windows = run_together(provisioner, [invocation(WINDOW, 1.0, concurrency=2) for _ in range(2)])
+    runs = [invocation(WINDOW, 1.0, concurrency=2) for _ in range(2)]
+    windows = sorted(run_together(provisioner, runs))
     (_, first_end), (second_start, _) = windows
     assert second_start < first_end
