@@ -47,7 +47,7 @@ from listener.topology import Topology, declare, delete
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
-EVENTS = 80
+EVENTS = 100
 HANDLER = b"def handler(event, context):\n    return {'n': event['n']}\n"
 SETTLE_S = 150.0
 LISTENER_PROCESS = Path(__file__).with_name("listener_process.py")
