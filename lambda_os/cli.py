@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from lambda_os import function_cli, send
 from lambda_os import settings as settings_module
+from testing_service import bench
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     function_help = "manage functions through the API: create, list, get, update-code, …"
     sub = commands.add_parser("function", help=function_help, description=function_help)
     function_cli.add_arguments(sub)
+    bench_help = "measure the platform beside the broker floor, docker run per event and Celery"
+    sub = commands.add_parser("bench", help=bench_help, description=bench_help)
+    bench.add_arguments(sub)
+    settings_module.add_arguments(sub)
     return parser
 
 
@@ -57,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return send.run_send(settings, args)
     if args.command == "function":
         return function_cli.run_function(settings, args)
+    if args.command == "bench":
+        return bench.run_bench(settings, args)
     from lambda_os import serve
 
     runners = {

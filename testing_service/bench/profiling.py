@@ -1,0 +1,124 @@
+"""Where the listener's time goes per event: py-spy samples of this process, grouped by step.
+
+``sampled`` runs ``py-spy record`` on this process (the listener runs in it;
+the load driver does not) for the length of a case, writing raw collapsed
+stacks. ``breakdown`` files each sample under the innermost step of the event
+path it was in (consume, parse, match, claim, lease, update, invocation,
+provisioner round trip, reply, ack) and divides by the events handled, giving
+CPU milliseconds per event for each step. py-spy leaves out idle threads, so
+time spent waiting (a thread blocked in ``poll`` for the container's answer)
+is not counted: these are on-CPU figures.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+RATE_HZ = 250
+
+# (step, path fragment, function names): the innermost frame naming one of these wins.
+STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("reply publish", "listener/consume.py", ("_reply", "_publish_reply")),
+    ("ack and settle", "listener/consume.py", ("_settle",)),
+    ("parse", "listener/events.py", ("parse_event",)),
+    ("match (find_matching)", "lambda_os/catalogue.py", ("find_matching", "get_function")),
+    ("claim_execution", "lambda_os/catalogue.py", ("claim_execution",)),
+    ("acquire_execution (lease)", "lambda_os/catalogue.py", ("acquire_execution",)),
+    ("update_execution", "lambda_os/catalogue.py", ("update_execution",)),
+    ("get_execution", "lambda_os/catalogue.py", ("get_execution",)),
+    ("record conversion", "lambda_os/records.py", ("from_document", "to_document", "to_api")),
+    ("Invocation building", "listener/execute.py", ("_invocation",)),
+    ("provisioner channel round trip", "provisioner/docker/channel.py", ("request",)),
+)
+# When no step above is on the stack: the first of these (innermost frame first).
+AREAS: tuple[tuple[str, str], ...] = (
+    ("provisioner, other", "provisioner/"),
+    ("execute, other", "listener/execute.py"),
+    ("consume loop (pika I/O)", "listener/consume.py"),
+    ("listener, other", "listener/"),
+    ("pika, other", "/pika/"),
+    ("logging", "/logging/"),
+)
+
+
+def py_spy() -> str | None:
+    return shutil.which("py-spy")
+
+
+@contextmanager
+def sampled(output: Path, rate_hz: int = RATE_HZ) -> Iterator[Path]:
+    """py-spy samples of this process while the block runs, in ``output`` (raw collapsed stacks)."""
+    executable = py_spy()
+    if executable is None:
+        raise RuntimeError("py-spy is not installed: pip install '.[bench]'")
+    process = subprocess.Popen(
+        [
+            executable,
+            "record",
+            "--pid",
+            str(os.getpid()),
+            "--rate",
+            str(rate_hz),
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(1.0)  # attaching takes a moment
+    try:
+        yield output
+    finally:
+        process.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def classify(frames: list[str]) -> str:
+    """The step a sample belongs to; ``frames`` run from the root to the innermost."""
+    for frame in reversed(frames):
+        for step, fragment, functions in STEPS:
+            if fragment in frame and frame.split(" (", 1)[0] in functions:
+                return step
+    for frame in reversed(frames):
+        for area, fragment in AREAS:
+            if fragment in frame:
+                return area
+    return "other (interpreter, threads, GC, bench)"
+
+
+def breakdown(path: Path, events: int, rate_hz: int = RATE_HZ) -> dict[str, Any]:
+    """Samples per step, as shares and as CPU ms per event."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        step = classify(stack.split(";"))
+        counts[step] = counts.get(step, 0) + int(count)
+        total += int(count)
+    steps = [
+        {
+            "step": step,
+            "samples": samples,
+            "share": round(samples / total, 3) if total else 0.0,
+            "cpu_ms_per_event": round(samples / rate_hz * 1000 / events, 4) if events else None,
+        }
+        for step, samples in sorted(counts.items(), key=lambda item: -item[1])
+    ]
+    return {"events": events, "rate_hz": rate_hz, "samples": total, "steps": steps}

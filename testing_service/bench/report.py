@@ -1,0 +1,220 @@
+"""The targets of issue #7, the ratios against cases 1, 5 and 6, and the printed table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MIB = 1024 * 1024
+# "Flat": the listener grows by at most this much over 100,000 events.
+FLAT_GROWTH_BYTES_PER_100K = 10 * MIB
+
+
+def _get(results: dict[str, Any], *path: str) -> Any:
+    value: Any = results
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _div(a: Any, b: Any) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def ratios(cases: dict[str, Any]) -> dict[str, Any]:
+    """The platform's figures over the floor's, the container-per-event design's and Celery's."""
+    rate_1 = _get(cases, "throughput1", "events_per_s")
+    rate_100 = _get(cases, "throughput100", "events_per_s")
+    p50 = _get(cases, "warm", "latency", "p50_ms")
+    out: dict[str, Any] = {}
+    for name, rate, latency in (
+        (
+            "floor",
+            _get(cases, "floor", "throughput", "events_per_s"),
+            _get(cases, "floor", "latency", "p50_ms"),
+        ),
+        (
+            "per_event",
+            _get(cases, "per_event", "events_per_s"),
+            _get(cases, "per_event", "latency", "p50_ms"),
+        ),
+        (
+            "celery",
+            _get(cases, "celery", "events_per_s"),
+            _get(cases, "celery", "latency", "p50_ms"),
+        ),
+    ):
+        out[name] = {
+            "throughput_1_over_it": _div(rate_1, rate),
+            "throughput_100_over_it": _div(rate_100, rate),
+            "its_p50_over_warm_p50": _div(latency, p50),
+        }
+    return out
+
+
+def targets(cases: dict[str, Any], ratio: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue #7 with the measured figure and whether it is met (None: not run)."""
+    memory = cases.get("memory") or {}
+    growth_100k = None
+    if memory.get("events"):
+        growth_100k = memory["growth_bytes"] / memory["events"] * 100_000
+    idle = _get(cases, "warm", "idle_warm_container", "resident_bytes")
+    rows = [
+        ("warm latency p50", _get(cases, "warm", "latency", "p50_ms"), "<=", 1.0, "ms"),
+        ("warm latency p99", _get(cases, "warm", "latency", "p99_ms"), "<=", 3.0, "ms"),
+        (
+            "throughput, 1 function",
+            _get(cases, "throughput1", "events_per_s"),
+            ">=",
+            3000,
+            "events/s",
+        ),
+        (
+            "throughput, 100 of 10,000 functions",
+            _get(cases, "throughput100", "events_per_s"),
+            ">=",
+            3000,
+            "events/s",
+        ),
+        (
+            "throughput (1 function) over Celery's",
+            _get(ratio, "celery", "throughput_1_over_it"),
+            ">=",
+            2.0,
+            "x",
+        ),
+        (
+            "Celery's p50 over warm p50 (platform lower)",
+            _get(ratio, "celery", "its_p50_over_warm_p50"),
+            ">",
+            1.0,
+            "x",
+        ),
+        (
+            "throughput (1 function) over container per event",
+            _get(ratio, "per_event", "throughput_1_over_it"),
+            ">=",
+            500.0,
+            "x",
+        ),
+        (
+            "cold start with pool p50",
+            _get(cases, "cold", "with_pool", "latency", "p50_ms"),
+            "<=",
+            25.0,
+            "ms",
+        ),
+        (
+            "idle warm container (resident)",
+            None if idle is None else round(idle / MIB, 2),
+            "<=",
+            10.0,
+            "MiB",
+        ),
+        (
+            "listener growth per 100,000 events",
+            None if growth_100k is None else round(growth_100k / MIB, 2),
+            "<=",
+            FLAT_GROWTH_BYTES_PER_100K / MIB,
+            "MiB",
+        ),
+    ]
+    checks = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, ">": lambda a, b: a > b}
+    return [
+        {
+            "target": name,
+            "measured": value,
+            "goal": f"{op} {goal:g} {unit}",
+            "unit": unit,
+            "met": None if value is None else checks[op](value, goal),
+        }
+        for name, value, op, goal, unit in rows
+    ]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def measurements(cases: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(case, events/s, p50 ms, p99 ms) for every case that ran."""
+    rows = []
+
+    def add(label: str, rate: Any, latency: Any) -> None:
+        latency = latency or {}
+        rows.append((label, _fmt(rate), _fmt(latency.get("p50_ms")), _fmt(latency.get("p99_ms"))))
+
+    c = cases
+    if "floor" in c:
+        add(
+            "1 broker floor (pika, no work)",
+            _get(c, "floor", "throughput", "events_per_s"),
+            _get(c, "floor", "latency"),
+        )
+    if "warm" in c:
+        add("2 warm latency, trivial function", None, _get(c, "warm", "latency"))
+    if "throughput1" in c:
+        add("3a throughput, 1 function", _get(c, "throughput1", "events_per_s"), None)
+    if "throughput100" in c:
+        label = f"3b throughput, {_get(c, 'throughput100', 'receiving')} of {_get(c, 'throughput100', 'registered'):,} functions"
+        add(label, _get(c, "throughput100", "events_per_s"), None)
+    if "cold" in c:
+        add("4 cold start, with pool", None, _get(c, "cold", "with_pool", "latency"))
+        add("4 cold start, without pool", None, _get(c, "cold", "without_pool", "latency"))
+    if "per_event" in c:
+        add(
+            "5 container per event (docker run, 2 at once)",
+            _get(c, "per_event", "events_per_s"),
+            _get(c, "per_event", "latency"),
+        )
+    if "celery" in c:
+        label = (
+            f"6 Celery ({_get(c, 'celery', 'pool')} x{_get(c, 'celery', 'concurrency')}, rpc://)"
+        )
+        add(label, _get(c, "celery", "events_per_s"), _get(c, "celery", "latency"))
+    return rows
+
+
+def table(results: dict[str, Any]) -> str:
+    """The printed report: measurements, ratios, targets, errors."""
+    cases = results["cases"]
+    lines = []
+    rows = [("case", "events/s", "p50 ms", "p99 ms"), *measurements(cases)]
+    width = max(len(row[0]) for row in rows)
+    for row in rows:
+        lines.append(f"{row[0]:<{width}}  {row[1]:>10}  {row[2]:>9}  {row[3]:>9}")
+    memory = cases.get("memory")
+    if memory and "events" in memory:
+        lines.append(
+            f"7 listener RSS {memory['rss_before_bytes'] / MIB:.1f} -> {memory['rss_after_bytes'] / MIB:.1f} MiB "
+            f"over {memory['events']:,} events ({memory['growth_bytes_per_event']} bytes/event"
+            f"{', stopped by the time limit' if memory['stopped_by_time_limit'] else ''})"
+        )
+    idle = _get(cases, "warm", "idle_warm_container")
+    if idle and idle.get("resident_bytes") is not None:
+        lines.append(
+            f"7 idle warm container {idle['resident_bytes'] / MIB:.1f} MiB resident "
+            f"({idle['usage_bytes'] / MIB:.1f} MiB cgroup usage with page cache)"
+        )
+    lines.append("")
+    for name, ratio in results["ratios"].items():
+        parts = [f"{key} {_fmt(value)}" for key, value in ratio.items() if value is not None]
+        if parts:
+            lines.append(f"ratio vs {name}: " + ", ".join(parts))
+    lines.append("")
+    rows = [("target", "measured", "goal", "met")]
+    for target in results["targets"]:
+        met = {True: "yes", False: "NO", None: "not run"}[target["met"]]
+        rows.append((target["target"], _fmt(target["measured"]), target["goal"], met))
+    width = max(len(row[0]) for row in rows)
+    for row in rows:
+        lines.append(f"{row[0]:<{width}}  {row[1]:>10}  {row[2]:<18}  {row[3]}")
+    for name, case in cases.items():
+        if isinstance(case, dict) and "error" in case:
+            lines.append(f"case {name} FAILED: {case['error']}")
+    return "\n".join(lines)
