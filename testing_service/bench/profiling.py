@@ -5,9 +5,12 @@ the load driver does not) for the length of a case, writing raw collapsed
 stacks. ``breakdown`` files each sample under the innermost step of the event
 path it was in (consume, parse, match, claim, lease, update, invocation,
 provisioner round trip, reply, ack) and divides by the events handled, giving
-CPU milliseconds per event for each step. py-spy leaves out idle threads, so
-time spent waiting (a thread blocked in ``poll`` for the container's answer)
-is not counted: these are on-CPU figures.
+milliseconds per event for each step. Only the thread holding the GIL is
+sampled (``--gil``): with eight worker threads on two cores, threads waiting for
+the GIL or blocked in a system call would otherwise be counted as busy. So the
+figures are the Python CPU time each step costs, the budget that caps one
+listener process's throughput; time spent waiting (for the container's answer,
+for a broker confirm) shows in the latencies, not here.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 # When no step above is on the stack: the first of these (innermost frame first).
 AREAS: tuple[tuple[str, str], ...] = (
+    ("catalogue, other", "lambda_os/catalogue.py"),
+    ("package cache lookup", "provisioner/docker/cache.py"),
     ("provisioner, other", "provisioner/"),
     ("execute, other", "listener/execute.py"),
     ("consume loop (pika I/O)", "listener/consume.py"),
@@ -72,6 +77,7 @@ def sampled(output: Path, rate_hz: int = RATE_HZ) -> Iterator[Path]:
             "--output",
             str(output),
             "--nonblocking",
+            "--gil",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -92,7 +98,7 @@ def classify(frames: list[str]) -> str:
     """The step a sample belongs to; ``frames`` run from the root to the innermost."""
     for frame in reversed(frames):
         for step, fragment, functions in STEPS:
-            if fragment in frame and frame.split(" (", 1)[0] in functions:
+            if fragment in frame and frame.split(" (", 1)[0].rsplit(".", 1)[-1] in functions:
                 return step
     for frame in reversed(frames):
         for area, fragment in AREAS:
@@ -117,7 +123,7 @@ def breakdown(path: Path, events: int, rate_hz: int = RATE_HZ) -> dict[str, Any]
             "step": step,
             "samples": samples,
             "share": round(samples / total, 3) if total else 0.0,
-            "cpu_ms_per_event": round(samples / rate_hz * 1000 / events, 4) if events else None,
+            "gil_ms_per_event": round(samples / rate_hz * 1000 / events, 4) if events else None,
         }
         for step, samples in sorted(counts.items(), key=lambda item: -item[1])
     ]
