@@ -28,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 HEADER = struct.Struct(">I")
-MAX_FRAME = 16 * 1024 * 1024
+# The agent refuses results over 6 MiB; the host does not trust it (the handler runs in the
+# agent's process and could write frames itself), so it caps frames too, under MongoDB's
+# 16 MiB document limit for the execution record that holds the result.
+MAX_FRAME = 8 * 1024 * 1024
 LOG_LIMIT = 64 * 1024
 # sun_path is 108 bytes on Linux, with the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -36,6 +39,10 @@ MAX_SOCKET_PATH = 107
 
 class ChannelClosed(Exception):
     """The agent closed the connection or sent something that is not a frame: it is gone."""
+
+
+class ProtocolViolation(ChannelClosed):
+    """The agent is alive but sent what no agent of ours sends: the function wrote it."""
 
 
 class ChannelTimeout(Exception):
@@ -225,7 +232,7 @@ class Channel:
             if len(self.buffer) >= HEADER.size:
                 (size,) = HEADER.unpack_from(self.buffer)
                 if size > MAX_FRAME:
-                    raise ChannelClosed(f"agent sent a frame of {size} bytes")
+                    raise ProtocolViolation(f"agent sent a frame of {size} bytes")
                 end = HEADER.size + size
                 if len(self.buffer) >= end:
                     body = bytes(self.buffer[HEADER.size : end])
@@ -233,9 +240,11 @@ class Channel:
                     try:
                         message = json.loads(body)
                     except ValueError as exc:
-                        raise ChannelClosed(f"agent sent a frame that is not JSON: {exc}") from exc
+                        raise ProtocolViolation(
+                            f"agent sent a frame that is not JSON: {exc}"
+                        ) from exc
                     if not isinstance(message, dict):
-                        raise ChannelClosed("agent sent a frame that is not a JSON object")
+                        raise ProtocolViolation("agent sent a frame that is not a JSON object")
                     return message
             self._wait(deadline)
 

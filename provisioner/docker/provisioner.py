@@ -28,7 +28,7 @@ from lambda_os.records import utcnow
 from lambda_os.settings import Settings
 from provisioner.base import Invocation, Outcome
 from provisioner.docker.cache import PackageCache
-from provisioner.docker.channel import ChannelClosed, ChannelTimeout, LogTail
+from provisioner.docker.channel import ChannelClosed, ChannelTimeout, LogTail, ProtocolViolation
 from provisioner.docker.container import (
     Limits,
     Reply,
@@ -466,6 +466,17 @@ class DockerProvisioner:
         cause: Exception,
     ) -> Ending:
         """The agent's connection dropped: find out from the engine whether memory killed it."""
+        if isinstance(cause, ProtocolViolation):
+            # The agent is still running: nothing to wait for. The container is not reused.
+            LOGGER.warning(
+                "execution %s (event %s): %s", invocation.execution_id, invocation.event_id, cause
+            )
+            error = {
+                "type": "ProtocolViolation",
+                "message": f"the runtime's reply broke the protocol: {cause}",
+                "reason": "crashed",
+            }
+            return Ending("failed", error=error, logs=tail.text())
         state = container.exit_state()
         if oom_killed(state):
             LOGGER.info(

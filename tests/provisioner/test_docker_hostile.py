@@ -88,3 +88,31 @@ def test_the_engine_holds_the_limits_no_swap_cpu_share_pids_and_no_privilege(
     assert "no-new-privileges" in " ".join(host_config["SecurityOpt"])
     assert host_config["ReadonlyRootfs"] is True
     assert host_config["NetworkMode"] == "none"
+
+
+def test_a_result_over_the_limit_fails_with_the_reason(provisioner, invocation):
+    source = """
+    def handler(event, context):
+        return "x" * (7 * 1024 * 1024)
+    """
+    outcome = provisioner.run(invocation(source))
+
+    assert outcome.status == "failed"
+    assert "limit" in outcome.error["message"]
+    assert outcome.result is None
+
+
+def test_a_frame_forged_past_the_agent_is_refused_by_the_host(provisioner, invocation):
+    source = """
+    import gc, socket, struct
+    def handler(event, context):
+        # Find the agent's socket and write an oversized frame around the agent.
+        sock = next(o for o in gc.get_objects() if isinstance(o, socket.socket))
+        sock.sendall(struct.pack(">I", 12 * 1024 * 1024) + b"{" * 65536)
+        return "unreachable"
+    """
+    outcome = provisioner.run(invocation(source))
+
+    assert (outcome.status, outcome.error["type"]) == ("failed", "ProtocolViolation")
+    assert "frame of 12582912 bytes" in outcome.error["message"]
+    assert outcome.result is None
