@@ -124,6 +124,7 @@ def invoke_message(invocation: Invocation, deadline: float) -> dict[str, Any]:
         "event_source": invocation.event_source,
         "event_type": invocation.event_type,
         "data": invocation.data,
+        "attempt": invocation.attempt,
         "timeout_ms": max(0, int((deadline - time.monotonic()) * 1000)),
     }
 

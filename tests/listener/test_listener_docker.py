@@ -153,3 +153,22 @@ def test_lambda_os_send_prints_the_outcome_of_every_function_the_event_runs(
         at = end
     assert sorted(r["result"] for r in replies) == ["bonjour ada", "hello ada"]
     assert {r["status"] for r in replies} == {"succeeded"}
+
+
+def test_a_function_that_fails_its_first_attempt_is_retried_in_a_container_and_succeeds(
+    docker_settings, docker_provisioner, catalogue, broker
+):
+    source = """
+    def handler(event, context):
+        if context.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        return {"attempt": context.attempt}
+    """
+    record = run_event(
+        docker_settings, catalogue, docker_provisioner, broker, source, max_retries=2
+    )
+
+    assert record.status == "succeeded", record.error
+    assert (record.result, record.attempt) == ({"attempt": 2}, 2)
+    (first,) = record.attempts
+    assert first["status"] == "failed" and first["error"]["type"] == "RuntimeError"

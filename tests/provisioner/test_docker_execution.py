@@ -49,9 +49,10 @@ def test_context_gives_the_event_the_function_and_the_time_left(provisioner, inv
             "memory_limit_in_mb": context.memory_limit_in_mb,
             "remaining": context.get_remaining_time_in_millis(),
             "remaining_property": context.remaining_time_in_millis,
+            "attempt": context.attempt,
         }
     """
-    run = invocation(source, None, function_name="ctx", function_version=7, memory_mb=96)
+    run = invocation(source, None, function_name="ctx", function_version=7, memory_mb=96, attempt=3)
 
     outcome = provisioner.run(run)
 
@@ -64,6 +65,7 @@ def test_context_gives_the_event_the_function_and_the_time_left(provisioner, inv
     assert context["function_version"] == 7
     assert context["execution_id"] == run.execution_id
     assert context["memory_limit_in_mb"] == 96
+    assert context["attempt"] == 3
     assert 0 < context["remaining"] <= run.timeout_s * 1000
     assert 0 < context["remaining_property"] <= run.timeout_s * 1000
 

@@ -53,6 +53,7 @@ class Context:
         self.event_source = message.get("event_source", "")
         self.event_type = message.get("event_type", "")
         self.execution_id = message.get("execution_id", "")
+        self.attempt = message.get("attempt", 1)  # 2 and up when the platform retries
         self.function_name = function.get("function_name", "")
         self.function_version = function.get("function_version", 0)
         self.memory_limit_in_mb = function.get("memory_limit_in_mb", 0)
