@@ -180,8 +180,8 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     results["meta"]["load_average_after"] = os.getloadavg()
     results["ratios"] = report.ratios(results["cases"])
     results["targets"] = report.targets(results["cases"], results["ratios"])
-    print(report.table(results))
     Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(report.table(results))
     print(f"\nwrote {args.out}")
     return 1 if failed else 0
 

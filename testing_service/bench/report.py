@@ -161,7 +161,7 @@ def measurements(cases: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if "throughput1" in c:
         add("3a throughput, 1 function", _get(c, "throughput1", "events_per_s"), None)
     if "throughput100" in c:
-        label = f"3b throughput, {_get(c, 'throughput100', 'receiving')} of {_get(c, 'throughput100', 'registered'):,} functions"
+        label = f"3b throughput, {_fmt(_get(c, 'throughput100', 'receiving'))} of {_fmt(_get(c, 'throughput100', 'registered'))} functions"
         add(label, _get(c, "throughput100", "events_per_s"), None)
     if "cold" in c:
         add("4 cold start, with pool", None, _get(c, "cold", "with_pool", "latency"))
