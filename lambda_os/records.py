@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 EXECUTION_STATUSES = ("queued", "running", "succeeded", "failed", "timed_out")
 FINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out"})
@@ -31,8 +31,28 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class Stored:
+    """The MongoDB form of a record dataclass: ``_id`` holds ``id``.
+
+    Keys a document has that the record does not know are ignored, so documents
+    written by a newer version of the platform still load.
+    """
+
+    def to_document(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)  # type: ignore[call-overload]
+        doc["_id"] = doc.pop("id")
+        return doc
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> Self:
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        values = {k: v for k, v in doc.items() if k in known}
+        values["id"] = doc["_id"]
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class FunctionRecord:
+class FunctionRecord(Stored):
     """A registered function: its configuration and a pointer to its code package."""
 
     id: str
@@ -57,18 +77,6 @@ class FunctionRecord:
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
-    def to_document(self) -> dict[str, Any]:
-        doc = dataclasses.asdict(self)
-        doc["_id"] = doc.pop("id")
-        return doc
-
-    @classmethod
-    def from_document(cls, doc: dict[str, Any]) -> FunctionRecord:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in doc.items() if k in known}
-        values["id"] = doc["_id"]
-        return cls(**values)
-
     def to_api(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out.pop("package_id")
@@ -78,7 +86,7 @@ class FunctionRecord:
 
 
 @dataclass(frozen=True)
-class ExecutionRecord:
+class ExecutionRecord(Stored):
     """One run of one function version on one event, with its outcome.
 
     ``event_id`` and ``function_id`` together name the execution uniquely, so a
@@ -125,18 +133,6 @@ class ExecutionRecord:
         """Queued again after a failed attempt, for the retry message in a delay queue."""
         return self.status == "queued" and self.retry_at is not None
 
-    def to_document(self) -> dict[str, Any]:
-        doc = dataclasses.asdict(self)
-        doc["_id"] = doc.pop("id")
-        return doc
-
-    @classmethod
-    def from_document(cls, doc: dict[str, Any]) -> ExecutionRecord:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in doc.items() if k in known}
-        values["id"] = doc["_id"]
-        return cls(**values)
-
     def to_api(self, include_logs: bool = True) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         for key in ("created_at", "started_at", "finished_at", "retry_at"):
@@ -153,7 +149,7 @@ DEAD_LETTER_KINDS = ("malformed", "retries exhausted", "internal error")
 
 
 @dataclass(frozen=True)
-class DeadLetterRecord:
+class DeadLetterRecord(Stored):
     """A message the listener gave up on, kept so an operator can read and replay it.
 
     ``body`` is the message body as text (``body_encoding`` ``utf-8``) or, when it
@@ -178,18 +174,6 @@ class DeadLetterRecord:
     queue: str = ""
     created_at: datetime | None = None
     replayed_at: datetime | None = None
-
-    def to_document(self) -> dict[str, Any]:
-        doc = dataclasses.asdict(self)
-        doc["_id"] = doc.pop("id")
-        return doc
-
-    @classmethod
-    def from_document(cls, doc: dict[str, Any]) -> DeadLetterRecord:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in doc.items() if k in known}
-        values["id"] = doc["_id"]
-        return cls(**values)
 
     def to_api(self, include_body: bool = True) -> dict[str, Any]:
         out = dataclasses.asdict(self)
