@@ -137,11 +137,11 @@ def running_platform(base: Settings, catalogue: Catalogue, **overrides: Any) -> 
     state_dir = Path(tempfile.mkdtemp(prefix="los-bench-", dir="/tmp"))
     settings = bench_settings(base, run_id, state_dir, **overrides)
     topology = Topology.from_settings(settings)
-    _with_channel(settings.amqp_url, lambda channel: declare(channel, topology))
     provisioner: DockerProvisioner | None = None
     thread: threading.Thread | None = None
     listener: Listener | None = None
     try:
+        _with_channel(settings.amqp_url, lambda channel: declare(channel, topology))
         provisioner = DockerProvisioner(settings)
         listener = Listener(settings, catalogue, provisioner, name="lambda-os bench listener")
         thread = threading.Thread(target=listener.run, name="bench-listener", daemon=True)
@@ -153,8 +153,10 @@ def running_platform(base: Settings, catalogue: Catalogue, **overrides: Any) -> 
             thread.join(timeout=60)
         if provisioner is not None:
             provisioner.close()
-        _with_channel(settings.amqp_url, lambda channel: delete(channel, topology))
-        shutil.rmtree(state_dir, ignore_errors=True)
+        try:
+            _with_channel(settings.amqp_url, lambda channel: delete(channel, topology))
+        finally:
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def _with_channel(amqp_url: str, action: Any) -> None:
