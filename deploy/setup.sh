@@ -45,7 +45,7 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 say "installing lambda-os into .venv"
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
 
 say "building runtime images (first time: a Debian root filesystem, about a minute)"
 PATH="$repo/.venv/bin:$PATH" deploy/build-runtime-images

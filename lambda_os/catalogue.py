@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from lambda_os.records import (
     DeadLetterRecord,
     ExecutionRecord,
     FunctionRecord,
+    execution_id_for,
     utcnow,
 )
 
@@ -76,7 +78,10 @@ class Catalogue:
         database: Any,
         clock: Callable[[], datetime] = utcnow,
         ids: Callable[[], str] = new_id,
+        cache_matches: bool = False,
     ) -> None:
+        """``cache_matches`` only where every write goes through this object (in process):
+        the cache is cleared on each function change made here, and no other."""
         self._db = database
         self._functions = database["functions"]
         self._executions = database["executions"]
@@ -84,6 +89,11 @@ class Catalogue:
         self._packages = gridfs.GridFS(database, collection="packages")
         self._clock = clock
         self._ids = ids
+        self._matches: dict[tuple[str, str], tuple[FunctionRecord, ...]] | None = (
+            {} if cache_matches else None
+        )
+        self._matches_lock = threading.Lock()
+        self._functions_generation = 0
 
     # -- set-up and health -------------------------------------------------
 
@@ -98,10 +108,10 @@ class Catalogue:
             self._functions.create_index(
                 [("event_source", ASCENDING), ("event_type", ASCENDING)], name="event"
             )
+            # No unique index needed: an execution's _id is derived from this pair.
             self._executions.create_index(
                 [("event_id", ASCENDING), ("function_id", ASCENDING)],
-                unique=True,
-                name="event_function",
+                name="event_function_lookup",
             )
             self._executions.create_index(
                 [("function_id", ASCENDING), ("status", ASCENDING)],
@@ -148,6 +158,7 @@ class Catalogue:
         except BaseException:
             self._packages.delete(package_id)
             raise
+        self._functions_changed()
         return record
 
     def get_function(self, function_id: str) -> FunctionRecord:
@@ -164,10 +175,32 @@ class Catalogue:
         return self._page(self._functions, dict(filters), limit, marker, FunctionRecord)
 
     def find_matching(self, event_source: str, event_type: str) -> list[FunctionRecord]:
-        """Every function registered for this event: one query on the (source, type) index."""
+        """Every function registered for this event: one query on the (source, type) index.
+
+        With ``cache_matches``, answered from memory after the first query, until a
+        function changes: the cost per event then does not grow with the catalogue.
+        """
+        key = (event_source, event_type)
+        if self._matches is not None:
+            cached = self._matches.get(key)
+            if cached is not None:
+                return list(cached)
+            generation = self._functions_generation
         with _converted():
             docs = self._functions.find({"event_source": event_source, "event_type": event_type})
-            return [FunctionRecord.from_document(doc) for doc in docs]
+            found = [FunctionRecord.from_document(doc) for doc in docs]
+        if self._matches is not None:
+            with self._matches_lock:
+                if generation == self._functions_generation:  # no change while we read
+                    self._matches[key] = tuple(found)
+        return found
+
+    def _functions_changed(self) -> None:
+        """Every function write calls this, after the write, so no match is served stale."""
+        if self._matches is not None:
+            with self._matches_lock:
+                self._functions_generation += 1
+                self._matches.clear()
 
     def update_function(self, function_id: str, changes: dict[str, Any]) -> FunctionRecord:
         """Change configuration fields (not code); ``Conflict`` on a name clash."""
@@ -183,6 +216,7 @@ class Catalogue:
                 )
         except DuplicateKeyError as exc:
             raise Conflict(f"a function named {changes.get('name')!r} already exists") from exc
+        self._functions_changed()
         if doc is None:
             raise NotFound(f"function {function_id!r} does not exist")
         return FunctionRecord.from_document(doc)
@@ -212,6 +246,7 @@ class Catalogue:
                 {"$set": changes},
                 return_document=pymongo.ReturnDocument.AFTER,
             )
+        self._functions_changed()
         if doc is None:
             self._packages.delete(package_id)
             raise Conflict(f"function {function_id!r} changed during the update; try again")
@@ -233,6 +268,7 @@ class Catalogue:
     def delete_function(self, function_id: str) -> None:
         with _converted():
             doc = self._functions.find_one_and_delete({"_id": function_id})
+        self._functions_changed()
         if doc is None:
             raise NotFound(f"function {function_id!r} does not exist")
         self._delete_package(doc.get("package_id", ""))
@@ -261,6 +297,8 @@ class Catalogue:
         Returns the stored record and whether it was created now, so a redelivered
         event finds the execution it already has instead of running twice.
         """
+        if record.id != execution_id_for(record.event_id, record.function_id):
+            raise ValueError("an execution's id is execution_id_for(event_id, function_id)")
         if record.created_at is None:
             record = dataclasses.replace(record, created_at=self._clock())
         try:
@@ -269,9 +307,7 @@ class Catalogue:
             return record, True
         except DuplicateKeyError:
             with _converted():
-                doc = self._executions.find_one(
-                    {"event_id": record.event_id, "function_id": record.function_id}
-                )
+                doc = self._executions.find_one({"_id": record.id})
             if doc is None:  # deleted in between; vanishingly rare, try once more
                 return self.claim_execution(record)
             return ExecutionRecord.from_document(doc), False
@@ -499,13 +535,13 @@ def connect(mongo_url: str | None, database: str) -> Catalogue:
     """
     if mongo_url:
         client: Any = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000, tz_aware=True)
+        catalogue = Catalogue(client[database])
     else:
-        import mongomock
-        import mongomock.gridfs
+        from lambda_os.embedded import embedded_database
 
-        mongomock.gridfs.enable_gridfs_integration()
-        client = mongomock.MongoClient(tz_aware=True)
-    catalogue = Catalogue(client[database])
+        db = embedded_database(database, indexed=("functions", "executions", "deadletters"))
+        # Every write goes through this one object, so it may cache matches.
+        catalogue = Catalogue(db, cache_matches=True)
     catalogue.ensure_indexes()
     return catalogue
 

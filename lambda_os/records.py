@@ -8,12 +8,24 @@ documents (``_id`` holds ``id``) and ``to_api`` gives their JSON form.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
 
 EXECUTION_STATUSES = ("queued", "running", "succeeded", "failed", "timed_out")
 FINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out"})
+
+
+def execution_id_for(event_id: str, function_id: str) -> str:
+    """The id of the one execution of ``function_id`` on ``event_id``.
+
+    Derived, not drawn: a redelivered event computes the id its execution already
+    has, so the primary key alone keeps one record per (event, function), on
+    MongoDB and in memory alike, with no unique index to check on every insert.
+    """
+    digest = hashlib.sha256(f"{event_id}\0{function_id}".encode()).hexdigest()
+    return digest[:32]
 
 
 def utcnow() -> datetime:

@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from lambda_os.errors import LambdaError, TransientError
-from lambda_os.records import ExecutionRecord, FunctionRecord, utcnow
+from lambda_os.records import ExecutionRecord, FunctionRecord, execution_id_for, utcnow
 from listener.events import Event
 from listener.match import match
 from provisioner.base import Invocation, Outcome, Provisioner
@@ -101,10 +101,6 @@ class Step:
             object.__setattr__(self, "reply", False)
 
 
-def new_execution_id() -> str:
-    return uuid.uuid4().hex
-
-
 @functools.cache
 def process_owner() -> str:
     """This process's name on the leases it takes: host, pid and a random part."""
@@ -123,11 +119,10 @@ def claim(
     catalogue: ExecutionStore,
     function: FunctionRecord,
     event: Event,
-    ids: Callable[[], str] = new_execution_id,
 ) -> tuple[ExecutionRecord, bool]:
     """The execution record for (event, function): a new ``queued`` one, or the stored one."""
     record = ExecutionRecord(
-        id=ids(),
+        id=execution_id_for(event.id, function.id),
         function_id=function.id,
         function_version=function.version,
         event_id=event.id,
@@ -145,7 +140,6 @@ def run_execution(
     function: FunctionRecord,
     event: Event,
     clock: Callable[[], datetime] = utcnow,
-    ids: Callable[[], str] = new_execution_id,
     **options: Any,
 ) -> ExecutionRecord:
     """Claim, run and record one execution; return its record (see the module doc).
@@ -153,7 +147,7 @@ def run_execution(
     ``options`` are ``execute_step``'s keywords; without ``retry_delay_s`` a
     failed run is final.
     """
-    record, _created = claim(catalogue, function, event, ids)
+    record, _created = claim(catalogue, function, event)
     return execute_step(catalogue, provisioner, function, event, record, clock, **options).record
 
 
@@ -387,7 +381,6 @@ def run_event(
     provisioner: Provisioner,
     event: Event,
     clock: Callable[[], datetime] = utcnow,
-    ids: Callable[[], str] = new_execution_id,
     **options: Any,
 ) -> list[Step]:
     """Match, then run each function in turn; every record is stored when this returns.
@@ -400,7 +393,7 @@ def run_event(
     """
     steps = []
     for function in match(catalogue, event):
-        record, _created = claim(catalogue, function, event, ids)
+        record, _created = claim(catalogue, function, event)
         steps.append(
             execute_step(catalogue, provisioner, function, event, record, clock, **options)
         )

@@ -23,7 +23,7 @@ from lambda_os.errors import TransientError
 from lambda_os.records import ExecutionRecord, FunctionRecord, utcnow
 from lambda_os.settings import Settings
 from listener.events import Event, encode_event, new_event_id
-from listener.execute import claim, execute_claimed, new_execution_id
+from listener.execute import claim, execute_claimed
 from listener.match import API_EVENT_SOURCE, API_EVENT_TYPE
 from provisioner.base import Provisioner
 
@@ -59,12 +59,10 @@ class _Submitter:
         catalogue: Any,
         publisher: EventPublisher,
         event_ids: Callable[[], str] = new_event_id,
-        ids: Callable[[], str] = new_execution_id,
     ) -> None:
         self._catalogue = catalogue
         self._publisher = publisher
         self._event_ids = event_ids
-        self._ids = ids
 
     def _event(self, function: FunctionRecord, data: Any) -> Event:
         return Event(
@@ -103,7 +101,7 @@ class _Submitter:
         body = encode_event(
             event.event_source, event.event_type, data, id=event.id, function_id=function.id
         )
-        record, _created = claim(self._catalogue, function, event, self._ids)
+        record, _created = claim(self._catalogue, function, event)
         try:
             self._publisher.publish(
                 body, message_id=event.id, reply_to=reply_to, correlation_id=record.id
@@ -126,9 +124,8 @@ class Invoker(_Submitter):
         provisioner: Provisioner,
         publisher: EventPublisher,
         event_ids: Callable[[], str] = new_event_id,
-        ids: Callable[[], str] = new_execution_id,
     ) -> None:
-        super().__init__(catalogue, publisher, event_ids, ids)
+        super().__init__(catalogue, publisher, event_ids)
         self._provisioner = provisioner
 
     def invoke(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
@@ -138,7 +135,7 @@ class Invoker(_Submitter):
         propagates: no queue will retry a synchronous invocation.
         """
         event = self._event(function, data)
-        record, _created = claim(self._catalogue, function, event, self._ids)
+        record, _created = claim(self._catalogue, function, event)
         try:
             return execute_claimed(self._catalogue, self._provisioner, function, event, record)
         except TransientError as exc:
@@ -184,7 +181,7 @@ class BrokerInvoker(_Submitter):
         body = encode_event(
             event.event_source, event.event_type, data, id=event.id, function_id=function.id
         )
-        record, _created = claim(self._catalogue, function, event, self._ids)
+        record, _created = claim(self._catalogue, function, event)
         try:
             reply = self._requests.request(
                 body,

@@ -7,6 +7,7 @@ otherwise). The real suite uses a database of its own and drops it afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from api_helpers import HELLO, HELLO_V2, make_zip
 from lambda_os.catalogue import Catalogue, connect, iter_all
 from lambda_os.errors import Conflict, NotFound
 from lambda_os.packages import inspect_package
-from lambda_os.records import ExecutionRecord
+from lambda_os.records import ExecutionRecord, execution_id_for
 
 
 @pytest.fixture(params=["mongomock", pytest.param("mongodb", marks=pytest.mark.mongo)])
@@ -53,9 +54,13 @@ def create(store: Catalogue, code: bytes = HELLO, handler: str = "main.handler",
     return store.create_function(config(handler=handler, **overrides), code, info)
 
 
-def execution(id: str, function_id: str = "f1", event_id: str = "ev1", **fields) -> ExecutionRecord:
+def execution(function_id: str = "f1", event_id: str = "ev1", **fields) -> ExecutionRecord:
     return ExecutionRecord(
-        id=id, function_id=function_id, function_version=1, event_id=event_id, **fields
+        id=execution_id_for(event_id, function_id),
+        function_id=function_id,
+        function_version=1,
+        event_id=event_id,
+        **fields,
     )
 
 
@@ -183,32 +188,52 @@ def test_delete_removes_the_function_and_its_package(store):
 
 
 def test_claiming_an_execution_twice_for_one_event_and_function_returns_the_first(store):
-    first, created = store.claim_execution(execution("x1", status="running"))
-    again, created_again = store.claim_execution(execution("x2"))
-    other, created_other = store.claim_execution(execution("x3", function_id="f2"))
+    first, created = store.claim_execution(execution(status="running"))
+    again, created_again = store.claim_execution(execution(status="queued"))
+    other, created_other = store.claim_execution(execution(function_id="f2"))
 
     assert created and not created_again and created_other
-    assert again.id == "x1" and again.status == "running"
-    assert other.id == "x3"
+    assert again.id == first.id and again.status == "running"
+    assert other.id != first.id
     assert first.created_at is not None
-    with pytest.raises(NotFound):
-        store.get_execution("x2")
+
+
+def test_an_execution_id_is_derived_from_its_event_and_function(store):
+    record = execution()
+    with pytest.raises(ValueError, match="execution_id_for"):
+        store.claim_execution(dataclasses.replace(record, id="chosen-by-caller"))
+    assert execution_id_for("ev1", "f1") == record.id != execution_id_for("ev1", "f2")
 
 
 def test_execution_updates_read_back_and_list_by_function_and_status(store):
-    store.claim_execution(execution("x1"))
-    store.claim_execution(execution("x2", event_id="ev2"))
-    store.claim_execution(execution("x3", function_id="f2"))
+    first, _ = store.claim_execution(execution())
+    second, _ = store.claim_execution(execution(event_id="ev2"))
+    store.claim_execution(execution(function_id="f2"))
 
-    done = store.update_execution("x2", {"status": "succeeded", "result": {"ok": True}})
+    done = store.update_execution(second.id, {"status": "succeeded", "result": {"ok": True}})
 
     assert done.status == "succeeded" and done.result == {"ok": True}
-    assert store.get_execution("x2").to_api() == done.to_api()
+    assert store.get_execution(second.id).to_api() == done.to_api()
     listed = store.list_executions({"function_id": "f1", "status": "succeeded"}, limit=10)
-    assert [item.id for item in listed.items] == ["x2"]
-    assert [item.id for item in store.list_executions({"function_id": "f1"}, 1).items] == ["x1"]
+    assert [item.id for item in listed.items] == [second.id]
+    page = store.list_executions({"function_id": "f1"}, 1).items
+    assert [item.id for item in page] == [min(first.id, second.id)]
     with pytest.raises(NotFound):
         store.update_execution("nope", {"status": "failed"})
+
+
+def test_matching_sees_every_function_change_at_once(store):
+    first = create(store, name="first")
+    assert [f.id for f in store.find_matching("demo", "greeting")] == [first.id]
+    second = create(store, name="second")
+    assert {f.id for f in store.find_matching("demo", "greeting")} == {first.id, second.id}
+    store.update_function(first.id, {"event_type": "farewell"})
+    assert [f.id for f in store.find_matching("demo", "greeting")] == [second.id]
+    assert [f.id for f in store.find_matching("demo", "farewell")] == [first.id]
+    changed = store.replace_code(second.id, HELLO_V2, inspect_package(HELLO_V2, "", "main.handler"))
+    assert [f.version for f in store.find_matching("demo", "greeting")] == [changed.version]
+    store.delete_function(second.id)
+    assert store.find_matching("demo", "greeting") == []
 
 
 def test_health_reports_ok_with_the_function_count(store):

@@ -15,7 +15,7 @@ from falcon.testing import TestClient
 
 from catalog_api.app import create_app
 from lambda_os.errors import TransientError
-from lambda_os.records import DeadLetterRecord, ExecutionRecord
+from lambda_os.records import DeadLetterRecord, ExecutionRecord, execution_id_for
 from listener.deadletter import MAX_DEAD_LETTER_BODY_BYTES, body_fields
 from listener.replay import REPLAY_HEADER, Replayer
 
@@ -149,7 +149,7 @@ def test_replay_of_exhausted_retries_reopens_the_execution_with_a_fresh_budget(
     replaying, catalogue, publisher
 ):
     failed = ExecutionRecord(
-        id="x1",
+        id=execution_id_for("ev-1", "f1"),
         function_id="f1",
         function_version=1,
         event_id="ev-1",
@@ -164,7 +164,7 @@ def test_replay_of_exhausted_retries_reopens_the_execution_with_a_fresh_budget(
         catalogue, body, kind="retries exhausted", event_id="ev-1", function_id="f1"
     )
     assert replaying.simulate_post(f"/v1/deadletters/{stored.id}/replay").status_code == 202
-    reopened = catalogue.get_execution("x1")
+    reopened = catalogue.get_execution(failed.id)
     assert (reopened.status, reopened.attempt, reopened.first_attempt) == ("queued", 4, 4)
     assert reopened.dead_letter_id is None
     assert reopened.attempts[-1]["error"]["message"] == "boom"

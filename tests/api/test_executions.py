@@ -6,16 +6,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lambda_os.records import ExecutionRecord
+from lambda_os.records import ExecutionRecord, execution_id_for
 
 
 @pytest.fixture
 def stored(catalogue):
-    """Five executions of two functions, in a known id order."""
+    """Five executions of two functions; listings come in id order."""
     started = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     records = [
         ExecutionRecord(
-            id=f"e{index}",
+            id=execution_id_for(f"ev{index}", "f-a" if index % 2 == 0 else "f-b"),
             function_id="f-a" if index % 2 == 0 else "f-b",
             function_version=1,
             event_id=f"ev{index}",
@@ -37,11 +37,11 @@ def stored(catalogue):
 
 
 def test_get_execution_returns_the_record_with_logs(client, stored):
-    result = client.simulate_get("/v1/executions/e1")
+    result = client.simulate_get(f"/v1/executions/{stored[1].id}")
 
     assert result.status_code == 200
     body = result.json
-    assert body["id"] == "e1" and body["function_id"] == "f-b"
+    assert body["id"] == stored[1].id and body["function_id"] == "f-b"
     assert body["status"] == "succeeded"
     assert body["result"] == {"n": 1}
     assert body["logs"] == "log line 1\n"
@@ -54,7 +54,7 @@ def test_get_unknown_execution_is_404(client):
 
 
 def test_logs_are_plain_text(client, stored):
-    result = client.simulate_get("/v1/executions/e3/logs")
+    result = client.simulate_get(f"/v1/executions/{stored[3].id}/logs")
 
     assert result.status_code == 200
     assert result.headers["content-type"].startswith("text/plain")
@@ -68,19 +68,23 @@ def test_list_filters_by_function_and_status_without_logs(client, stored):
         assert all("logs" not in item for item in result.json["executions"])
         return [item["id"] for item in result.json["executions"]]
 
-    assert ids() == ["e0", "e1", "e2", "e3", "e4"]
-    assert ids(function_id="f-a") == ["e0", "e2", "e4"]
-    assert ids(status="failed") == ["e3", "e4"]
-    assert ids(function_id="f-b", status="failed") == ["e3"]
+    def expected(*indexes):
+        return sorted(stored[index].id for index in indexes)
+
+    assert ids() == expected(0, 1, 2, 3, 4)
+    assert ids(function_id="f-a") == expected(0, 2, 4)
+    assert ids(status="failed") == expected(3, 4)
+    assert ids(function_id="f-b", status="failed") == expected(3)
 
 
 def test_list_pages_with_next_link(client, stored):
     first = client.simulate_get("/v1/executions", params={"limit": "2", "function_id": "f-a"})
 
-    assert [item["id"] for item in first.json["executions"]] == ["e0", "e2"]
+    in_order = sorted(stored[index].id for index in (0, 2, 4))
+    assert [item["id"] for item in first.json["executions"]] == in_order[:2]
     path, _, query = first.json["next"].partition("?")
     second = client.simulate_get(path, query_string=query)
-    assert [item["id"] for item in second.json["executions"]] == ["e4"]
+    assert [item["id"] for item in second.json["executions"]] == in_order[2:]
     assert second.json["next"] is None
 
 

@@ -17,7 +17,7 @@ from catalog_api.app import create_app
 from catalog_api.invoker import Invoker
 from lambda_os.catalogue import Catalogue
 from lambda_os.errors import TransientError
-from lambda_os.records import ExecutionRecord, FunctionRecord, utcnow
+from lambda_os.records import ExecutionRecord, FunctionRecord, execution_id_for, utcnow
 
 
 class RecordingInvoker:
@@ -29,11 +29,12 @@ class RecordingInvoker:
         self.calls: list[tuple[str, str, Any]] = []
 
     def _record(self, function: FunctionRecord, data: Any, status: str) -> ExecutionRecord:
+        event_id = f"http-{len(self.calls)}"
         return ExecutionRecord(
-            id=f"x{len(self.calls)}",
+            id=execution_id_for(event_id, function.id),
             function_id=function.id,
             function_version=function.version,
-            event_id=f"http-{len(self.calls)}",
+            event_id=event_id,
             event=data,
             status=status,
         )
@@ -103,11 +104,12 @@ def test_async_invocation_answers_202_with_queued_id_and_location(client, create
         f"/v1/functions/{created['id']}/invocations", params={"mode": "async"}, json={"n": 1}
     )
 
+    queued_id = execution_id_for("http-1", created["id"])
     assert result.status_code == 202
-    assert result.json == {"id": "x1", "status": "queued"}
-    assert result.headers["location"] == "/v1/executions/x1"
+    assert result.json == {"id": queued_id, "status": "queued"}
+    assert result.headers["location"] == f"/v1/executions/{queued_id}"
     assert invoker.calls == [("submit", created["id"], {"n": 1})]
-    assert client.simulate_get("/v1/executions/x1").json["status"] == "queued"
+    assert client.simulate_get(f"/v1/executions/{queued_id}").json["status"] == "queued"
 
 
 def test_invoker_transient_failure_is_503_with_retry_after(catalogue, settings, created):
