@@ -44,6 +44,8 @@ from lambda_os.records import (
 )
 
 ASCENDING = pymongo.ASCENDING
+# The catalogue's own collections (GridFS keeps packages in two more).
+COLLECTIONS = ("functions", "executions", "deadletters")
 _SEQUENCE = itertools.count()
 
 
@@ -539,7 +541,7 @@ def connect(mongo_url: str | None, database: str) -> Catalogue:
     else:
         from lambda_os.embedded import embedded_database
 
-        db = embedded_database(database, indexed=("functions", "executions", "deadletters"))
+        db = embedded_database(database, indexed=COLLECTIONS)
         # Every write goes through this one object, so it may cache matches.
         catalogue = Catalogue(db, cache_matches=True)
     catalogue.ensure_indexes()

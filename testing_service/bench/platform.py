@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mongomock
-import mongomock.gridfs
 import pika
 
-from lambda_os.catalogue import Catalogue
+from lambda_os.catalogue import COLLECTIONS, Catalogue
+from lambda_os.embedded import embedded_database
 from lambda_os.packages import inspect_package
 from lambda_os.records import FunctionRecord, utcnow
 from lambda_os.settings import Settings
@@ -39,10 +38,10 @@ OWNER = "bench"
 
 
 def new_catalogue() -> tuple[Catalogue, Any]:
-    """An empty in-memory catalogue, and its database (for bulk registration), without indexes yet."""
-    mongomock.gridfs.enable_gridfs_integration()
-    database = mongomock.MongoClient(tz_aware=True)[f"bench_{uuid.uuid4().hex[:8]}"]
-    return Catalogue(database), database
+    """An empty embedded catalogue, as ``connect(None, …)`` makes for ``lambda-os standalone``,
+    and its database (for bulk registration), without indexes yet."""
+    database = embedded_database(f"bench_{uuid.uuid4().hex[:8]}", indexed=COLLECTIONS)
+    return Catalogue(database, cache_matches=True), database
 
 
 def register(catalogue: Catalogue, name: str, event_type: str) -> FunctionRecord:
