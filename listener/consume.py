@@ -162,6 +162,7 @@ class Session:
         self._pending = 0
         self._channel: Any = None
         self._out: Any = None
+        self._replies: Any = None
 
     def run(self, on_consuming: Callable[[], None] = lambda: None) -> None:
         """Declare, consume, and on stop finish what is in flight; connection errors propagate."""
@@ -175,6 +176,9 @@ class Session:
         channel.basic_qos(prefetch_count=self._prefetch)
         out = self._connection.channel()
         out.confirm_delivery()
+        # Replies need no confirm: the record is stored before any reply goes out, so a
+        # confirm would only make every reply wait a broker round trip on this thread.
+        self._replies = self._connection.channel()
         self._channel, self._out = channel, out
         queue = self._topology.events_queue
         LOGGER.info("consuming %s with prefetch %d", queue, self._prefetch)
@@ -458,13 +462,10 @@ class Session:
             headers={"x-lambda-event-id": event_id, **(headers or {})},
         )
         body = json.dumps(payload, default=str).encode("utf-8")
-        try:
-            self._out.basic_publish(
-                exchange="", routing_key=properties.reply_to, body=body, properties=reply_properties
-            )
-            self._counters.add("replies")
-        except pika.exceptions.NackError as exc:
-            LOGGER.warning("event %s: reply to %s refused: %r", event_id, properties.reply_to, exc)
+        self._replies.basic_publish(
+            exchange="", routing_key=properties.reply_to, body=body, properties=reply_properties
+        )
+        self._counters.add("replies")
 
     # -- on worker threads ------------------------------------------------------
 
