@@ -19,6 +19,7 @@ Layout:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import threading
@@ -81,9 +82,12 @@ class Catalogue:
         clock: Callable[[], datetime] = utcnow,
         ids: Callable[[], str] = new_id,
         cache_matches: bool = False,
+        keep_finished: int | None = None,
     ) -> None:
         """``cache_matches`` only where every write goes through this object (in process):
-        the cache is cleared on each function change made here, and no other."""
+        the cache is cleared on each function change made here, and no other.
+        ``keep_finished`` drops the oldest finished executions past that many (the
+        in-memory catalogue's bound on memory); None keeps every one."""
         self._db = database
         self._functions = database["functions"]
         self._executions = database["executions"]
@@ -96,6 +100,9 @@ class Catalogue:
         )
         self._matches_lock = threading.Lock()
         self._functions_generation = 0
+        self._keep_finished = keep_finished
+        self._finished_order: collections.deque[str] = collections.deque()
+        self._finished_lock = threading.Lock()
 
     # -- set-up and health -------------------------------------------------
 
@@ -332,7 +339,22 @@ class Catalogue:
             )
         if doc is None:
             raise NotFound(f"execution {execution_id!r} does not exist")
+        if self._keep_finished is not None and doc.get("status") in FINAL_STATUSES:
+            self._forget_oldest_finished(execution_id)
         return ExecutionRecord.from_document(doc)
+
+    def _forget_oldest_finished(self, execution_id: str) -> None:
+        """Note a finished execution; drop the oldest finished ones past ``keep_finished``."""
+        assert self._keep_finished is not None
+        with self._finished_lock:
+            self._finished_order.append(execution_id)
+            doomed = []
+            while len(self._finished_order) > self._keep_finished:
+                doomed.append(self._finished_order.popleft())
+        for old in doomed:
+            with _converted():
+                # Only while still finished: a replay may have reopened it since.
+                self._executions.delete_one({"_id": old, "status": {"$in": list(FINAL_STATUSES)}})
 
     def acquire_execution(
         self, execution_id: str, owner: str, now: datetime, lease_until: datetime
@@ -529,11 +551,12 @@ class _converted:
         return False
 
 
-def connect(mongo_url: str | None, database: str) -> Catalogue:
+def connect(mongo_url: str | None, database: str, keep_finished: int | None = None) -> Catalogue:
     """A catalogue on the real MongoDB at ``mongo_url``, or in memory when it is None.
 
     The in-memory catalogue (mongomock) lives inside this process: nothing
-    survives a restart, and other processes cannot see it.
+    survives a restart, and other processes cannot see it. It keeps at most
+    ``keep_finished`` finished executions (None: all), so its memory stays flat.
     """
     if mongo_url:
         client: Any = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000, tz_aware=True)
@@ -543,7 +566,7 @@ def connect(mongo_url: str | None, database: str) -> Catalogue:
 
         db = embedded_database(database, indexed=COLLECTIONS)
         # Every write goes through this one object, so it may cache matches.
-        catalogue = Catalogue(db, cache_matches=True)
+        catalogue = Catalogue(db, cache_matches=True, keep_finished=keep_finished)
     catalogue.ensure_indexes()
     return catalogue
 

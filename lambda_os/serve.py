@@ -58,7 +58,7 @@ def _catalogue(settings: Settings) -> Catalogue:
         LOGGER.warning(
             "MONGO_URL is not set: using the in-memory catalogue; nothing survives a restart"
         )
-    return connect(settings.mongo_url, settings.mongo_db)
+    return connect(settings.mongo_url, settings.mongo_db, settings.embedded_executions_kept)
 
 
 def _provisioner(settings: Settings) -> Any:

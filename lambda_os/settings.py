@@ -36,6 +36,7 @@ class Settings:
     warm_idle_s: float = 600.0
     pool_size: int = 2
     host_memory_mb: int = 8192
+    embedded_executions_kept: int = 10_000
     log_level: str = "INFO"
 
     @classmethod
@@ -129,6 +130,12 @@ OPTIONS: tuple[Option, ...] = (
         "host_memory_mb",
         "LAMBDA_OS_HOST_MEMORY_MB",
         "memory budget for running plus warm containers on this host",
+    ),
+    Option(
+        "embedded_executions_kept",
+        "LAMBDA_OS_EMBEDDED_EXECUTIONS_KEPT",
+        "with the in-memory catalogue only: finished executions kept, newest first, so "
+        "memory stays flat (a real MongoDB keeps them all)",
     ),
     Option(
         "log_level",

@@ -58,3 +58,31 @@ def test_updates_and_duplicate_ids_behave_as_in_a_scan(collections):
             collection.insert_one({"_id": "a"})
     assert list(indexed.find().sort("_id")) == list(plain.find().sort("_id"))
     assert indexed.find_one({"_id": "b"})["status"] == "x"
+
+
+def test_the_in_memory_catalogue_keeps_only_the_newest_finished_executions():
+    from lambda_os.errors import NotFound
+    from lambda_os.records import ExecutionRecord, execution_id_for
+
+    catalogue = connect(None, "kept", keep_finished=3)
+
+    def claim(event_id: str) -> str:
+        record = ExecutionRecord(
+            id=execution_id_for(event_id, "f"),
+            function_id="f",
+            function_version=1,
+            event_id=event_id,
+        )
+        return catalogue.claim_execution(record)[0].id
+
+    running = claim("still-running")
+    catalogue.update_execution(running, {"status": "running"})
+    finished = [claim(f"ev{i}") for i in range(5)]
+    for execution_id in finished:
+        catalogue.update_execution(execution_id, {"status": "succeeded"})
+
+    for dropped in finished[:2]:
+        with pytest.raises(NotFound):
+            catalogue.get_execution(dropped)
+    assert [catalogue.get_execution(kept).status for kept in finished[2:]] == ["succeeded"] * 3
+    assert catalogue.get_execution(running).status == "running"  # never dropped unfinished

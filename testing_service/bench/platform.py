@@ -41,7 +41,8 @@ def new_catalogue() -> tuple[Catalogue, Any]:
     """An empty embedded catalogue, as ``connect(None, …)`` makes for ``lambda-os standalone``,
     and its database (for bulk registration), without indexes yet."""
     database = embedded_database(f"bench_{uuid.uuid4().hex[:8]}", indexed=COLLECTIONS)
-    return Catalogue(database, cache_matches=True), database
+    kept = Settings().embedded_executions_kept  # the default standalone runs with
+    return Catalogue(database, cache_matches=True, keep_finished=kept), database
 
 
 def register(catalogue: Catalogue, name: str, event_type: str) -> FunctionRecord:
