@@ -40,3 +40,11 @@ def test_help_lists_every_option_with_its_environment_variable(command, capsys):
     for option in OPTIONS:
         assert option.flag in text
         assert option.env in text
+
+
+def test_the_readme_lists_every_option_with_its_flag():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for option in OPTIONS:
+        assert f"| `{option.env}` | `{option.flag}` |" in readme
