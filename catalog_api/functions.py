@@ -17,6 +17,7 @@ from catalog_api.forms import (
     FORM_OVERHEAD_BYTES,
     MAX_CONFIG_BODY,
     MAX_PACKAGE_BODY,
+    Form,
     media_type,
     parse_form,
     read_body,
@@ -70,11 +71,7 @@ class FunctionsResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         kind = media_type(req)
         if kind == MULTIPART:
-            form = parse_form(req, read_body(req, MAX_FORM_BODY))
-            if form.code is None:
-                raise falcon.HTTPBadRequest(
-                    title="Malformed form", description="the form needs a file part named 'code'"
-                )
+            form = code_form(req)
             config = self._form_schema.load(form.fields)
             code, filename = form.code, form.filename
         elif kind == "application/json":
@@ -138,11 +135,7 @@ class CodeResource:
         query = CodeQuerySchema().load(req.params)
         kind = media_type(req)
         if kind == MULTIPART:
-            form = parse_form(req, read_body(req, MAX_FORM_BODY))
-            if form.code is None:
-                raise falcon.HTTPBadRequest(
-                    title="Malformed form", description="the form needs a file part named 'code'"
-                )
+            form = code_form(req)
             fields = CodeFormSchema().load(form.fields)
             data, filename = form.code, form.filename or query["filename"]
             handler = fields.get("handler", query.get("handler"))
@@ -159,3 +152,13 @@ class CodeResource:
         function = self._catalogue.get_function(function_id)
         info = inspect_package(data, filename, handler or function.handler)
         resp.media = self._catalogue.replace_code(function_id, data, info, handler).to_api()
+
+
+def code_form(req: falcon.Request) -> Form:
+    """The request's multipart form, which must carry the package in a file part ``code``."""
+    form = parse_form(req, read_body(req, MAX_FORM_BODY))
+    if form.code is None:
+        raise falcon.HTTPBadRequest(
+            title="Malformed form", description="the form needs a file part named 'code'"
+        )
+    return form

@@ -105,28 +105,6 @@ class Stream:
             time.sleep(self._interval_s)
 
 
-def close_connections_named(name: str) -> int:
-    """Close, from the broker's side, every connection whose client named itself ``name``."""
-    listed = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    closed = 0
-    for line in listed.splitlines():
-        if f'{{"connection_name","{name}"}}' in line:
-            subprocess.run(
-                ["rabbitmqctl", "-q", "close_connection", line.split("\t")[0], "fault suite"],
-                check=True,
-                capture_output=True,
-                timeout=60,
-            )
-            closed += 1
-    return closed
-
-
 def restart_rabbitmq() -> None:
     """``stop_app`` then ``start_app``: quick, and the node (other vhosts) stays up."""
     try:

@@ -30,11 +30,11 @@ from typing import Any
 
 import pika
 import pytest
+from broker_tools import close_connections_named
 from fault_helpers import (
     CountingProvisioner,
     FaultRow,
     Stream,
-    close_connections_named,
     restart_dockerd,
     restart_rabbitmq,
 )

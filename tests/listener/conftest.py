@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,23 +78,3 @@ def broker(amqp_url: str) -> Iterator[Broker]:
     b = Broker(amqp_url)
     yield b
     b.close()
-
-
-def close_connections_named(name: str) -> int:
-    """Close, from the broker's side, every connection whose client named itself ``name``."""
-    listed = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    closed = 0
-    for line in listed.splitlines():
-        if f'{{"connection_name","{name}"}}' in line:
-            subprocess.run(
-                ["rabbitmqctl", "-q", "close_connection", line.split("\t")[0], "test"],
-                check=True,
-                capture_output=True,
-            )
-            closed += 1
-    return closed

@@ -10,7 +10,7 @@ import threading
 
 import pika
 import pytest
-from conftest import close_connections_named
+from broker_tools import close_connections_named
 from listener_helpers import FakeProvisioner, add_function, running, unique, wait_for
 
 from listener.consume import REASON_HEADER

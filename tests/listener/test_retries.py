@@ -15,7 +15,7 @@ from typing import Any
 
 import pika
 import pytest
-from conftest import close_connections_named
+from broker_tools import close_connections_named
 from listener_helpers import FakeProvisioner, add_function, running, unique, wait_for
 
 from lambda_os.records import utcnow
