@@ -18,10 +18,11 @@ from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, valida
 from lambda_os.packages import HANDLER_PATTERN
 from lambda_os.records import DEAD_LETTER_KINDS, EXECUTION_STATUSES
 
-NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# \Z, not $: marshmallow's Regexp uses match, and $ also matches before a trailing newline.
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}\Z"
 # Visible ASCII: no spaces or control characters, so a pair matches exactly what is typed.
-EVENT_KEY_PATTERN = r"^[!-~]{1,128}$"
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+EVENT_KEY_PATTERN = r"^[!-~]{1,128}\Z"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z"
 MAX_ENVIRONMENT_BYTES = 4096
 MAX_DESCRIPTION = 1024
 MAX_MARKER = 128

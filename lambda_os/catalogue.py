@@ -339,7 +339,8 @@ class Catalogue:
             )
         if doc is None:
             raise NotFound(f"execution {execution_id!r} does not exist")
-        if self._keep_finished is not None and doc.get("status") in FINAL_STATUSES:
+        # Counted when this update finishes it, not on later updates of a finished record.
+        if self._keep_finished is not None and changes.get("status") in FINAL_STATUSES:
             self._forget_oldest_finished(execution_id)
         return ExecutionRecord.from_document(doc)
 

@@ -21,7 +21,8 @@ from lambda_os.errors import InvalidPackage, PackageTooLarge
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_UNPACKED_BYTES = 250 * 1024 * 1024
 MAX_ZIP_ENTRIES = 10_000
-HANDLER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+# \Z, not $: $ also matches before a trailing newline.
+HANDLER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class PackageInfo:
 
 def handler_module(handler: str) -> str:
     """``pkg.mod.func`` -> ``pkg.mod``; the handler must name a module and a function."""
-    if not HANDLER_PATTERN.match(handler):
+    if not HANDLER_PATTERN.fullmatch(handler):
         raise InvalidPackage(f"handler {handler!r} must be 'module.function', e.g. 'main.handler'")
     return handler.rsplit(".", 1)[0]
 
@@ -89,6 +90,8 @@ def _safe_member_path(name: str) -> PurePosixPath:
         raise InvalidPackage(f"zip entry {name!r} has an absolute path")
     if ".." in path.parts:
         raise InvalidPackage(f"zip entry {name!r} climbs out of the package with '..'")
+    if not path.parts or path.parts == (".",) or "\0" in name:
+        raise InvalidPackage(f"zip entry {name!r} names no file")
     return path
 
 
@@ -100,11 +103,16 @@ def _check_zip(data: bytes) -> tuple[int, set[str]]:
         if len(infos) > MAX_ZIP_ENTRIES:
             raise InvalidPackage(f"zip has {len(infos)} entries; the limit is {MAX_ZIP_ENTRIES}")
         names: set[str] = set()
+        directories: set[str] = set()
         total = 0
         for info in infos:
             path = _safe_member_path(info.filename)
+            directories.update(str(parent) for parent in path.parents if str(parent) != ".")
             if info.is_dir():
+                directories.add(str(path))
                 continue
+            if str(path) in names:
+                raise InvalidPackage(f"zip entry {info.filename!r} appears twice")
             names.add(str(path))
             # Declared sizes can lie; read in chunks and stop at the limit.
             with archive.open(info) as member:
@@ -115,6 +123,8 @@ def _check_zip(data: bytes) -> tuple[int, set[str]]:
                             "package unpacks to more than "
                             f"{MAX_UNPACKED_BYTES} bytes (250 MiB): refused as a zip bomb"
                         )
+        if clash := sorted(names & directories):
+            raise InvalidPackage(f"zip entry {clash[0]!r} is both a file and a directory")
         return total, names
     except (
         zipfile.BadZipFile,

@@ -80,6 +80,7 @@ def test_the_in_memory_catalogue_keeps_only_the_newest_finished_executions():
     finished = [claim(f"ev{i}") for i in range(5)]
     for execution_id in finished:
         catalogue.update_execution(execution_id, {"status": "succeeded"})
+        catalogue.update_execution(execution_id, {"logs": "a later note"})  # not a new finish
 
     for dropped in finished[:2]:
         with pytest.raises(NotFound):

@@ -72,3 +72,26 @@ def test_other_files_and_non_utf8_source_are_refused():
         inspect_package(b"\xff\xfe", "main.py", "main.handler")
     with pytest.raises(InvalidPackage, match="empty"):
         inspect_package(b"", "main.py", "main.handler")
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([("main.py", SOURCE), (".", b"")], "names no file"),
+        ([("main.py", SOURCE), ("main.py/inner.py", b"x")], "both a file and a directory"),
+        ([("main.py", SOURCE), ("main.py", b"other")], "appears twice"),
+    ],
+    ids=["dot-entry", "file-and-directory", "twice"],
+)
+def test_zip_whose_entries_cannot_all_be_unpacked_is_refused(entries, message):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+    with pytest.raises(InvalidPackage, match=message):
+        inspect_package(buffer.getvalue(), "code.zip", "main.handler")
+
+
+def test_a_handler_with_a_trailing_newline_is_refused():
+    with pytest.raises(InvalidPackage, match="module.function"):
+        inspect_package(SOURCE, "main.py", "main.handler\n")

@@ -117,6 +117,10 @@ def test_duplicate_name_for_the_same_owner_is_409(upload, created):
         ("max_retries", "11"),
         ("concurrency", "0"),
         ("concurrency", "1001"),
+        ("name", "hello\n"),
+        ("handler", "main.handler\n"),
+        ("event_source", "demo\n"),
+        ("environment", '{"A\\n": "x"}'),
     ],
 )
 def test_each_invalid_field_is_422_naming_the_field(upload, field, value):
