@@ -12,7 +12,8 @@ mkdir -p "$log_dir"
 say() { printf '==> %s\n' "$*"; }
 
 need_packages=()
-for pkg in rabbitmq-server docker.io mmdebstrap python3 python3-venv curl ca-certificates; do
+# apparmor: docker.io only recommends it, but on an AppArmor kernel containers need its parser.
+for pkg in rabbitmq-server docker.io apparmor mmdebstrap python3 python3-venv curl ca-certificates; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_packages+=("$pkg")
 done
 if ((${#need_packages[@]})); then
@@ -24,6 +25,8 @@ fi
 if ! rabbitmqctl -q status >/dev/null 2>&1; then
   say "starting RabbitMQ"
   rabbitmq-server -detached
+  # The Erlang node takes a moment to answer at all; await_startup fails until it does.
+  for _ in $(seq 1 60); do rabbitmqctl -q status >/dev/null 2>&1 && break; sleep 1; done
 fi
 # await_startup returns once the broker accepts connections.
 timeout 120 rabbitmqctl -q await_startup
@@ -34,7 +37,8 @@ rabbitmq-plugins -q is_enabled rabbitmq_management >/dev/null 2>&1 \
 docker_ping() { curl -fsS --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1; }
 if ! docker_ping; then
   say "starting dockerd (log in $log_dir/dockerd.log)"
-  nohup dockerd >"$log_dir/dockerd.log" 2>&1 &
+  # Its own session: it outlives this script and ignores the terminal's signals.
+  setsid nohup dockerd >"$log_dir/dockerd.log" 2>&1 </dev/null &
   for _ in $(seq 1 60); do docker_ping && break; sleep 1; done
   docker_ping || { echo "dockerd did not start; see $log_dir/dockerd.log" >&2; exit 1; }
 fi

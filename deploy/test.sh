@@ -15,15 +15,27 @@ echo "==> harness against a live standalone platform"
 port=${HARNESS_PORT:-18080}
 queue="lambda.events.harness-$$"
 log=/var/log/lambda-os/standalone-harness.log
+state_dir="/var/lib/lambda-os/harness-$$"
 .venv/bin/lambda-os standalone --api-port "$port" --events-queue "$queue" \
-  --dead-letter-queue "$queue.dead" --state-dir "/var/lib/lambda-os/harness-$$" >"$log" 2>&1 &
+  --dead-letter-queue "$queue.dead" --state-dir "$state_dir" >"$log" 2>&1 &
 platform=$!
 cleanup() {
   kill -TERM "$platform" 2>/dev/null || true
   wait "$platform" 2>/dev/null || true
-  # The queues were made for this run alone.
-  rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
-  rabbitmqctl -q delete_queue "$queue.dead" >/dev/null 2>&1 || true
+  # The queues, delay queues and exchange were made for this run alone.
+  .venv/bin/python - "$queue" <<'EOF' || true
+import sys
+
+import pika
+
+from lambda_os.settings import Settings
+from listener.topology import Topology, delete
+
+connection = pika.BlockingConnection(pika.URLParameters(Settings.from_env().amqp_url))
+delete(connection.channel(), Topology(sys.argv[1], sys.argv[1] + ".dead"))
+connection.close()
+EOF
+  rm -rf "$state_dir"
 }
 trap cleanup EXIT
 for _ in $(seq 1 60); do
