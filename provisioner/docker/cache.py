@@ -9,12 +9,14 @@ so ``prune`` may remove an entry any time without touching a container that uses
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import shutil
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,10 @@ from lambda_os.packages import unpack
 from provisioner.base import Invocation
 
 LOGGER = logging.getLogger(__name__)
+# Errors from unpacking that say this host is short of something, not that the package is bad.
+HOST_SHORTAGES = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EIO}
+)
 
 
 class PackageCache:
@@ -63,15 +69,13 @@ class PackageCache:
                 )
             scratch = self.root / f".{key}.{uuid.uuid4().hex[:8]}"
             try:
-                unpack(data, invocation.package_kind, invocation.package_filename, scratch)
-                scratch.rename(target)
-            except InvalidPackage as exc:
-                raise PermanentError(f"package {key} cannot be unpacked: {exc}") from exc
-            except FileExistsError:
-                pass  # another process unpacked the same package first
-            except OSError as exc:
-                if not target.is_dir():
-                    raise TransientError(f"cannot unpack package {key}: {exc}") from exc
+                self._unpack(key, data, invocation, scratch)
+                try:
+                    scratch.rename(target)
+                except OSError as exc:
+                    # A full target directory: another process unpacked the same package first.
+                    if not target.is_dir():
+                        raise TransientError(f"cannot store package {key}: {exc}") from exc
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
             LOGGER.info(
@@ -81,6 +85,25 @@ class PackageCache:
                 invocation.execution_id,
             )
         return target
+
+    @staticmethod
+    def _unpack(key: str, data: bytes, invocation: Invocation, scratch: Path) -> None:
+        """Unpack into ``scratch``; a package that cannot be unpacked never will be.
+
+        Only a shortage on this host (disk, quota, file descriptors, memory, I/O)
+        may pass with a retry: anything else comes from the package itself, such
+        as a zip holding both ``main.py`` and ``main.py/x``.
+        """
+        try:
+            unpack(data, invocation.package_kind, invocation.package_filename, scratch)
+        except OSError as exc:
+            if exc.errno in HOST_SHORTAGES:
+                raise TransientError(f"cannot unpack package {key}: {exc}") from exc
+            raise PermanentError(f"package {key} cannot be unpacked: {exc}") from exc
+        except (InvalidPackage, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+            raise PermanentError(f"package {key} cannot be unpacked: {exc}") from exc
+        except (NotImplementedError, RuntimeError) as exc:  # unknown compression, encryption
+            raise PermanentError(f"package {key} cannot be unpacked: {exc}") from exc
 
     def prune(self, unused_for_s: float) -> int:
         """Remove entries no execution has asked for in ``unused_for_s``; return how many.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import docker.errors
@@ -143,3 +145,30 @@ def test_package_cache_unpacks_once_and_prunes_what_no_execution_asked_for(tmp_p
     assert cache.prune(unused_for_s=600) == 1
     assert not old_dir.exists() and kept_dir.exists()
     assert cache.get(old).is_dir() and old.load_package.loads == 2  # fetched again on need
+
+
+def clashing_zip(*names: str) -> bytes:
+    """A zip whose entries are written in the given order, each holding a tiny handler."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name in names:
+            archive.writestr(name, "def handler(event, context):\n    return 1\n")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("main.py", "main.py/x"), ("main.py/x", "main.py")],
+    ids=["file-then-directory", "directory-then-file"],
+)
+def test_a_package_whose_entries_clash_cannot_be_unpacked_and_is_not_retried(
+    tmp_path, invocation, names
+):
+    from provisioner.docker.cache import PackageCache
+
+    cache = PackageCache(tmp_path / "packages")
+    run = invocation(clashing_zip(*names), kind="zip")
+
+    with pytest.raises(PermanentError, match="cannot be unpacked"):
+        cache.get(run)
+    assert list((tmp_path / "packages").iterdir()) == []  # no entry, no scratch left behind
