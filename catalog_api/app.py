@@ -1,8 +1,10 @@
 """The WSGI application: ``create_app`` wires resources to routes, ``get_app`` builds the real one.
 
-gunicorn runs ``catalog_api.app:get_app()``; tests call ``create_app`` with a
-mongomock catalogue and, for invocations and replays, an ``Invoker`` and a
-``Replayer`` double. ``get_app`` has neither (those answer 503).
+``lambda-os api`` and ``lambda-os standalone`` build the app with every real part
+in ``lambda_os/serve.py`` (invocations and replays through RabbitMQ). ``get_app``
+is the catalogue alone, for ``gunicorn 'catalog_api.app:get_app()'`` without a
+broker: invocations and replays answer 503 there. Tests call ``create_app`` with
+a mongomock catalogue and, for invocations and replays, doubles.
 """
 
 from __future__ import annotations
