@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import bson.errors
 import gridfs
 import pymongo
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from lambda_os.errors import Conflict, NotFound, TransientError
+from lambda_os.errors import Conflict, NotFound, PermanentError, TransientError
 from lambda_os.packages import PackageInfo
 from lambda_os.records import (
     FINAL_STATUSES,
@@ -533,7 +534,15 @@ def _code_fields(info: PackageInfo) -> dict[str, Any]:
 
 
 class _converted:
-    """Turn pymongo's connection and server failures into ``TransientError`` at the seam."""
+    """Turn pymongo's and bson's failures into our own errors at the seam.
+
+    Connection, server-selection and timeout failures, and writes the server labels
+    retryable, may go away: ``TransientError``. Any
+    other pymongo or bson error (a document MongoDB cannot store, such as a key with
+    a NUL byte; an operation the server refuses) happens again on every retry:
+    ``PermanentError``, so the listener dead-letters rather than dies or loops.
+    ``DuplicateKeyError`` passes through: callers turn it into ``Conflict``.
+    """
 
     def __enter__(self) -> None:
         return None
@@ -547,8 +556,13 @@ class _converted:
                 pymongo.errors.ConnectionFailure,
                 pymongo.errors.ServerSelectionTimeoutError,
             ),
+        ) or (
+            isinstance(exc, PyMongoError)
+            and (exc.timeout or exc.has_error_label("RetryableWriteError"))
         ):
             raise TransientError(f"catalogue unavailable: {exc}") from exc
+        if isinstance(exc, (bson.errors.BSONError, PyMongoError)):
+            raise PermanentError(f"catalogue refused the operation: {exc}") from exc
         return False
 
 
