@@ -22,7 +22,10 @@ What happens to a message:
   worker (not the connection thread) it is nacked with requeue, the one case where
   requeueing cannot loop on a message that will always fail.
 - any other error (a bug): dead-lettered as above with the reason
-  ``internal error: ...``, never requeued.
+  ``internal error: ...``, never requeued. This holds for an error anywhere in
+  handling one message, on the connection's thread too (``_safety_net``): if even
+  the dead-letter publish fails, the message is rejected to the queue's DLX. One
+  message never ends the listener.
 
 If the connection dies while work is in flight, the work still finishes and
 stores its records; its ack cannot be sent, so the broker redelivers the message
@@ -209,10 +212,14 @@ class Session:
     def _on_message(self, method: Any, properties: Any, body: bytes) -> None:
         self._counters.add("received")
         tag = method.delivery_tag
+        label = properties.message_id or f"(none; delivery {tag})"
+        with self._safety_net(tag, properties, body, label):
+            self._take(tag, properties, body, label)
+
+    def _take(self, tag: int, properties: Any, body: bytes, label: str) -> None:
         try:
             event = parse_event(body, message_id=properties.message_id)
         except InvalidEvent as exc:
-            label = properties.message_id or f"(none; delivery {tag})"
             self._dead_letter(tag, properties, body, exc.description, label, kind="malformed")
             return
         attempt = (properties.headers or {}).get(ATTEMPT_HEADER)
@@ -237,6 +244,12 @@ class Session:
         if not self._channel.is_open:
             LOGGER.info("event %s: channel closed before the ack; it will be redelivered", event.id)
             return
+        with self._safety_net(tag, properties, body, event.id):
+            self._conclude(tag, properties, body, event, future)
+
+    def _conclude(
+        self, tag: int, properties: Any, body: bytes, event: Event, future: Future
+    ) -> None:
         if future.cancelled():  # a halt cancelled it before it started
             self._channel.basic_nack(tag, requeue=True)
             return
@@ -421,13 +434,55 @@ class Session:
             return False
         return True
 
+    @contextmanager
+    def _safety_net(self, tag: int, properties: Any, body: bytes, event_id: str) -> Iterator[None]:
+        """Whatever goes wrong handling one message ends with that message, not the listener.
+
+        An unexpected error (a bug, a message nobody foresaw) dead-letters the
+        message with the reason ``internal error: ...``, without the catalogue copy
+        in case the catalogue is what failed; if even that fails, the message is
+        rejected to the queue's dead-letter exchange. Connection and channel errors
+        still propagate: the listener reconnects and the broker redelivers.
+        """
+        try:
+            yield
+        except pika.exceptions.AMQPError:
+            raise
+        except Exception as error:
+            LOGGER.error("event %s: handling the message failed", event_id, exc_info=error)
+            reason = f"internal error: {type(error).__name__}: {error}"
+            try:
+                self._dead_letter(
+                    tag, properties, body, reason, event_id, kind="internal error", record=False
+                )
+            except pika.exceptions.AMQPError:
+                raise
+            except Exception as again:
+                LOGGER.error(
+                    "event %s: dead-lettering it failed too (%r); rejecting it to the queue's "
+                    "dead-letter exchange, without the reason header",
+                    event_id,
+                    again,
+                    exc_info=again,
+                )
+                self._channel.basic_nack(tag, requeue=False)
+
     def _dead_letter(
-        self, tag: int, properties: Any, body: bytes, reason: str, event_id: str, kind: str
+        self,
+        tag: int,
+        properties: Any,
+        body: bytes,
+        reason: str,
+        event_id: str,
+        kind: str,
+        record: bool = True,
     ) -> None:
         self._counters.add("dead_lettered")
         LOGGER.warning("event %s: dead-lettered: %s", event_id, reason)
         known_id = None if kind == "malformed" else event_id
-        stored = self._record_dead_letter(kind, reason, body, properties, known_id)
+        stored = None
+        if record:
+            stored = self._record_dead_letter(kind, reason, body, properties, known_id)
         if not self._publish_dead_letter(properties, body, reason, event_id, stored):
             LOGGER.error(
                 "event %s: rejecting the message to the queue's dead-letter exchange, "

@@ -6,6 +6,12 @@ body is kept as sent, up to ``MAX_DEAD_LETTER_BODY_BYTES`` (an event's own
 limit, so every valid event can be replayed whole), as UTF-8 text or, when it is
 not text, as base64. AMQP header values become JSON (bytes as text, timestamps as
 ISO strings), since the API returns them.
+
+Header keys are whatever the publisher sent, and AMQP allows keys MongoDB cannot
+store (a NUL byte) or treats specially (a leading ``$``, a ``.``). They are kept
+percent-escaped (``%`` → ``%25``, NUL → ``%00``, ``.`` → ``%2E``, a leading ``$`` →
+``%24``), so every key a sensible publisher uses reads as sent in the API, and
+``original_headers`` gives back the keys exactly for a replay.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
+import urllib.parse
 from typing import Any
 
 from lambda_os.records import DeadLetterRecord, iso
@@ -45,10 +52,36 @@ def record_body(record: DeadLetterRecord) -> bytes:
     return record.body.encode("utf-8")
 
 
-def plain(value: Any) -> Any:
-    """An AMQP header value as JSON: bytes as text, timestamps as ISO strings."""
+def stored_key(key: Any) -> str:
+    """A header key as a catalogue document may hold it (see the module doc)."""
+    text = str(key).replace("%", "%25").replace("\x00", "%00").replace(".", "%2E")
+    return "%24" + text[1:] if text.startswith("$") else text
+
+
+def original_key(key: str) -> str:
+    """The header key as it was sent, from ``stored_key``'s form."""
+    return urllib.parse.unquote(key)
+
+
+def original_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
+    """A dead letter's headers with their keys as sent (nested tables too)."""
+    if not isinstance(headers, dict):
+        return {}
+    return {original_key(key): _original_value(value) for key, value in headers.items()}
+
+
+def _original_value(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(key): plain(item) for key, item in value.items()}
+        return original_headers(value)
+    if isinstance(value, list):
+        return [_original_value(item) for item in value]
+    return value
+
+
+def plain(value: Any) -> Any:
+    """An AMQP header value as JSON: bytes as text, timestamps as ISO strings, keys escaped."""
+    if isinstance(value, dict):
+        return {stored_key(key): plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(item) for item in value]
     if isinstance(value, bytes):

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from lambda_os.errors import Conflict, InvalidEvent
 from lambda_os.records import DeadLetterRecord
-from listener.deadletter import own_headers, record_body
+from listener.deadletter import original_headers, own_headers, record_body
 from listener.events import parse_event
 
 LOGGER = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class Replayer:
             self._catalogue.reopen_execution(event.id, event.function_id)
         headers = {
             key: value
-            for key, value in own_headers(record.headers).items()
+            for key, value in own_headers(original_headers(record.headers)).items()
             if not key.startswith("x-lambda-")
         }
         headers[REPLAY_HEADER] = record.id

@@ -168,6 +168,11 @@ class Listener:
                     return EXIT_CONFIGURATION
                 except pika.exceptions.AMQPError as exc:
                     self._wait_to_reconnect(exc)
+                except Exception as exc:
+                    # A bug outside any one message's handling (those are dead-lettered
+                    # in the session): a listener that dies here stops the whole platform.
+                    LOGGER.error("the session failed; reconnecting", exc_info=exc)
+                    self._wait_to_reconnect(exc)
                 finally:
                     _close_quietly(connection)
             LOGGER.info("stopped: %s", self.counters.snapshot())
