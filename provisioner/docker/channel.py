@@ -33,6 +33,8 @@ HEADER = struct.Struct(">I")
 # 16 MiB document limit for the execution record that holds the result.
 MAX_FRAME = 8 * 1024 * 1024
 LOG_LIMIT = 64 * 1024
+# The most output taken in one go before looking at the deadline again.
+READ_LIMIT = 1024 * 1024
 # sun_path is 108 bytes on Linux, with the terminating NUL.
 MAX_SOCKET_PATH = 107
 
@@ -112,11 +114,16 @@ class Output:
         self.sink: LogTail | None = None
         os.set_blocking(fd, False)
 
-    def read_available(self) -> None:
-        """Read what is in the pipe now, without waiting."""
-        while not self.eof:
+    def read_available(self, limit: int = READ_LIMIT) -> None:
+        """Read what is in the pipe now, up to ``limit`` bytes, without waiting.
+
+        The cap is what lets a caller keep its deadline: processes a function left
+        running can keep the pipe full for ever, so "until it is empty" may never come.
+        """
+        taken = 0
+        while not self.eof and taken < limit:
             try:
-                chunk = os.read(self.fd, 1024 * 1024)
+                chunk = os.read(self.fd, min(READ_LIMIT, limit - taken))
             except BlockingIOError:
                 return
             except OSError:
@@ -126,6 +133,7 @@ class Output:
                 self._emit(self.pending)
                 self.pending = b""
                 return
+            taken += len(chunk)
             self._feed(chunk)
 
     def _feed(self, chunk: bytes) -> None:
@@ -209,7 +217,9 @@ class Channel:
         """
         assert self.output is not None
         self.output.sink = None
-        self.output.read_available()  # output of background processes between executions
+        # Output of background processes between executions; what is still coming after
+        # one read's worth counts as this execution's.
+        self.output.read_available()
         self.output.sink = sink
         try:
             self.send(message)
@@ -222,7 +232,7 @@ class Channel:
                     self._wait(deadline)
             return reply
         except (ChannelClosed, ChannelTimeout):
-            self.output.read_available()
+            self.output.read_available()  # one read's worth: the deadline has passed
             raise
         finally:
             self.output.sink = None
@@ -249,7 +259,11 @@ class Channel:
             self._wait(deadline)
 
     def _wait(self, deadline: float) -> None:
-        """Wait for the socket or the output pipe, and take in what arrived."""
+        """Wait for the socket or the output pipe, and take in what arrived.
+
+        At most one read's worth of output is taken, so a pipe that never runs dry
+        still brings the caller back here, to the deadline, after each read.
+        """
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ChannelTimeout()

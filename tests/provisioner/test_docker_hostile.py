@@ -1,7 +1,8 @@
 """Specification: a hostile or careless function cannot harm the host or outlive its limits (issue #5).
 
 The first cases run in both modes (a fresh container per execution, and warm +
-pool): a handler that ignores SIGTERM, and one that floods its output. The last
+pool): a handler that ignores SIGTERM, ones that flood their output, even from
+processes left running after they return. Another
 reads the container's settings back from the engine while the function runs.
 """
 
@@ -9,10 +10,51 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.integration
+
+# Writers that splice a file's pages into the output pipe, faster than the host can copy
+# them out, so the pipe rarely runs dry while the host reads it.
+FLOOD = """
+import os, subprocess, sys, time
+SPLICER = '''
+import os
+with open("/tmp/flood-%d" % os.getpid(), "wb") as f:
+    f.write(b"y" * 1024 * 1024)
+fd = os.open("/tmp/flood-%d" % os.getpid(), os.O_RDONLY)
+while True:
+    os.splice(fd, 1, 1024 * 1024, offset_src=0)
+'''
+def handler(event, context):
+    if event in ("flood", "flood and sleep"):
+        for _ in range(2):
+            subprocess.Popen([sys.executable, "-c", SPLICER])
+    if event == "flood and sleep":
+        time.sleep(60)
+    return event
+"""
+
+
+def run_bounded(provisioner, run, limit_s: float = 60.0) -> Any:
+    """``provisioner.run(run)`` on its own thread; the test fails if it has not returned in ``limit_s``."""
+    ended: list[Any] = []
+
+    def target() -> None:
+        try:
+            ended.append(provisioner.run(run))
+        except Exception as exc:  # noqa: BLE001 - handed to the test below
+            ended.append(exc)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(limit_s)
+    assert not worker.is_alive(), f"the execution was still running after {limit_s} s"
+    if isinstance(ended[0], Exception):
+        raise ended[0]
+    return ended[0]
 
 
 def test_a_function_that_ignores_sigterm_is_still_stopped_at_its_timeout(
@@ -50,6 +92,34 @@ def test_an_output_flood_is_cut_to_the_last_64_kib_and_the_function_still_return
     assert (outcome.status, outcome.result) == ("succeeded", "survived")
     assert len(outcome.logs.encode()) <= 64 * 1024 + 256  # the tail, plus a note of the cut
     assert "the end" in outcome.logs
+
+
+def test_background_processes_flooding_output_are_stopped_at_the_timeout(
+    provisioner, invocation, docker_client
+):
+    outcome = run_bounded(provisioner, invocation(FLOOD, "flood and sleep", timeout_s=2))
+
+    assert (outcome.status, outcome.error["reason"]) == ("timed_out", "timeout")
+    assert "yyyy" in outcome.logs
+    assert not docker_client.containers.list(all=True, filters={"id": outcome.container_id})
+
+
+def test_a_warm_container_left_flooding_by_a_finished_execution_still_serves_or_is_gone(
+    settings_for, invocation, docker_client
+):
+    from provisioner.docker import DockerProvisioner
+
+    provisioner = DockerProvisioner(settings_for(pool_size=0), client=docker_client)
+    try:
+        first = run_bounded(provisioner, invocation(FLOOD, "flood", timeout_s=5))
+        second = run_bounded(provisioner, invocation(FLOOD, "again", timeout_s=5))
+    finally:
+        provisioner.close()
+
+    assert (first.status, first.result) == ("succeeded", "flood")
+    assert (second.status, second.result) == ("succeeded", "again")
+    reused = second.container_id == first.container_id and not second.cold_start
+    assert reused or not docker_client.containers.list(all=True, filters={"id": first.container_id})
 
 
 def test_the_engine_holds_the_limits_no_swap_cpu_share_pids_and_no_privilege(

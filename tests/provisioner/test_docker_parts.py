@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import select
+import socket
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -11,7 +16,7 @@ import pytest
 import requests.exceptions
 
 from lambda_os.errors import PermanentError, TransientError
-from provisioner.docker.channel import LogTail
+from provisioner.docker.channel import Channel, ChannelTimeout, LogTail, Output
 from provisioner.docker.container import Limits, container_config
 from provisioner.docker.host import Owner, engine_errors
 from provisioner.docker.inventory import Inventory
@@ -172,3 +177,40 @@ def test_a_package_whose_entries_clash_cannot_be_unpacked_and_is_not_retried(
     with pytest.raises(PermanentError, match="cannot be unpacked"):
         cache.get(run)
     assert list((tmp_path / "packages").iterdir()) == []  # no entry, no scratch left behind
+
+
+def test_a_request_ends_at_its_deadline_even_if_the_output_never_runs_dry():
+    """``/dev/zero`` stands for a pipe that background writers keep full: never empty, never closed."""
+    host_end, agent_end = socket.socketpair()
+    channel = Channel(host_end)
+    channel.output = Output(os.open("/dev/zero", os.O_RDONLY), b"0123456789abcdef")
+    channel.poller.register(channel.output.fd, select.POLLIN)
+    ended: list[BaseException] = []
+
+    def request() -> None:
+        try:
+            channel.request({"type": "ping"}, time.monotonic() + 0.5, LogTail())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test below
+            ended.append(exc)
+
+    worker = threading.Thread(target=request, daemon=True)
+    worker.start()
+    worker.join(10)
+    try:
+        assert not worker.is_alive(), "the request was still reading output 10 s later"
+        assert isinstance(ended[0], ChannelTimeout)
+    finally:
+        agent_end.close()
+        if not worker.is_alive():
+            channel.close()
+
+
+def test_one_read_of_the_output_takes_at_most_its_limit():
+    output = Output(os.open("/dev/zero", os.O_RDONLY), b"0123456789abcdef")
+    output.sink = LogTail()
+    try:
+        output.read_available(limit=3000)
+    finally:
+        output.close()
+
+    assert len(output.sink.data) + len(output.pending) == 3000
