@@ -10,6 +10,9 @@ listener share one in-memory catalogue in one process.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +24,9 @@ from lambda_os.catalogue import Catalogue, connect
 from lambda_os.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
+
+# ``lambda-os standalone`` exits with this when its listener stopped on its own.
+EXIT_LISTENER_FAILED = 1
 
 
 class GunicornServer(BaseApplication):
@@ -116,13 +122,27 @@ def run_standalone(settings: Settings) -> int:
     from listener.service import Listener
 
     parts: dict[str, Any] = {}
+    # Made before gunicorn forks its worker, so the worker's write is seen here.
+    listener_failed = multiprocessing.Value("b", 0)
+    stopping = threading.Event()
+
+    def listener_died() -> None:
+        # The worker cannot stop the server itself: ask the gunicorn master, which
+        # stops the worker (worker_exit closes the provisioner) and then returns here.
+        listener_failed.value = 1
+        os.kill(os.getppid(), signal.SIGTERM)
 
     def factory() -> falcon.App:
         # Runs inside the gunicorn worker, so everything below lives in that one process.
         catalogue = _catalogue(settings)
         provisioner = _provisioner(settings)
         listener = Listener(settings, catalogue, provisioner)
-        thread = threading.Thread(target=listener.run, name="listener", daemon=True)
+        thread = threading.Thread(
+            target=watch_listener,
+            args=(listener.run, stopping, listener_died),
+            name="listener",
+            daemon=True,
+        )
         thread.start()
         parts.update(provisioner=provisioner, listener=listener, thread=thread)
         publisher = Publisher(settings, name="lambda-os api")
@@ -134,6 +154,7 @@ def run_standalone(settings: Settings) -> int:
         )
 
     def worker_exit(server: Any, worker: Any) -> None:
+        stopping.set()
         if "listener" in parts:
             parts["listener"].stop()
             parts["thread"].join(timeout=60)
@@ -141,5 +162,32 @@ def run_standalone(settings: Settings) -> int:
 
     options = _gunicorn_options(settings, workers=1)
     options["worker_exit"] = worker_exit
-    GunicornServer(factory, options).run()
-    return 0
+    master = os.getpid()
+    try:
+        GunicornServer(factory, options).run()
+    except SystemExit as exc:  # gunicorn's master ends with sys.exit, 0 after a SIGTERM
+        # The forked worker unwinds through here too when it exits: let it go as it was.
+        if os.getpid() != master or not listener_failed.value:
+            raise
+        LOGGER.error("stopped because the listener stopped (exit status %s)", exc.code)
+    return EXIT_LISTENER_FAILED if listener_failed.value else 0
+
+
+def watch_listener(
+    run: Callable[[], int], stopping: threading.Event, on_death: Callable[[], None]
+) -> None:
+    """Run the standalone listener; if it ends when nobody asked it to, say so and call ``on_death``.
+
+    An API without its listener accepts events that nothing will run, so the
+    process must fail where its supervisor sees it rather than serve on.
+    """
+    try:
+        code = run()
+    except Exception:
+        LOGGER.exception("the listener failed; stopping lambda-os standalone")
+        on_death()
+        return
+    if stopping.is_set():
+        return
+    LOGGER.error("the listener stopped with exit code %s; stopping lambda-os standalone", code)
+    on_death()
