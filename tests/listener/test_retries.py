@@ -18,6 +18,7 @@ import pytest
 from broker_tools import close_connections_named
 from listener_helpers import FakeProvisioner, add_function, running, unique, wait_for
 
+from lambda_os.errors import TransientError
 from lambda_os.records import utcnow
 from lambda_os.settings import Settings
 from listener.consume import ATTEMPT_HEADER, DEAD_LETTER_ID_HEADER, REASON_HEADER
@@ -243,3 +244,45 @@ def test_stale_retry_message_runs_nothing(broker_settings, broker, catalogue, to
         wait_for(lambda: broker.ready(broker_settings.events_queue) == 0)
     assert len(provisioner.runs) == 1
     assert records(catalogue)[0].attempt == 1
+
+
+class RefusingPublisher:
+    """A confirmed publisher whose broker is down."""
+
+    def publish(self, body: bytes, **_kwargs: Any) -> None:
+        raise TransientError("broker unreachable (test double)")
+
+
+def test_replay_whose_publish_fails_puts_the_execution_back_and_can_be_tried_again(
+    broker_settings, broker, catalogue, topology
+):
+    function = add_function(catalogue, "failing", max_retries=0)
+    provisioner = FailingAttempts({1})
+    listener = make_listener(broker_settings, catalogue, provisioner, topology)
+    with running(listener):
+        broker.publish(broker_settings.events_queue, encode_event("orders", "created", id="e-r"))
+        wait_for(
+            lambda: broker.ready(broker_settings.dead_letter_queue) == 1, what="the dead letter"
+        )
+        (dead,) = catalogue.list_dead_letters({}, 10).items
+        failed = catalogue.list_executions({"function_id": function.id}, 10).items[0]
+        assert (failed.status, failed.dead_letter_id) == ("failed", dead.id)
+
+        with pytest.raises(TransientError):
+            Replayer(catalogue, RefusingPublisher()).replay(dead)
+        assert catalogue.get_execution(failed.id) == failed  # as it was, not queued forever
+        assert catalogue.get_dead_letter(dead.id).replayed_at is None
+
+        provisioner.failing = set()
+        publisher = Publisher(broker_settings)
+        try:
+            Replayer(catalogue, publisher).replay(dead)
+        finally:
+            publisher.close()
+
+        def rerun():
+            record = catalogue.get_execution(failed.id)
+            return record if record.status == "succeeded" else None
+
+        record = wait_for(rerun, what="the replayed execution")
+    assert (record.attempt, len(record.attempts)) == (2, 1)
