@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 HEADER = struct.Struct(">I")
-# The agent refuses results over 6 MiB; the host does not trust it (the handler runs in the
-# agent's process and could write frames itself), so it caps frames too, under MongoDB's
-# 16 MiB document limit for the execution record that holds the result.
-MAX_FRAME = 8 * 1024 * 1024
+# The agent refuses results over 6 MiB of JSON; the host does not trust it (the handler runs
+# in the agent's process and could write frames itself), so no frame may be larger than such
+# a result in its envelope. The agent cuts error text short, so error frames stay far below.
+# Both keep the execution record under MongoDB's 16 MiB document limit.
+MAX_RESULT_BYTES = 6 * 1024 * 1024
+MAX_FRAME = MAX_RESULT_BYTES + 64 * 1024
 LOG_LIMIT = 64 * 1024
 # The most output taken in one go before looking at the deadline again.
 READ_LIMIT = 1024 * 1024

@@ -2,8 +2,8 @@
 
 The first cases run in both modes (a fresh container per execution, and warm +
 pool): a handler that ignores SIGTERM, ones that flood their output, even from
-processes left running after they return. Another
-reads the container's settings back from the engine while the function runs.
+processes left running after they return. Another reads the container's settings
+back from the engine while the function runs.
 """
 
 from __future__ import annotations
@@ -186,3 +186,33 @@ def test_a_frame_forged_past_the_agent_is_refused_by_the_host(provisioner, invoc
     assert (outcome.status, outcome.error["type"]) == ("failed", "ProtocolViolation")
     assert "frame of 12582912 bytes" in outcome.error["message"]
     assert outcome.result is None
+
+
+def test_a_result_frame_forged_past_the_agent_over_the_result_limit_fails(provisioner, invocation):
+    source = """
+    import gc, json, socket, struct
+    def handler(event, context):
+        # A well-formed result frame the agent would have refused: 7 MiB of result.
+        sock = next(o for o in gc.get_objects() if isinstance(o, socket.socket))
+        reply = {"type": "result", "ok": True, "mark": False, "result": "x" * (7 * 1024 * 1024)}
+        body = json.dumps(reply).encode()
+        sock.sendall(struct.pack(">I", len(body)) + body)
+        return "unreachable"
+    """
+    outcome = provisioner.run(invocation(source))
+
+    assert (outcome.status, outcome.error["type"]) == ("failed", "ProtocolViolation")
+    assert outcome.result is None
+
+
+def test_a_handler_error_with_a_huge_message_is_reported_cut_short(provisioner, invocation):
+    source = """
+    def handler(event, context):
+        raise ValueError("\U0001f4a5" * (2 * 1024 * 1024))
+    """
+    outcome = provisioner.run(invocation(source))
+
+    assert (outcome.status, outcome.error["type"]) == ("failed", "ValueError")
+    assert outcome.error["reason"] == "handler error"
+    assert len(outcome.error["message"]) < 100_000
+    assert outcome.error["message"].endswith("[cut]")

@@ -42,6 +42,10 @@ SOCKET_PATH = "/run/lambda-os/agent.sock"
 HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024
 MAX_RESULT_BYTES = 6 * 1024 * 1024
+# The host refuses frames over MAX_RESULT_BYTES and a little. Each field of an error is cut
+# to this many characters, so an error frame stays far below that however long the
+# exception's text (a character is up to 12 bytes once JSON-escaped).
+MAX_ERROR_CHARS = 64 * 1024
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -163,10 +167,19 @@ class Output:
         return True
 
 
+def clip(text: str, keep_end: bool = False) -> str:
+    """``text`` cut to ``MAX_ERROR_CHARS``, saying so; a traceback keeps its end."""
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    if keep_end:
+        return "[cut] " + text[-MAX_ERROR_CHARS:]
+    return text[:MAX_ERROR_CHARS] + " [cut]"
+
+
 def error_from(exc: BaseException, tb: bool = True) -> dict:
-    error = {"type": type(exc).__name__, "message": str(exc)}
+    error = {"type": clip(type(exc).__name__), "message": clip(str(exc))}
     if tb:
-        error["traceback"] = "".join(traceback.format_exception(exc))
+        error["traceback"] = clip("".join(traceback.format_exception(exc)), keep_end=True)
     return error
 
 
@@ -191,7 +204,7 @@ def encode_result(result) -> tuple[str | None, dict | None]:
     except (TypeError, ValueError, RecursionError) as exc:
         return None, {
             "type": type(exc).__name__,
-            "message": f"the handler's result is not JSON-serialisable: {exc}",
+            "message": clip(f"the handler's result is not JSON-serialisable: {exc}"),
         }
     if len(text) > MAX_RESULT_BYTES:
         return None, {
