@@ -61,6 +61,10 @@ CANNOT_RUN = "cannot run"
 NOT_RETRIED = frozenset({CANNOT_RUN, "not queued", "unavailable"})
 NO_LEASE = {"lease_until": None, "leased_by": None}
 MAX_REASON_DETAIL = 300
+# An error's message and traceback as stored, each: a function can raise with any
+# text, and every retry keeps the previous error in ``attempts``, so uncapped they
+# could push a record past MongoDB's 16 MiB document limit.
+MAX_ERROR_TEXT_CHARS = 16 * 1024
 
 
 class ExecutionStore(Protocol):
@@ -240,11 +244,9 @@ def execute_step(
             record.id,
             {
                 "status": "failed",
-                "error": {
-                    "type": type(exc).__name__,
-                    "message": exc.description,
-                    "reason": CANNOT_RUN,
-                },
+                "error": stored_error(
+                    {"type": type(exc).__name__, "message": exc.description, "reason": CANNOT_RUN}
+                ),
                 "finished_at": now,
                 "duration_ms": 0.0,
                 **NO_LEASE,
@@ -283,7 +285,7 @@ def _queue_retry(
     previous = {
         "attempt": record.attempt,
         "status": outcome.status,
-        "error": outcome.error,
+        "error": stored_error(outcome.error),
         "started_at": outcome.started_at,
         "finished_at": outcome.finished_at,
         "duration_ms": outcome.duration_ms,
@@ -295,7 +297,7 @@ def _queue_retry(
             "status": "queued",
             "attempt": attempt,
             "retry_at": clock() + timedelta(seconds=delay_s),
-            "error": outcome.error,
+            "error": stored_error(outcome.error),
             "logs": outcome.logs,
             "result": None,
             "started_at": None,
@@ -362,11 +364,33 @@ def _invocation(
     )
 
 
+def stored_error(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The error as a record keeps it: ``message`` and ``traceback`` cut to 16 Ki characters.
+
+    A message keeps its start; a traceback its end, where the exception is. Each
+    says it was cut and how long it was.
+    """
+    if not error:
+        return error
+    stored = dict(error)
+    message = stored.get("message")
+    if isinstance(message, str) and len(message) > MAX_ERROR_TEXT_CHARS:
+        note = f"... [cut: {len(message)} characters, the first {{}} kept]"
+        keep = MAX_ERROR_TEXT_CHARS - len(note) - 8
+        stored["message"] = message[:keep] + note.format(keep)
+    traceback = stored.get("traceback")
+    if isinstance(traceback, str) and len(traceback) > MAX_ERROR_TEXT_CHARS:
+        note = f"[cut: {len(traceback)} characters, the last {{}} kept] ..."
+        keep = MAX_ERROR_TEXT_CHARS - len(note) - 8
+        stored["traceback"] = note.format(keep) + traceback[-keep:]
+    return stored
+
+
 def _outcome_changes(outcome: Outcome) -> dict[str, Any]:
     return {
         "status": outcome.status,
         "result": outcome.result,
-        "error": outcome.error,
+        "error": stored_error(outcome.error),
         "logs": outcome.logs,
         "started_at": outcome.started_at,
         "finished_at": outcome.finished_at,

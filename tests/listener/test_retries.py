@@ -286,3 +286,32 @@ def test_replay_whose_publish_fails_puts_the_execution_back_and_can_be_tried_aga
 
         record = wait_for(rerun, what="the replayed execution")
     assert (record.attempt, len(record.attempts)) == (2, 1)
+
+
+class HugeErrors(FakeProvisioner):
+    """Every run fails with a 5 MB message and a 1 MB traceback (a function can raise anything)."""
+
+    def run(self, invocation: Invocation) -> Outcome:
+        outcome = super().run(invocation)
+        error = {
+            "type": "ValueError",
+            "message": "m" * 5_000_000,
+            "traceback": "Traceback (most recent call last):\n" + "x" * 1_000_000 + "\nthe end",
+            "reason": "handler error",
+        }
+        return dataclasses.replace(outcome, status="failed", result=None, error=error)
+
+
+def test_huge_error_is_stored_cut_on_every_attempt(broker_settings, broker, catalogue, topology):
+    add_function(catalogue, "huge", max_retries=1)
+    listener = make_listener(broker_settings, catalogue, HugeErrors(), topology)
+    with running(listener):
+        broker.publish(broker_settings.events_queue, encode_event("orders", "created", id="e-h"))
+        record = wait_for(final_record(catalogue), what="the final record")
+        wait_for(lambda: broker.ready(broker_settings.dead_letter_queue) == 1, what="dead letter")
+    assert (record.status, record.attempt, len(record.attempts)) == ("failed", 2, 1)
+    for error in (record.error, record.attempts[0]["error"]):
+        assert len(error["message"]) <= 16 * 1024 and len(error["traceback"]) <= 16 * 1024
+        assert error["message"].startswith("mmm") and "cut: 5000000 characters" in error["message"]
+        assert error["traceback"].endswith("x\nthe end") and error["traceback"].startswith("[cut:")
+        assert (error["type"], error["reason"]) == ("ValueError", "handler error")
