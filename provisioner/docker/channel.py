@@ -187,7 +187,7 @@ class Channel:
         self.sock.settimeout(max(0.0, deadline - time.monotonic()))
         try:
             data, fds, _flags, _addr = socket.recv_fds(self.sock, 64 * 1024, 1)
-        except TimeoutError as exc:
+        except (TimeoutError, BlockingIOError) as exc:  # a timeout of 0 makes it non-blocking
             raise ChannelTimeout() from exc
         except OSError as exc:
             raise ChannelClosed(f"agent connection lost: {exc}") from exc

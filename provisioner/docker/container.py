@@ -98,12 +98,19 @@ class Reply:
 
 
 class StartFailed(Exception):
-    """The container exited, or its agent never connected, before it could serve anything."""
+    """The container exited, or its agent never connected, before it could serve anything.
 
-    def __init__(self, message: str, state: dict[str, Any] | None, logs: str) -> None:
+    ``transient`` when nothing says the runtime is broken: the agent was only slow
+    (a loaded host), or the container was removed from under us. Trying again may work.
+    """
+
+    def __init__(
+        self, message: str, state: dict[str, Any] | None, logs: str, transient: bool = False
+    ) -> None:
         super().__init__(message)
         self.state = state or {}
         self.logs = logs
+        self.transient = transient
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -158,9 +165,10 @@ class RuntimeContainer:
                 channel.handshake(time.monotonic() + startup_timeout_s)
             except (ChannelClosed, ChannelTimeout) as exc:
                 raise StartFailed(
-                    f"agent in {name} did not say it was ready: {exc}",
+                    f"agent in {name} did not say it was ready: {exc!r}",
                     host.state(container_id),
                     host.logs(container_id),
+                    transient=isinstance(exc, ChannelTimeout),
                 ) from exc
         except BaseException:
             server.close()
@@ -185,7 +193,14 @@ class RuntimeContainer:
                 conn, _ = server.accept()
             except TimeoutError:
                 state = host.state(container_id)
-                if state is None or not state.get("Running"):
+                if state is None:
+                    raise StartFailed(
+                        f"container {container_id[:12]} was removed before its agent connected",
+                        state,
+                        "",
+                        transient=True,
+                    ) from None
+                if not state.get("Running"):
                     raise StartFailed(
                         f"container {container_id[:12]} exited before its agent connected",
                         state,
@@ -196,6 +211,7 @@ class RuntimeContainer:
                         f"agent in {container_id[:12]} did not connect within {timeout_s} s",
                         state,
                         host.logs(container_id),
+                        transient=True,
                     ) from None
                 continue
             conn.settimeout(None)

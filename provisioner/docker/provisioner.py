@@ -92,6 +92,20 @@ def out_of_memory(memory_mb: int) -> dict[str, Any]:
     }
 
 
+def start_failure_error(runtime: str, exc: StartFailed) -> TransientError | PermanentError:
+    """What a container that did not start means: retry if it was only slow, else never.
+
+    A start that ran out of time says nothing about the runtime (a loaded host is
+    enough), so the execution goes back to the queue. An agent that exited or
+    closed its connection will do the same again: the image is broken.
+    """
+    if exc.transient:
+        return TransientError(f"the {runtime} runtime did not start: {exc}")
+    return PermanentError(
+        f"the {runtime} runtime failed to start: {exc}; rebuild it with deploy/build-runtime-images"
+    )
+
+
 def pool_labels(runtime: str) -> dict[str, str]:
     """A pooled container is generic: it is labelled for its runtime only."""
     return {"lambda-os.runtime": runtime, "lambda-os.pool": "1"}
@@ -391,7 +405,7 @@ class DockerProvisioner:
                     with self._lock:
                         self._inventory.free(POOL_MEMORY_MB)
                         self._starting_pool[runtime] -= 1
-                    if isinstance(exc, TransientError):
+                    if isinstance(exc, TransientError) or getattr(exc, "transient", False):
                         LOGGER.warning("cannot start a pooled %s container: %s", runtime, exc)
                     else:  # no image, or it does not start: no pool for it in this process
                         LOGGER.warning("no pool for runtime %s: %s", runtime, exc)
@@ -503,19 +517,19 @@ class DockerProvisioner:
         return Ending("failed", error=error, logs=tail.text())
 
     def _start_failure(self, invocation: Invocation, exc: StartFailed) -> Ending:
+        """Out of memory while starting is the execution's outcome; anything else is raised."""
         if oom_killed(exc.state):
             return Ending("failed", error=out_of_memory(invocation.memory_mb), logs=exc.logs)
-        LOGGER.error(
+        error = start_failure_error(invocation.runtime, exc)
+        LOGGER.log(
+            logging.WARNING if isinstance(error, TransientError) else logging.ERROR,
             "runtime container for execution %s (event %s) failed to start: %s\n%s",
             invocation.execution_id,
             invocation.event_id,
             exc,
             exc.logs,
         )
-        raise PermanentError(
-            f"the {invocation.runtime} runtime failed to start: {exc}; "
-            "rebuild it with deploy/build-runtime-images"
-        ) from exc
+        raise error from exc
 
     def _outcome(
         self,

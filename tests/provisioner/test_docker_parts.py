@@ -214,3 +214,51 @@ def test_one_read_of_the_output_takes_at_most_its_limit():
         output.close()
 
     assert len(output.sink.data) + len(output.pending) == 3000
+
+
+class StillHost:
+    """Stands in for DockerHost while a container starts: it keeps ``state``; its agent never connects."""
+
+    def __init__(self, state: dict | None) -> None:
+        self._state = state
+
+    def state(self, container_id: str) -> dict | None:
+        return self._state
+
+    def logs(self, container_id: str) -> str:
+        return "agent log"
+
+
+@pytest.mark.parametrize(
+    ("state", "error"),
+    [
+        ({"Running": True}, TransientError),  # the agent is slow: a loaded host
+        (None, TransientError),  # the container was removed from under the start
+        ({"Running": False, "ExitCode": 1, "OOMKilled": False}, PermanentError),  # it died
+    ],
+    ids=["agent-too-slow", "container-gone", "agent-exited"],
+)
+def test_a_runtime_too_slow_to_start_is_retried_and_one_that_dies_is_not(tmp_path, state, error):
+    from provisioner.docker.container import RuntimeContainer, StartFailed
+    from provisioner.docker.provisioner import start_failure_error
+
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp_path / "agent.sock"))
+    server.listen(1)
+    try:
+        with pytest.raises(StartFailed) as caught:
+            RuntimeContainer._accept(StillHost(state), "c" * 64, server, timeout_s=0.1)
+    finally:
+        server.close()
+
+    assert isinstance(start_failure_error("python3.11", caught.value), error)
+
+
+def test_a_handshake_whose_deadline_has_passed_times_out_rather_than_calling_the_agent_gone():
+    host_end, agent_end = socket.socketpair()
+    try:
+        with pytest.raises(ChannelTimeout):
+            Channel(host_end).handshake(time.monotonic() - 1)
+    finally:
+        host_end.close()
+        agent_end.close()
