@@ -358,6 +358,15 @@ class Catalogue:
                 # Only while still finished: a replay may have reopened it since.
                 self._executions.delete_one({"_id": old, "status": {"$in": list(FINAL_STATUSES)}})
 
+    def renew_lease(self, execution_id: str, owner: str, lease_until: datetime) -> bool:
+        """Extend ``owner``'s lease on a running execution; False if it holds none now."""
+        with _converted():
+            doc = self._executions.find_one_and_update(
+                {"_id": execution_id, "status": "running", "leased_by": owner},
+                {"$set": {"lease_until": lease_until}},
+            )
+        return doc is not None
+
     def acquire_execution(
         self, execution_id: str, owner: str, now: datetime, lease_until: datetime
     ) -> ExecutionRecord | None:

@@ -76,6 +76,8 @@ class ExecutionStore(Protocol):
         self, execution_id: str, owner: str, now: datetime, lease_until: datetime
     ) -> ExecutionRecord | None: ...
 
+    def renew_lease(self, execution_id: str, owner: str, lease_until: datetime) -> bool: ...
+
     def get_execution(self, execution_id: str) -> ExecutionRecord: ...
 
     def update_execution(
@@ -208,8 +210,9 @@ def execute_step(
         )
         return Step(record, dead_letter=_exhausted(record) if retries else None)
     now = clock()
+    owner = owner or process_owner()
     lease_until = now + timedelta(seconds=function.timeout_s + lease_margin_s)
-    acquired = catalogue.acquire_execution(record.id, owner or process_owner(), now, lease_until)
+    acquired = catalogue.acquire_execution(record.id, owner, now, lease_until)
     if acquired is None:
         current = catalogue.get_execution(record.id)
         if current.finished:
@@ -219,7 +222,16 @@ def execute_step(
             f"until {current.lease_until}; trying again later"
         )
     record = acquired
-    invocation = _invocation(catalogue, function, event, record)
+
+    def renew_if_waited() -> None:
+        # Waiting for capacity ate into the lease: give the run its whole timeout again.
+        started = clock()
+        if started - now > timedelta(seconds=lease_margin_s / 2):
+            until = started + timedelta(seconds=function.timeout_s + lease_margin_s)
+            if not catalogue.renew_lease(record.id, owner, until):
+                LOGGER.warning("event %s: lease on execution %s was lost", event.id, record.id)
+
+    invocation = _invocation(catalogue, function, event, record, started=renew_if_waited)
     try:
         outcome = provisioner.run(invocation)
     except TransientError:
@@ -338,7 +350,11 @@ def _exhausted(record: ExecutionRecord) -> str | None:
 
 
 def _invocation(
-    catalogue: ExecutionStore, function: FunctionRecord, event: Event, record: ExecutionRecord
+    catalogue: ExecutionStore,
+    function: FunctionRecord,
+    event: Event,
+    record: ExecutionRecord,
+    started: Callable[[], None] | None = None,
 ) -> Invocation:
     return Invocation(
         execution_id=record.id,
@@ -361,6 +377,7 @@ def _invocation(
         network=function.network,
         attempt=record.attempt,
         concurrency=function.concurrency,
+        started=started,
     )
 
 

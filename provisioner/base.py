@@ -41,6 +41,10 @@ class Invocation:
     network: bool = False
     attempt: int = 1
     concurrency: int = 10  # the function's limit on executions at once
+    # Called once the backend holds its capacity and is about to run: a wait for a
+    # function's concurrency or the host's budget can be long, and the listener
+    # renews its lease on the execution here so the wait does not lapse it.
+    started: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)

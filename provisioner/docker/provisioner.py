@@ -230,6 +230,8 @@ class DockerProvisioner:
         key = function_key(invocation)
         # The function's own limit first, so a function at its limit holds no host slot.
         with self._per_function.hold(invocation.function_id, invocation.concurrency), self._slots:
+            if invocation.started is not None:
+                invocation.started()
             started_at = utcnow()
             clock = time.monotonic()
             try:

@@ -264,3 +264,34 @@ def test_failed_run_is_queued_for_a_retry_until_max_retries_then_asks_for_a_dead
         catalogue, provisioner, function, retry, second.record, retry_delay_s=float
     )
     assert not again.reply and again.dead_letter is None and len(provisioner.runs) == 2
+
+
+class WaitsForCapacity(FakeProvisioner):
+    """A backend that makes each run wait ``wait`` (on the test's clock) before it starts."""
+
+    def __init__(self, now: list, wait, catalogue) -> None:
+        super().__init__()
+        self.now, self.wait, self.catalogue = now, wait, catalogue
+        self.lease_at_start = None
+
+    def run(self, invocation):
+        self.now[0] += self.wait
+        invocation.started()
+        self.lease_at_start = self.catalogue.get_execution(invocation.execution_id).lease_until
+        return super().run(invocation)
+
+
+@pytest.mark.parametrize("waited_s", [50, 5])
+def test_a_run_that_waited_long_for_capacity_gets_its_whole_lease_again(catalogue, waited_s):
+    from datetime import UTC, datetime, timedelta
+
+    function = add_function(catalogue, "queued-behind-others", timeout_s=5)
+    leased_at = datetime(2026, 1, 1, tzinfo=UTC)
+    now = [leased_at]
+    provisioner = WaitsForCapacity(now, timedelta(seconds=waited_s), catalogue)
+
+    run_execution(catalogue, provisioner, function, event([1]), clock=lambda: now[0])
+
+    lease = timedelta(seconds=5 + 60)  # timeout plus the margin
+    renewed = waited_s > 30  # only a wait past half the margin is worth a write
+    assert provisioner.lease_at_start == (now[0] if renewed else leased_at) + lease

@@ -397,3 +397,11 @@ def test_no_container_is_left_after_close(settings, docker_client, invocation):
     assert not docker_client.containers.list(
         all=True, filters={"label": f"lambda-os.owner={owner}"}
     )
+
+
+def test_the_backend_says_when_an_execution_starts_once_it_has_capacity(provisioner, invocation):
+    calls = []
+    outcome = provisioner.run(invocation(HELLO, {"name": "x"}, started=lambda: calls.append(1)))
+
+    assert outcome.status == "succeeded"
+    assert calls == [1]
