@@ -36,9 +36,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-RETRY_DELAYS_MS = (1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000)
-
 from lambda_os.settings import Settings
+
+RETRY_DELAYS_MS = (1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A runtime image is ``<prefix>:<runtime>`` (``lambda-os/runtime:python3.11``). It is
 built in two steps: a Debian root filesystem made by ``mmdebstrap`` (minbase plus
-python3; it uses the host's apt sources) imported as ``lambda-os/base:<suite>``,
+python3, fetched through the host's apt sources) imported as ``lambda-os/base:<suite>``,
 then the Dockerfile in ``provisioner/runtime/<runtime>/`` on top, which adds the
 non-root user and our agent. The runtime image carries a label with the hash of
 its build context, so building again is instant when nothing changed and
@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import io
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -111,6 +112,25 @@ def _remove_replaced(client: docker.DockerClient, image_id: str) -> None:
         LOGGER.info("kept the replaced image %s: %s", image_id[:19], exc.explanation)
 
 
+def host_sources(suite: str, apt_dir: Path = Path("/etc/apt")) -> list[str]:
+    """The host's apt source files that name ``suite``, for mmdebstrap to fetch from.
+
+    Without them mmdebstrap falls back to its own default mirror, which a machine
+    that reaches Debian only through the mirror its apt is set up with cannot use.
+    Files for other suites (third-party repositories) are left out.
+    """
+    listed = apt_dir / "sources.list.d"
+    candidates = [apt_dir / "sources.list"]
+    if listed.is_dir():
+        candidates += sorted(listed.glob("*.list")) + sorted(listed.glob("*.sources"))
+    naming = re.compile(rf"(^|\s){re.escape(suite)}(\s|$)", re.MULTILINE)
+    return [
+        str(path)
+        for path in candidates
+        if path.is_file() and naming.search(path.read_text(errors="replace"))
+    ]
+
+
 def ensure_base_image(client: docker.DockerClient, suite: str, rebuild: bool = False) -> str:
     """Import a minbase+python3 Debian root filesystem as ``lambda-os/base:<suite>`` if missing."""
     name = f"{BASE_REPOSITORY}:{suite}"
@@ -138,6 +158,7 @@ def ensure_base_image(client: docker.DockerClient, suite: str, rebuild: bool = F
             "--customize-hook=rm -rf $1/var/cache/apt/* $1/var/lib/apt/lists/*",
             suite,
             str(tarball),
+            *host_sources(suite),
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:

@@ -262,3 +262,25 @@ def test_a_handshake_whose_deadline_has_passed_times_out_rather_than_calling_the
     finally:
         host_end.close()
         agent_end.close()
+
+
+def test_the_base_image_is_fetched_through_the_hosts_apt_sources_for_its_suite(tmp_path):
+    from provisioner.images import host_sources
+
+    listed = tmp_path / "sources.list.d"
+    listed.mkdir()
+    (tmp_path / "sources.list").write_text("# nothing here\n")
+    (listed / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.invalid/debian\nSuites: bookworm bookworm-updates\n"
+    )
+    (listed / "old.list").write_text("deb http://mirror.invalid/debian bookworm main\n")
+    (listed / "other.sources").write_text(
+        "Types: deb\nURIs: http://third.invalid\nSuites: nodistro\n"
+    )
+    (listed / "off.list.disabled").write_text("deb http://mirror.invalid/debian bookworm main\n")
+
+    assert host_sources("bookworm", tmp_path) == [
+        str(listed / "old.list"),
+        str(listed / "debian.sources"),
+    ]
+    assert host_sources("trixie", tmp_path) == []
