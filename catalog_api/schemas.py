@@ -29,6 +29,9 @@ MAX_MARKER = 128
 MAX_FILENAME = 255
 DEFAULT_RUNTIME = "python3.11"
 DEFAULT_HANDLER = "main.handler"
+VALID_HANDLER = validate.Regexp(
+    HANDLER_PATTERN.pattern, error="must be 'module.function', e.g. 'main.handler'"
+)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 # Set once the function exists; changed only by PUT /code or by the platform itself.
@@ -112,9 +115,7 @@ class FunctionSchema(Schema):
         load_default=DEFAULT_HANDLER,
         validate=[
             validate.Length(max=128),
-            validate.Regexp(
-                HANDLER_PATTERN.pattern, error="must be 'module.function', e.g. 'main.handler'"
-            ),
+            VALID_HANDLER,
         ],
     )
     memory_mb = WholeNumber(load_default=128, validate=validate.Range(64, 4096))
@@ -179,11 +180,7 @@ class CodeQuerySchema(Schema):
         unknown = RAISE
 
     filename = fields.String(load_default="", validate=validate.Length(max=MAX_FILENAME))
-    handler = fields.String(
-        validate=validate.Regexp(
-            HANDLER_PATTERN.pattern, error="must be 'module.function', e.g. 'main.handler'"
-        )
-    )
+    handler = fields.String(validate=VALID_HANDLER)
 
 
 class CodeFormSchema(Schema):
@@ -192,11 +189,7 @@ class CodeFormSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    handler = fields.String(
-        validate=validate.Regexp(
-            HANDLER_PATTERN.pattern, error="must be 'module.function', e.g. 'main.handler'"
-        )
-    )
+    handler = fields.String(validate=VALID_HANDLER)
 
 
 class PageQuerySchema(Schema):
