@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,7 +56,9 @@ AREAS: tuple[tuple[str, str], ...] = (
 
 
 def py_spy() -> str | None:
-    return shutil.which("py-spy")
+    """py-spy on the PATH, or beside this interpreter (a virtualenv not activated)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
 
 
 @contextmanager
