@@ -322,6 +322,45 @@ class Catalogue:
                 return self.claim_execution(record)
             return ExecutionRecord.from_document(doc), False
 
+    def start_execution(
+        self, record: ExecutionRecord, owner: str, now: datetime, lease_until: datetime
+    ) -> tuple[ExecutionRecord, bool]:
+        """``claim_execution`` and ``acquire_execution`` in one write, for a pair seen first now.
+
+        A new execution is inserted already ``running`` under ``owner``'s lease;
+        the event path's common case thus costs one write instead of two. When
+        the pair has a record already, that record comes back unchanged (False),
+        and the caller takes its lease the long way (``acquire_execution``).
+        """
+        leased = dataclasses.replace(
+            record,
+            status="running",
+            started_at=now,
+            created_at=record.created_at or now,
+            leased_by=owner,
+            lease_until=lease_until,
+            retry_at=None,
+        )
+        return self.claim_execution(leased)
+
+    def finish_execution(self, execution_id: str, owner: str, changes: dict[str, Any]) -> bool:
+        """Store a run's outcome only while ``owner`` still holds the lease; False if it does not.
+
+        One conditional ``update_one`` and no read back: the caller knows the
+        record it ran and these changes. A listener whose lease lapsed (it was
+        stalled, another took the run over) must not overwrite the newer run.
+        """
+        with _converted():
+            result = self._executions.update_one(
+                {"_id": execution_id, "status": "running", "leased_by": owner},
+                {"$set": {**changes, "lease_until": None, "leased_by": None}},
+            )
+        if not result.matched_count:
+            return False
+        if self._keep_finished is not None and changes.get("status") in FINAL_STATUSES:
+            self._forget_oldest_finished(execution_id)
+        return True
+
     def update_execution(
         self,
         execution_id: str,

@@ -8,6 +8,7 @@ documents (``_id`` holds ``id``) and ``to_api`` gives their JSON form.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,16 +52,29 @@ class Stored:
     """
 
     def to_document(self) -> dict[str, Any]:
-        doc = dataclasses.asdict(self)  # type: ignore[call-overload]
-        doc["_id"] = doc.pop("id")
+        """The document to store: the fields as they are, not deep-copied.
+
+        Every store copies what it is given (pymongo encodes it, mongomock copies
+        it), so a deep copy here (``dataclasses.asdict``) only cost time on every
+        write of the event path.
+        """
+        doc = {"_id": self.id}  # type: ignore[attr-defined]
+        for name in _field_names(type(self)):
+            if name != "id":
+                doc[name] = getattr(self, name)
         return doc
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Self:
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        known = _field_names(cls)
         values = {k: v for k, v in doc.items() if k in known}
         values["id"] = doc["_id"]
         return cls(**values)
+
+
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 @dataclass(frozen=True)
@@ -146,16 +160,22 @@ class ExecutionRecord(Stored):
         return self.status == "queued" and self.retry_at is not None
 
     def to_api(self, include_logs: bool = True) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        """The JSON form; nested values are shared with the record, not copied (read-only use)."""
+        out = {name: getattr(self, name) for name in _API_EXECUTION_FIELDS}
         for key in ("created_at", "started_at", "finished_at", "retry_at"):
             out[key] = iso(getattr(self, key))
         out["attempts"] = [_iso_values(entry) for entry in self.attempts]
-        for key in ("lease_until", "leased_by", "first_attempt"):
-            out.pop(key)
         if not include_logs:
             out.pop("logs")
         return out
 
+
+# In declaration order, without what stays internal (the lease and the retry budget's start).
+_API_EXECUTION_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(ExecutionRecord)
+    if f.name not in ("lease_until", "leased_by", "first_attempt")
+)
 
 DEAD_LETTER_KINDS = ("malformed", "retries exhausted", "internal error")
 

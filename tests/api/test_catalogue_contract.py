@@ -11,6 +11,7 @@ import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from api_helpers import HELLO, HELLO_V2, make_zip
@@ -196,6 +197,40 @@ def test_claiming_an_execution_twice_for_one_event_and_function_returns_the_firs
     assert again.id == first.id and again.status == "running"
     assert other.id != first.id
     assert first.created_at is not None
+
+
+def test_starting_a_new_execution_stores_it_running_under_the_lease_in_one_write(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    until = now + timedelta(seconds=90)
+
+    started, created = store.start_execution(execution(), "listener-a", now, until)
+    again, created_again = store.start_execution(execution(), "listener-b", now, until)
+
+    assert created and not created_again
+    stored = store.get_execution(started.id)
+    assert (stored.status, stored.leased_by, stored.lease_until) == ("running", "listener-a", until)
+    assert stored.started_at == now and stored.created_at == now
+    assert again == stored  # the second caller gets the record as stored, not a lease
+
+
+def test_an_outcome_is_stored_only_under_the_lease_that_ran_it(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    started, _ = store.start_execution(execution(), "listener-a", now, now + timedelta(seconds=1))
+    # listener-a stalls past its lease; listener-b takes the run over.
+    later = now + timedelta(seconds=2)
+    store.acquire_execution(started.id, "listener-b", later, later + timedelta(seconds=90))
+
+    assert not store.finish_execution(started.id, "listener-a", {"status": "failed"})
+    assert store.get_execution(started.id).status == "running"
+    assert store.finish_execution(started.id, "listener-b", {"status": "succeeded", "result": 7})
+    done = store.get_execution(started.id)
+    assert (done.status, done.result, done.leased_by, done.lease_until) == (
+        "succeeded",
+        7,
+        None,
+        None,
+    )
+    assert not store.finish_execution(started.id, "listener-b", {"status": "failed"})
 
 
 def test_an_execution_id_is_derived_from_its_event_and_function(store):

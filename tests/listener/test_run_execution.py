@@ -239,6 +239,34 @@ def test_execution_leased_by_another_listener_is_not_run_until_its_lease_lapses(
     assert step.record.lease_until is None and provisioner.runs[0].attempt == 2
 
 
+def test_a_listener_that_lost_its_lease_mid_run_does_not_overwrite_the_run_that_took_over(
+    catalogue,
+):
+    from datetime import timedelta
+
+    from lambda_os.records import utcnow
+    from listener.execute import start_step
+
+    function = add_function(catalogue, "echo", timeout_s=5)
+    now = utcnow()
+
+    class StalledProvisioner(FakeProvisioner):
+        def run(self, invocation):
+            # While "a" runs, its lease lapses and listener "b" takes the execution over.
+            later = now + timedelta(seconds=120)
+            catalogue.acquire_execution(
+                invocation.execution_id, "b", later, later + timedelta(seconds=65)
+            )
+            return super().run(invocation)
+
+    step = start_step(catalogue, StalledProvisioner(), function, event(), lambda: now, owner="a")
+
+    assert (step.record.status, step.record.leased_by) == ("running", "b")
+    assert not step.reply  # nothing final to send: b's run will answer
+    stored = catalogue.get_execution(step.record.id)
+    assert (stored.status, stored.leased_by, stored.attempt) == ("running", "b", 2)
+
+
 def test_failed_run_is_queued_for_a_retry_until_max_retries_then_asks_for_a_dead_letter(catalogue):
     from listener.execute import claim, execute_step
 
