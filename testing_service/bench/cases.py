@@ -83,7 +83,7 @@ def broker_floor(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
 
 def warm_latency(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """Case 2 (and the idle warm container of case 7): one event at a time to a warm function."""
-    catalogue, types = catalogue_with(receiving=1, registered=1)
+    catalogue, types = catalogue_with(1, 1, settings.embedded_executions_kept)
     with running_platform(settings, catalogue, pool_size=0) as platform:
         queue = platform.settings.events_queue
         _checked(run_in_child(_spec(settings, queue, args.warmup, event_types=types)), "warm-up")
@@ -106,7 +106,7 @@ def warm_latency(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
 
 def throughput_one(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """Case 3a: events for one trivial function, all published at once."""
-    catalogue, types = catalogue_with(receiving=1, registered=1)
+    catalogue, types = catalogue_with(1, 1, settings.embedded_executions_kept)
     with running_platform(settings, catalogue, pool_size=0) as platform:
         return _throughput(platform, settings, args, types, "throughput-1", profile=True)
 
@@ -118,7 +118,9 @@ def throughput_many(settings: Settings, args: argparse.Namespace) -> dict[str, A
     memory budget is raised, if needed, to hold them all (at the catalogue's
     default 128 MB each, plus headroom for parallel runs); the JSON says so.
     """
-    catalogue, types = catalogue_with(receiving=args.receiving, registered=args.registered)
+    catalogue, types = catalogue_with(
+        args.receiving, args.registered, settings.embedded_executions_kept
+    )
     needed = (args.receiving + settings.concurrency) * 128
     budget = max(settings.host_memory_mb, needed)
     with running_platform(settings, catalogue, pool_size=0, host_memory_mb=budget) as platform:
@@ -187,7 +189,7 @@ def cold_start(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cold(settings: Settings, count: int, pool_size: int) -> dict[str, Any]:
-    catalogue, _database = new_catalogue()
+    catalogue, _database = new_catalogue(settings.embedded_executions_kept)
     catalogue.ensure_indexes()
     latencies, durations, colds = [], [], []
     with running_platform(settings, catalogue, pool_size=pool_size) as platform:
@@ -248,13 +250,36 @@ def celery(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def listener_memory(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    """Case 7: the listener process's resident size before and after ``--memory-events``."""
-    catalogue, types = catalogue_with(receiving=1, registered=1)
+    """Case 7: the listener process's resident size before and after ``--memory-events``.
+
+    The in-memory catalogue lives in the listener's process and keeps the newest
+    ``embedded_executions_kept`` finished executions, by design; on MongoDB the
+    listener keeps none. So the listener is first filled to that bound, and the
+    growth is measured from there: what the bound itself holds is reported on
+    its own (``catalogue_fill_bytes``), and the growth after it is what a leak
+    would show.
+    """
+    catalogue, types = catalogue_with(1, 1, settings.embedded_executions_kept)
     with running_platform(settings, catalogue, pool_size=0) as platform:
         queue = platform.settings.events_queue
         _checked(
             run_in_child(_spec(settings, queue, args.warmup, window=8, event_types=types)),
             "memory warm-up",
+        )
+        start = platform.rss_bytes()
+        fill = platform.settings.embedded_executions_kept
+        _checked(
+            run_in_child(
+                _spec(
+                    settings,
+                    queue,
+                    fill,
+                    window=256,
+                    event_types=types,
+                    time_limit_s=args.memory_time_limit_s,
+                )
+            ),
+            "filling the in-memory catalogue to its bound",
         )
         before = platform.rss_bytes()
         result = run_in_child(
@@ -276,6 +301,9 @@ def listener_memory(settings: Settings, args: argparse.Namespace) -> dict[str, A
         "stopped_by_time_limit": result["timed_out"],
         "seconds": round(result["seconds"], 3),
         "events_per_s": stats.rate(events, result["seconds"]),
+        "rss_start_bytes": start,
+        "catalogue_fill_events": fill,
+        "catalogue_fill_bytes": before - start,
         "rss_before_bytes": before,
         "rss_after_bytes": after,
         "growth_bytes": growth,

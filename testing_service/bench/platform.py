@@ -37,11 +37,11 @@ EVENT_SOURCE = "bench"
 OWNER = "bench"
 
 
-def new_catalogue() -> tuple[Catalogue, Any]:
-    """An empty embedded catalogue, as ``connect(None, …)`` makes for ``lambda-os standalone``,
-    and its database (for bulk registration), without indexes yet."""
+def new_catalogue(kept: int) -> tuple[Catalogue, Any]:
+    """An empty embedded catalogue, as ``connect(None, …)`` makes for ``lambda-os standalone``
+    (keeping ``kept`` finished executions), and its database (for bulk registration),
+    without indexes yet."""
     database = embedded_database(f"bench_{uuid.uuid4().hex[:8]}", indexed=COLLECTIONS)
-    kept = Settings().embedded_executions_kept  # the default standalone runs with
     return Catalogue(database, cache_matches=True, keep_finished=kept), database
 
 
@@ -58,7 +58,7 @@ def register(catalogue: Catalogue, name: str, event_type: str) -> FunctionRecord
     return catalogue.create_function(fields, TRIVIAL_SOURCE, info)
 
 
-def catalogue_with(receiving: int, registered: int) -> tuple[Catalogue, tuple[str, ...]]:
+def catalogue_with(receiving: int, registered: int, kept: int) -> tuple[Catalogue, tuple[str, ...]]:
     """A catalogue holding ``registered`` functions, of which ``receiving`` get events.
 
     The receiving ones go through ``create_function``; the others are inserted in
@@ -68,7 +68,7 @@ def catalogue_with(receiving: int, registered: int) -> tuple[Catalogue, tuple[st
     here without telling anything about the event path. Their event types never
     receive an event, as most functions on a real platform are idle.
     """
-    catalogue, database = new_catalogue()
+    catalogue, database = new_catalogue(kept)
     types = tuple(f"trivial-{i}" for i in range(receiving))
     records = [register(catalogue, f"bench-{i}", event_type) for i, event_type in enumerate(types)]
     first = records[0]

@@ -195,6 +195,12 @@ def table(results: dict[str, Any]) -> str:
             f"over {memory['events']:,} events ({memory['growth_bytes_per_event']} bytes/event"
             f"{', stopped by the time limit' if memory['stopped_by_time_limit'] else ''})"
         )
+        if memory.get("catalogue_fill_events"):
+            lines.append(
+                f"  after {memory['catalogue_fill_events']:,} events that filled the in-memory "
+                f"catalogue to its bound: +{memory['catalogue_fill_bytes'] / MIB:.1f} MiB "
+                f"from {memory['rss_start_bytes'] / MIB:.1f} MiB"
+            )
     idle = _get(cases, "warm", "idle_warm_container")
     if idle and idle.get("resident_bytes") is not None:
         lines.append(

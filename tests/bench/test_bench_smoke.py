@@ -28,6 +28,7 @@ TINY = [
     "--per-event", "1",
     "--celery-events", "5",
     "--memory-events", "20",
+    "--embedded-executions-kept", "15",
     "--time-limit-s", "60",
     "--no-profile",
 ]  # fmt: skip
