@@ -1,4 +1,4 @@
-"""The embedded database answers exactly what plain mongomock answers.
+"""The embedded database answers exactly what plain mongomock answers, only faster.
 
 Each test runs the same inputs through an indexed collection and a plain mongomock
 one: what they return or raise, and what they hold afterwards, must be the same.
@@ -9,11 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import mongomock
+import mongomock.collection
 import pytest
+from bson.regex import Regex
 from pymongo import DeleteOne, IndexModel, InsertOne, ReturnDocument, UpdateMany
 from pymongo.results import DeleteResult, InsertOneResult, UpdateResult
 
@@ -22,6 +25,7 @@ from lambda_os.embedded import IdIndexedCollection, embedded_database
 
 # Not UTC, and finer than the millisecond MongoDB keeps.
 NOW = dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+NOW_TO_THE_MS = NOW.replace(microsecond=123000)
 HOUR = dt.timedelta(hours=1)
 
 
@@ -132,6 +136,207 @@ def test_updates_and_duplicate_ids_behave_as_in_a_scan(collections):
     assert indexed.find_one({"_id": "b"})["status"] == "x"
 
 
+# -- insert_one ---------------------------------------------------------------
+
+INSERTS = {
+    "a new document with nested values and datetimes": rich("new"),
+    "an id already taken": {"_id": "a", "x": 1},
+    "a NUL byte in a top-level key": {"_id": "n", "a\0b": 1},
+    "a NUL byte in a nested key": {"_id": "n", "x": {"a\0": 1}},
+    "a NUL byte in a key inside a list": {"_id": "n", "x": [{"a\0": 1}]},
+    "a top-level key starting with $": {"_id": "n", "$x": 1},
+    "a nested key starting with $": {"_id": "n", "x": {"$y": 1}},
+    "a value bson cannot encode": {"_id": "n", "x": {1, 2}},
+    "an int too big for bson": {"_id": "n", "x": 2**64},
+    "a text that is not UTF-8": {"_id": "n", "x": "\ud800"},
+    "a key that is not a string": {"_id": "n", 1: "x"},
+    "an id already taken and a value bson cannot encode": {"_id": "a", "x": {1}},
+    "a tuple and an OrderedDict": {"_id": "n", "t": (1, NOW), "o": OrderedDict(b=1, a=NOW)},
+    "an int id, left to mongomock": {"_id": 7, "x": 1},
+}
+
+
+@pytest.mark.parametrize("document", INSERTS.values(), ids=INSERTS.keys())
+def test_insert_one_stores_and_refuses_as_mongomock_does(collections, document):
+    def insert(collection):
+        copied = {key: value for key, value in document.items()}
+        return collection.insert_one(copied)
+
+    same_on_both(collections, insert)
+
+
+def test_an_inserted_document_is_not_changed_by_the_callers_later_changes(collections):
+    def insert_then_change(collection):
+        document = rich("n")
+        collection.insert_one(document)
+        document["status"] = "changed"
+        document["event"]["bucket"] = "changed"
+        document["event"]["meta"]["sizes"].append(3)
+        document["attempts"][0]["error"] = "changed"
+        return collection.find_one({"_id": "n"})
+
+    same_on_both(collections, insert_then_change)
+    indexed, _ = collections
+    stored = indexed.find_one({"_id": "n"})
+    assert stored["status"] == "running"
+    assert stored["event"] == {"bucket": "b", "meta": {"when": NOW_TO_THE_MS, "sizes": [1, 2]}}
+    assert stored["attempts"] == [{"at": NOW_TO_THE_MS, "error": None}]
+
+
+def test_datetimes_are_stored_in_utc_to_the_millisecond_and_handed_out_aware(collections):
+    indexed, _ = collections
+    indexed.insert_one({"_id": "d", "at": NOW, "naive": dt.datetime(2024, 1, 1, 0, 0, 0, 999999)})
+    found = indexed.find_one({"_id": "d"})
+    assert found["at"] == NOW_TO_THE_MS
+    assert found["at"].utcoffset() == dt.timedelta(0)
+    assert found["naive"] == dt.datetime(2024, 1, 1, 0, 0, 0, 999000, tzinfo=dt.UTC)
+    after = indexed.find_one_and_update(
+        {"_id": "d"}, {"$set": {"later": NOW + HOUR}}, return_document=ReturnDocument.AFTER
+    )
+    assert after["later"] == (NOW + HOUR).replace(microsecond=123000)
+    assert after["later"].utcoffset() == dt.timedelta(0)
+
+
+# -- update_one and find_one_and_update with $set ------------------------------
+
+FILTERS = [
+    {"_id": "r"},
+    {"_id": "r", "leased_by": "l1"},
+    {"_id": "r", "leased_by": "l2"},
+    {"_id": "r", "lease_until": {"$gte": NOW - HOUR}},
+    # Stored to the millisecond, so not earlier than NOW with its microseconds.
+    {"_id": "r", "lease_until": {"$lt": NOW}},
+    {"_id": "r", "$or": [{"status": "queued"}, {"lease": {"$lt": 6}}]},
+    {"_id": "r", "status": {"$bogus": 1}},
+    {"_id": "missing"},
+    {"_id": "missing", "status": "running"},
+]
+UPDATES = {
+    "one changed field": {"$set": {"status": "succeeded"}},
+    "a field set to what it holds": {"$set": {"status": "running"}},
+    "nested values, datetimes and a new field": {
+        "$set": {
+            "result": {"ok": True, "at": NOW, "items": [1, {"a": NOW}]},
+            "finished_at": NOW + HOUR,
+            "new_field": None,
+        }
+    },
+    "the lease released": {"$set": {"lease_until": None, "leased_by": None}},
+    "a tuple and a list": {"$set": {"t": (1, NOW), "l": [NOW, [1]]}},
+    "an OrderedDict of fields": {"$set": OrderedDict([("z", 1), ("status", "o")])},
+    "a value bson cannot encode after a good one": {"$set": {"status": "x", "bad": {1, 2}}},
+    "a NUL byte in a nested key": {"$set": {"status": "x", "nested": {"a\0": 1}}},
+    "an int too big for bson": {"$set": {"big": 2**64}},
+    "a NUL byte in a field name": {"$set": {"a\0": 1}},
+    "a dotted field": {"$set": {"event.bucket": "c"}},
+    "a positional field": {"$set": {"attempts.$.error": "e"}},
+    "the id": {"$set": {"_id": "other"}},
+    "no fields": {"$set": {}},
+    "another operator too": {"$set": {"status": "x"}, "$inc": {"lease": 1}},
+    "another operator alone": {"$push": {"attempts": {"at": NOW}}},
+    "no operator": {"status": "x"},
+}
+SETTERS = {
+    "update_one": lambda c, f, u: c.update_one(f, u),
+    "find_one_and_update returning before": lambda c, f, u: c.find_one_and_update(f, u),
+    "find_one_and_update returning after": lambda c, f, u: c.find_one_and_update(
+        f, u, return_document=ReturnDocument.AFTER
+    ),
+}
+
+
+@pytest.mark.parametrize("setter", SETTERS.values(), ids=SETTERS.keys())
+@pytest.mark.parametrize("update", UPDATES.values(), ids=UPDATES.keys())
+@pytest.mark.parametrize("filter", FILTERS, ids=[str(f) for f in FILTERS])
+def test_a_set_by_id_answers_and_stores_as_mongomock_does(collections, filter, update, setter):
+    same_on_both(collections, lambda c: setter(c, filter, update))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.update_one({"_id": "new"}, {"$set": {"x": 1}}, upsert=True),
+        lambda c: c.update_one({"_id": "r"}, {"$set": {"x": 1}}, upsert=True),
+        lambda c: c.find_one_and_update({"_id": "r"}, {"$set": {"x": 1}}, projection={"x": 1}),
+        lambda c: c.find_one_and_update({"_id": "r"}, {"$set": {"x": 1}}, sort=[("x", 1)]),
+        lambda c: c.find_one_and_update({"_id": "r"}, {"$set": {"x": 1}}, new=True),
+        lambda c: c.find_one_and_update({"_id": "r"}, {"$set": {"x": 1}}, session=None),
+        lambda c: c.update_one({"_id": "r"}, {"$set": {"x": 1}}, bypass_document_validation=True),
+        lambda c: c.update_one({"_id": 1}, {"$set": {"x": 1}}),
+        lambda c: c.update_one([("_id", "r")], {"$set": {"x": 1}}),
+    ],
+    ids=[
+        "upsert of a new id",
+        "upsert of an existing id",
+        "a projection",
+        "a sort",
+        "new=True",
+        "session=None",
+        "bypass_document_validation",
+        "an int id",
+        "a filter that is not a mapping",
+    ],
+)
+def test_a_set_with_other_options_answers_as_mongomock_does(collections, call):
+    same_on_both(collections, call)
+
+
+def test_set_values_are_not_changed_by_the_callers_later_changes(collections):
+    def set_then_change(collection):
+        result = {"items": [{"a": 1}], "meta": {"k": "v"}}
+        pattern = Regex("^a")
+        listed = [{"b": 2}, pattern]  # mongomock deep-copies a list, so its Regex too
+        collection.update_one({"_id": "r"}, {"$set": {"result": result, "listed": listed}})
+        result["items"][0]["a"] = "changed"
+        result["meta"]["k"] = "changed"
+        listed[0]["b"] = "changed"
+        pattern.pattern = "changed"
+        return collection.find_one({"_id": "r"})
+
+    same_on_both(collections, set_then_change)
+    indexed, _ = collections
+    stored = indexed.find_one({"_id": "r"})
+    assert stored["result"] == {"items": [{"a": 1}], "meta": {"k": "v"}}
+    assert stored["listed"][0] == {"b": 2}
+    assert stored["listed"][1].pattern == "^a"
+
+
+@pytest.mark.parametrize("return_document", [ReturnDocument.BEFORE, ReturnDocument.AFTER])
+def test_changing_a_returned_document_does_not_change_the_store(collections, return_document):
+    def update_then_change_the_answer(collection):
+        answer = collection.find_one_and_update(
+            {"_id": "r"}, {"$set": {"status": "x"}}, return_document=return_document
+        )
+        answer["status"] = "changed"
+        answer["event"]["meta"]["sizes"].append(3)
+        answer["attempts"][0]["error"] = "changed"
+        return collection.find_one({"_id": "r"})
+
+    same_on_both(collections, update_then_change_the_answer)
+    indexed, _ = collections
+    stored = indexed.find_one({"_id": "r"})
+    assert stored["event"] == {"bucket": "b", "meta": {"when": NOW_TO_THE_MS, "sizes": [1, 2]}}
+    assert stored["attempts"] == [{"at": NOW_TO_THE_MS, "error": None}]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.insert_one({"_id": "u", "name": "taken"}),
+        lambda c: c.insert_one({"_id": "u", "name": "free"}),
+        lambda c: c.update_one({"_id": "a"}, {"$set": {"name": "taken", "n": 9}}),
+        lambda c: c.find_one_and_update({"_id": "a"}, {"$set": {"name": "free"}}),
+        lambda c: c.update_one({"_id": "b"}, {"$set": {"name": "taken"}}),  # its own name
+    ],
+    ids=["insert taken", "insert free", "set taken", "set free", "set unchanged"],
+)
+def test_unique_indexes_refuse_and_undo_as_in_mongomock(collections, call):
+    for collection in collections:
+        collection.create_index("name", unique=True, sparse=True)
+        collection.update_one({"_id": "b"}, {"$set": {"name": "taken"}})
+    same_on_both(collections, call)
+
+
 # -- delete_one and $in ---------------------------------------------------------
 
 DELETES = [
@@ -153,6 +358,17 @@ def test_delete_one_and_delete_many_remove_what_mongomock_removes(collections, f
 
 
 # -- which path, and one writer at a time ----------------------------------------
+
+
+def test_the_plain_writes_by_id_do_not_go_through_mongomock(collections, monkeypatch):
+    indexed, _ = collections
+    for internal in ("_insert", "_update", "_delete", "_find_and_modify"):
+        monkeypatch.setattr(mongomock.collection.Collection, internal, None)
+    indexed.insert_one(rich("n"))
+    indexed.find_one_and_update({"_id": "n", "leased_by": "l1"}, {"$set": {"status": "x"}})
+    indexed.update_one({"_id": "n", "lease_until": {"$gte": NOW}}, {"$set": {"leased_by": None}})
+    indexed.delete_one({"_id": "n"})
+    assert indexed.find_one({"_id": "n"}) is None
 
 
 WRITES = {
