@@ -7,6 +7,10 @@ on a thread pool; each result comes back to the connection's thread with
 ``connection.add_callback_threadsafe`` (pika's connection is not thread-safe), and
 the ack is sent there only after every execution record of the event is stored.
 
+Results come back in batches, to spare the connection's thread a wake-up per
+event: a finished worker queues its result and wakes that thread only if the
+queue was empty; the one callback settles everything queued by then.
+
 What happens to a message:
 
 - not an event (``InvalidEvent``): a copy is published, with confirm, straight
@@ -34,6 +38,7 @@ on the next connection and ``run_execution`` finds the records finished.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
@@ -42,7 +47,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import pika
 import pika.exceptions
@@ -130,6 +135,16 @@ class EventGuard:
                     del self._held[event_id]
 
 
+class _Finished(NamedTuple):
+    """A worker's finished (or cancelled) future, waiting for the connection's thread."""
+
+    tag: int
+    properties: Any
+    body: bytes
+    event: Event
+    future: Future
+
+
 class Session:
     """Consume on one connection until ``stop`` is set or the connection fails.
 
@@ -163,6 +178,9 @@ class Session:
         self._transient_delay_s = transient_delay_s
         self._dead_letters = dead_letters
         self._pending = 0
+        # Results from the workers; whoever makes it non-empty schedules ``_settle``.
+        self._finished: collections.deque[_Finished] = collections.deque()
+        self._finished_lock = threading.Lock()
         self._channel: Any = None
         self._out: Any = None
         self._replies: Any = None
@@ -239,13 +257,24 @@ class Session:
         future = self._pool.submit(self._work, event)
         future.add_done_callback(functools.partial(self._done, tag, properties, body, event))
 
-    def _settle(self, tag: int, properties: Any, body: bytes, event: Event, future: Future) -> None:
-        self._pending -= 1
-        if not self._channel.is_open:
-            LOGGER.info("event %s: channel closed before the ack; it will be redelivered", event.id)
-            return
-        with self._safety_net(tag, properties, body, event.id):
-            self._conclude(tag, properties, body, event, future)
+    def _settle(self) -> None:
+        """Settle every result the workers have queued.
+
+        Taking the whole queue under the lock leaves it empty, so the next result
+        schedules a new call: none can be left behind, whatever happens here.
+        """
+        with self._finished_lock:
+            batch = list(self._finished)
+            self._finished.clear()
+        for tag, properties, body, event, future in batch:
+            self._pending -= 1
+            if not self._channel.is_open:
+                LOGGER.info(
+                    "event %s: channel closed before the ack; it will be redelivered", event.id
+                )
+                continue
+            with self._safety_net(tag, properties, body, event.id):
+                self._conclude(tag, properties, body, event, future)
 
     def _conclude(
         self, tag: int, properties: Any, body: bytes, event: Event, future: Future
@@ -544,15 +573,23 @@ class Session:
         return records
 
     def _done(self, tag: int, properties: Any, body: bytes, event: Event, future: Future) -> None:
-        settle = functools.partial(self._settle, tag, properties, body, event, future)
+        with self._finished_lock:
+            first = not self._finished
+            self._finished.append(_Finished(tag, properties, body, event, future))
+        if not first:
+            return  # the call scheduled for the first one in the queue settles this one too
         try:
-            self._connection.add_callback_threadsafe(settle)
+            self._connection.add_callback_threadsafe(self._settle)
         except pika.exceptions.AMQPError:
-            LOGGER.info(
-                "event %s: connection gone before the ack; the broker will redeliver it "
-                "and its stored records make that harmless",
-                event.id,
-            )
+            with self._finished_lock:
+                lost = list(self._finished)
+                self._finished.clear()
+            for item in lost:
+                LOGGER.info(
+                    "event %s: connection gone before the ack; the broker will redeliver it "
+                    "and its stored records make that harmless",
+                    item.event.id,
+                )
 
 
 def _copy_properties(properties: Any, headers: dict[str, Any], message_id: str | None) -> Any:
