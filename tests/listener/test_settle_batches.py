@@ -119,8 +119,9 @@ def test_results_finishing_together_are_each_acked_once_and_each_replied_to(
     assert listener.counters.snapshot()["received"] == events
     assert broker.ready(broker_settings.dead_letter_queue) == 0
     assert len(provisioner.runs) == events
-    # Results that finished together woke the connection's thread together.
-    assert connections[0].wakeups < events
+    # Results that finished together woke the connection's thread together
+    # (about one wake-up per five events here; one per event before batching).
+    assert connections[0].wakeups <= events // 2
 
 
 def test_a_batch_of_mixed_outcomes_settles_each_as_its_own(broker_settings, broker, catalogue):
