@@ -82,6 +82,23 @@ def provisioner(settings: Settings, docker_client) -> Iterator[Any]:
 
 
 @pytest.fixture
+def backend(settings_for: Callable[..., Settings], docker_client) -> Iterator[Callable[..., Any]]:
+    """Make DockerProvisioners with given settings; all are closed after the test."""
+    from provisioner.docker import DockerProvisioner
+
+    made: list[Any] = []
+
+    def make(clock: Callable[[], float] | None = None, **overrides: Any) -> Any:
+        extra = {"clock": clock} if clock else {}
+        made.append(DockerProvisioner(settings_for(**overrides), client=docker_client, **extra))
+        return made[-1]
+
+    yield make
+    for provisioner in made:
+        provisioner.close()
+
+
+@pytest.fixture
 def pool_ready() -> Callable[..., list[str]]:
     return wait_for_pool
 

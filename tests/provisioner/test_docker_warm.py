@@ -38,23 +38,6 @@ def exists(docker_client, container_id: str) -> bool:
     return bool(docker_client.containers.list(all=True, filters={"id": container_id}))
 
 
-@pytest.fixture
-def backend(settings_for, docker_client):
-    """Make DockerProvisioners with given settings; all are closed after the test."""
-    from provisioner.docker import DockerProvisioner
-
-    made = []
-
-    def make(clock=None, **overrides):
-        extra = {"clock": clock} if clock else {}
-        made.append(DockerProvisioner(settings_for(**overrides), client=docker_client, **extra))
-        return made[-1]
-
-    yield make
-    for provisioner in made:
-        provisioner.close()
-
-
 def test_second_execution_reuses_the_warm_container(backend, invocation):
     provisioner = backend(pool_size=0)
     first = provisioner.run(invocation(COUNTER, "a"))
