@@ -17,8 +17,10 @@ The platform runs in this process (a ``Listener`` with a ``DockerProvisioner`` a
 the in-memory catalogue, on queues of the run's own); the load comes from a
 child process (``load``), as a Celery client is apart from its worker. With
 ``--profile`` py-spy samples the listener during cases 2 and 3a and the JSON
-says where its CPU time goes per event. Speed is measured and printed here,
-never asserted in a test.
+says where its CPU time goes per event. The throughput runs of cases 1, 3 and 6
+also say how much CPU each process (broker, load driver, consumer, containers)
+spent per event (``cpu``): on two cores their sum, not the listener's share
+alone, caps the rate. Speed is measured and printed here, never asserted in a test.
 """
 
 from __future__ import annotations

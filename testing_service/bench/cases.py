@@ -16,7 +16,7 @@ from typing import Any
 import pika
 
 from lambda_os.settings import Settings
-from testing_service.bench import profiling, stats
+from testing_service.bench import cpu, profiling, stats
 from testing_service.bench.floor import FloorConsumer
 from testing_service.bench.load import LoadSpec, drive, run_in_child
 from testing_service.bench.memory import container_memory
@@ -71,13 +71,17 @@ def broker_floor(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
         with consumer.running():
             run_in_child(_spec(settings, queue, min(args.warmup, 50)))
             latency = run_in_child(_spec(settings, queue, args.latency_events))
-            rate = run_in_child(_spec(settings, queue, args.floor_events, window=args.floor_events))
+            meter = cpu.CpuMeter({"broker": cpu.named, "consumer": cpu.this_process})
+            spec = _spec(settings, queue, args.floor_events, window=args.floor_events)
+            rate = run_in_child(spec, started=meter.start)
+            meter.stop()
     finally:
         connection.channel().queue_delete(queue)
         connection.close()
     return {
         "latency": stats.latency(_checked(latency, "floor latency")["latencies_ms"]),
         "throughput": _rate(_checked(rate, "floor throughput")),
+        **meter.figures(rate["received"], load_driver=rate.get("cpu_s")),
     }
 
 
@@ -159,21 +163,40 @@ def _throughput(
         event_types=types,
         time_limit_s=args.time_limit_s,
     )
-    result, breakdown = _maybe_profiled(args if profile else None, name, spec)
+    meter = cpu.CpuMeter(
+        {
+            "broker": cpu.named,
+            "listener": cpu.this_process,
+            "containers": cpu.containers(lambda: [c["Id"] for c in platform.containers()]),
+        }
+    )
+    result, breakdown = _maybe_profiled(args if profile else None, name, spec, meter)
     _checked(result, name, partial=True)
-    return {**_rate(result), "events_asked": args.throughput_events, "profile": breakdown}
+    return {
+        **_rate(result),
+        "events_asked": args.throughput_events,
+        "profile": breakdown,
+        **meter.figures(result["received"], load_driver=result.get("cpu_s")),
+    }
 
 
 def _maybe_profiled(
-    args: argparse.Namespace | None, name: str, spec: LoadSpec
+    args: argparse.Namespace | None, name: str, spec: LoadSpec, meter: cpu.CpuMeter | None = None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``run_in_child(spec)``, sampled by py-spy if ``args.profile``; ``meter`` reads the run."""
+    started = meter.start if meter is not None else None
     if args is None or not args.profile:
-        return run_in_child(spec), None
+        result = run_in_child(spec, started=started)
+        if meter is not None:
+            meter.stop()
+        return result, None
     directory = Path(args.profile_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.collapsed.txt"
     with profiling.sampled(path):
-        result = run_in_child(spec)
+        result = run_in_child(spec, started=started)
+        if meter is not None:
+            meter.stop()
     breakdown = profiling.breakdown(path, result["received"])
     breakdown["file"] = str(path)
     return result, breakdown
@@ -240,12 +263,23 @@ def celery(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     with celery_worker(settings.amqp_url, args.celery_pool, args.celery_concurrency) as client:
         client.latency(min(args.warmup, 50))
         latencies = client.latency(args.latency_events)
+        # The client runs in this process: here it is the load driver.
+        meter = cpu.CpuMeter(
+            {
+                "broker": cpu.named,
+                "load_driver": cpu.this_process,
+                "worker": cpu.workers(client.pid),
+            }
+        )
+        meter.start()
         rate = client.throughput(args.celery_events, args.time_limit_s)
+        meter.stop()
     return {
         "pool": args.celery_pool,
         "concurrency": args.celery_concurrency,
         "latency": stats.latency(latencies),
         **_rate(rate),
+        **meter.figures(rate["received"]),
     }
 
 

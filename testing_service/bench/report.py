@@ -223,4 +223,71 @@ def table(results: dict[str, Any]) -> str:
     for name, case in cases.items():
         if isinstance(case, dict) and "error" in case:
             lines.append(f"case {name} FAILED: {case['error']}")
+    section = cpu_section(cases)
+    if section:
+        lines += ["", section]
     return "\n".join(lines)
+
+
+# The cases whose timed throughput run is read by ``cpu.CpuMeter``, as the table names them.
+CPU_CASES = (
+    ("floor", "1 broker floor"),
+    ("throughput1", "3a throughput, 1 function"),
+    ("throughput100", "3b throughput, 100 functions"),
+    ("celery", "6 Celery"),
+)
+# The part that consumes the events is the floor's consumer, the listener or Celery's worker.
+CONSUMERS = ("consumer", "listener", "worker")
+
+
+def cpu_section(cases: dict[str, Any]) -> str:
+    """CPU ms per event of every part, for each case that read it; empty if none did.
+
+    On two cores what caps a rate is the CPU all the processes spend per event,
+    so beside the parts stands the ceiling it implies (cores over total CPU per
+    event) and how busy the host was (more than the parts: something else ran).
+    """
+    found = [
+        (label, cases[name])
+        for name, label in CPU_CASES
+        if "cpu_ms_per_event" in cases.get(name, {})
+    ]
+    if not found:
+        return ""
+    cpus = _get(found[0][1], "cpu", "cpus")
+    header = (
+        "case",
+        "broker",
+        "load driver",
+        "consumer",
+        "containers",
+        "total",
+        "cores busy",
+        "host busy",
+        f"ceiling/s, {cpus} cores",
+    )
+    rows = [header]
+    notes = []
+    for label, case in found:
+        ms = case["cpu_ms_per_event"]
+        figures = case.get("cpu", {})
+        values = (
+            ms.get("broker"),
+            ms.get("load_driver"),
+            next((ms[key] for key in CONSUMERS if key in ms), None),
+            ms.get("containers"),
+            ms.get("total"),
+            case.get("cores_busy"),
+            figures.get("host_cores_busy"),
+            figures.get("ceiling_events_per_s"),
+        )
+        rows.append((label, *map(_fmt, values)))
+        notes += [f"  {label}: {note}" for note in figures.get("unmeasured", [])]
+    width = max(len(row[0]) for row in rows)
+    lines = [
+        "CPU per event (ms) in each throughput run (consumer: floor, listener or Celery worker)"
+    ]
+    for row in rows:
+        cells = "".join(f"  {cell:>{len(title)}}" for cell, title in zip(row[1:], header[1:]))
+        lines.append(f"{row[0]:<{width}}{cells}")
+    return "\n".join(lines + notes)
