@@ -16,8 +16,9 @@ One command, on one machine, prints a table and writes a JSON file:
 The platform runs in this process (a ``Listener`` with a ``DockerProvisioner`` and
 the in-memory catalogue, on queues of the run's own); the load comes from a
 child process (``load``), as a Celery client is apart from its worker. With
-``--profile`` py-spy samples the listener during cases 2 and 3a and the JSON
-says where its CPU time goes per event. The throughput runs of cases 1, 3 and 6
+``--profile`` cases 2 and 3a run their load a second time with py-spy sampling
+the listener, and the JSON says where its CPU time goes per event (the figures
+come from the first, unsampled run). The throughput runs of cases 1, 3 and 6
 also say how much CPU each process (broker, load driver, consumer, containers)
 spent per event (``cpu``): on two cores their sum, not the listener's share
 alone, caps the rate. Speed is measured and printed here, never asserted in a test.
@@ -139,7 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="sample the listener with py-spy during cases 2 and 3a (default on)",
+        help="profile the listener with py-spy in a second run of cases 2 and 3a (default on)",
     )
     add(
         "--profile-dir",

@@ -183,21 +183,24 @@ def _throughput(
 def _maybe_profiled(
     args: argparse.Namespace | None, name: str, spec: LoadSpec, meter: cpu.CpuMeter | None = None
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """``run_in_child(spec)``, sampled by py-spy if ``args.profile``; ``meter`` reads the run."""
+    """``run_in_child(spec)``, read by ``meter``; with ``args.profile``, a profile of a second run.
+
+    The figures never come from a sampled run: on two cores py-spy's own CPU
+    and its reads of this process would slow the listener it watches. The same
+    load is run again under py-spy for the breakdown of where the time goes.
+    """
     started = meter.start if meter is not None else None
+    result = run_in_child(spec, started=started)
+    if meter is not None:
+        meter.stop()
     if args is None or not args.profile:
-        result = run_in_child(spec, started=started)
-        if meter is not None:
-            meter.stop()
         return result, None
     directory = Path(args.profile_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.collapsed.txt"
     with profiling.sampled(path):
-        result = run_in_child(spec, started=started)
-        if meter is not None:
-            meter.stop()
-    breakdown = profiling.breakdown(path, result["received"])
+        profiled = run_in_child(spec)
+    breakdown = profiling.breakdown(path, profiled["received"])
     breakdown["file"] = str(path)
     return result, breakdown
 
