@@ -43,6 +43,7 @@ from lambda_os.records import (
     FunctionRecord,
     execution_id_for,
     utcnow,
+    with_changes,
 )
 
 ASCENDING = pymongo.ASCENDING
@@ -310,7 +311,7 @@ class Catalogue:
         if record.id != execution_id_for(record.event_id, record.function_id):
             raise ValueError("an execution's id is execution_id_for(event_id, function_id)")
         if record.created_at is None:
-            record = dataclasses.replace(record, created_at=self._clock())
+            record = with_changes(record, created_at=self._clock())
         try:
             with _converted():
                 self._executions.insert_one(record.to_document())
@@ -332,7 +333,7 @@ class Catalogue:
         the pair has a record already, that record comes back unchanged (False),
         and the caller takes its lease the long way (``acquire_execution``).
         """
-        leased = dataclasses.replace(
+        leased = with_changes(
             record,
             status="running",
             started_at=now,

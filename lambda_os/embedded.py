@@ -135,6 +135,37 @@ def _storable(document: dict[str, Any]) -> Document | None:
         return None
 
 
+_MISSING = object()
+_TEXT_OR_NULL = (str, type(None))
+
+
+def _plain_equality(filter: Mapping[str, Any], document: Document) -> bool | None:
+    """Whether ``document`` meets ``filter``, when that is only text or null equalities.
+
+    The lease's conditions (``status`` and ``leased_by`` equal to a string, or to
+    null) are all the event path asks besides the id, and ``filter_applies`` spends
+    more on them than the rest of a write. Here a condition ``{field: text or None}``
+    on a stored top-level value that is itself text, null or missing is decided as
+    MongoDB does (null also matches a missing field). None for anything else (an
+    operator, a dotted path, a stored list, which MongoDB matches element-wise, any
+    other type): ``filter_applies`` judges those.
+    """
+    met = True
+    for name, wanted in filter.items():
+        if name == "_id":
+            continue  # the store's key: already the document's own
+        if type(wanted) not in _TEXT_OR_NULL or "." in name or name[:1] == "$":
+            return None
+        stored = document.get(name, _MISSING)
+        if stored is _MISSING:
+            stored = None
+        elif type(stored) not in _TEXT_OR_NULL:
+            return None
+        if stored != wanted:
+            met = False  # keep looking: a later condition mongomock refuses must still reach it
+    return met
+
+
 def _stored_values(fields: dict[str, Any]) -> dict[str, Any]:
     """The values ``$set`` stores, as mongomock stores them; raises what bson would.
 
@@ -230,6 +261,9 @@ class IdIndexedCollection(_Collection):
             # mongomock with nothing to scan still checks the filter is valid.
             filter_applies(filter, {})
             return None
+        plain = _plain_equality(filter, document)
+        if plain is not None:
+            return document if plain else None
         return document if filter_applies(filter, document) else None
 
     def _matching_any(self, keys: list[str], filter: Mapping[str, Any]) -> list[Document]:

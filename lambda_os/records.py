@@ -12,7 +12,7 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 EXECUTION_STATUSES = ("queued", "running", "succeeded", "failed", "timed_out")
 FINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out"})
@@ -42,6 +42,25 @@ def iso(value: datetime | None) -> str | None:
     if value.tzinfo is None:  # pymongo and mongomock hand back naive UTC datetimes
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_R = TypeVar("_R", bound="Stored")
+
+
+def with_changes(record: _R, **changes: Any) -> _R:
+    """``dataclasses.replace(record, **changes)``, without running ``__init__`` again.
+
+    The records keep their fields in ``__dict__`` and have no ``__post_init__``,
+    so a copy of that with the changes is the record ``replace`` would build; it
+    costs a tenth as much, and the event path makes two per execution.
+    """
+    unknown = changes.keys() - _field_names(type(record))
+    if unknown:
+        raise TypeError(f"{type(record).__name__} has no fields {sorted(unknown)}")
+    copy = object.__new__(type(record))
+    copy.__dict__.update(record.__dict__)
+    copy.__dict__.update(changes)
+    return copy
 
 
 class Stored:

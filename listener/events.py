@@ -20,6 +20,7 @@ listener puts on the dead letter.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,6 +131,9 @@ def encode_event(
     return body
 
 
+_CONTROL = re.compile(r"[\x00-\x1f]")
+
+
 def _name(payload: dict[str, Any], key: str, required: bool) -> str | None:
     if key not in payload or (not required and payload[key] is None):
         if required:
@@ -142,7 +146,7 @@ def _name(payload: dict[str, Any], key: str, required: bool) -> str | None:
         raise InvalidEvent(f"{key} is empty")
     if len(value) > MAX_NAME_LENGTH:
         raise InvalidEvent(f"{key} is longer than {MAX_NAME_LENGTH} characters")
-    if any(ord(ch) < 32 for ch in value):
+    if _CONTROL.search(value):
         raise InvalidEvent(f"{key} contains control characters")
     return value
 

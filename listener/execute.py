@@ -37,7 +37,6 @@ cannot help and the user must see why.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -50,7 +49,13 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from lambda_os.errors import LambdaError, TransientError
-from lambda_os.records import ExecutionRecord, FunctionRecord, execution_id_for, utcnow
+from lambda_os.records import (
+    ExecutionRecord,
+    FunctionRecord,
+    execution_id_for,
+    utcnow,
+    with_changes,
+)
 from listener.events import Event
 from listener.match import match
 from provisioner.base import Invocation, Outcome, Provisioner
@@ -384,7 +389,7 @@ def _finish(
     newer run's owner writes the result.
     """
     if catalogue.finish_execution(record.id, owner, changes):
-        return dataclasses.replace(record, **changes, **NO_LEASE)
+        return with_changes(record, **changes, **NO_LEASE)
     current = catalogue.get_execution(record.id)
     LOGGER.warning(
         "event %s: lease on execution %s was lost before its outcome was stored; "

@@ -20,6 +20,7 @@ from bson.regex import Regex
 from pymongo import DeleteOne, IndexModel, InsertOne, ReturnDocument, UpdateMany
 from pymongo.results import DeleteResult, InsertOneResult, UpdateResult
 
+import lambda_os.embedded
 from lambda_os.catalogue import connect
 from lambda_os.embedded import IdIndexedCollection, embedded_database
 
@@ -43,6 +44,8 @@ def rich(_id: str) -> dict[str, Any]:
         "blob": b"\x00\x01",
         "ratio": 0.5,
         "ok": True,
+        "tags": ["x", "y"],
+        "nothing": None,
     }
 
 
@@ -68,6 +71,21 @@ QUERIES = [
     {"_id": {"$in": []}},
     {"status": "failed"},
     {},
+    # Text and null equalities, which the embedded collection decides itself where it can.
+    {"_id": "r", "status": "running", "leased_by": "l1"},
+    {"_id": "r", "status": "running", "leased_by": "l2"},
+    {"_id": "r", "leased_by": None},
+    {"_id": "r", "nothing": None},
+    {"_id": "r", "nothing": "x"},
+    {"_id": "a", "leased_by": None},
+    {"_id": "a", "leased_by": "l1"},
+    {"_id": "r", "tags": "x"},
+    {"_id": "r", "tags": "z"},
+    {"_id": "r", "ok": None},
+    {"_id": "r", "lease": "5"},
+    {"_id": "r", "event.bucket": "b"},
+    {"_id": "r", "status": "queued", "$bogus": 1},
+    {"_id": "r", "status": "queued", "lease": {"$bogus": 1}},
 ]
 
 
@@ -210,6 +228,9 @@ FILTERS = [
     {"_id": "r", "status": {"$bogus": 1}},
     {"_id": "missing"},
     {"_id": "missing", "status": "running"},
+    {"_id": "r", "status": "running", "leased_by": "l1"},
+    {"_id": "r", "status": "running", "leased_by": None},
+    {"_id": "b", "leased_by": None},
 ]
 UPDATES = {
     "one changed field": {"$set": {"status": "succeeded"}},
@@ -369,6 +390,22 @@ def test_the_plain_writes_by_id_do_not_go_through_mongomock(collections, monkeyp
     indexed.update_one({"_id": "n", "lease_until": {"$gte": NOW}}, {"$set": {"leased_by": None}})
     indexed.delete_one({"_id": "n"})
     assert indexed.find_one({"_id": "n"}) is None
+
+
+def test_the_leases_conditions_are_decided_without_mongomocks_filter(collections, monkeypatch):
+    indexed, _ = collections
+    indexed.insert_one(rich("n"))
+    monkeypatch.setattr(lambda_os.embedded, "filter_applies", None)
+
+    missed = indexed.update_one(
+        {"_id": "n", "status": "running", "leased_by": "l2"}, {"$set": {"status": "x"}}
+    )
+    won = indexed.update_one(
+        {"_id": "n", "status": "running", "leased_by": "l1"}, {"$set": {"status": "x"}}
+    )
+
+    assert (missed.matched_count, won.matched_count) == (0, 1)
+    assert indexed.find_one({"_id": "n", "leased_by": None}) is None
 
 
 WRITES = {
