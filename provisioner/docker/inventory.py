@@ -6,6 +6,8 @@ loaded with one function version, reusable only for exactly that version) or
 *pooled* (idle, started generic for a runtime, waiting for its first function).
 Busy, warm and pooled containers together must fit in the host's memory budget;
 making room evicts idle ones, least recently used first, warm before pooled.
+Warm containers are also indexed by key, so handing one out costs the same
+however many other functions have containers warm.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ class Inventory:
     def __init__(self, budget_mb: int) -> None:
         self.budget_mb = budget_mb
         self.held_mb = 0
+        # Every warm container, least recently used first (eviction's order) ...
         self._warm: OrderedDict[str, tuple[Hashable, Tracked]] = OrderedDict()
+        # ... and the same containers by key, most recently used last (take_warm's choice).
+        self._warm_by_key: dict[Hashable, OrderedDict[str, Tracked]] = {}
         self._pooled: OrderedDict[str, Tracked] = OrderedDict()
 
     def fits(self, memory_mb: int) -> bool:
@@ -46,12 +51,14 @@ class Inventory:
 
     def take_warm(self, key: Hashable) -> Tracked | None:
         """The most recently used idle container loaded with ``key``, now busy."""
-        for container_id in reversed(self._warm):
-            owner_key, container = self._warm[container_id]
-            if owner_key == key:
-                del self._warm[container_id]
-                return container
-        return None
+        same_key = self._warm_by_key.get(key)
+        if not same_key:
+            return None
+        container_id, container = same_key.popitem(last=True)
+        if not same_key:
+            del self._warm_by_key[key]
+        del self._warm[container_id]
+        return container
 
     def take_pooled(self, runtime: str) -> Tracked | None:
         """A pooled container for ``runtime``, now busy."""
@@ -62,8 +69,20 @@ class Inventory:
         return None
 
     def put_warm(self, key: Hashable, container: Tracked) -> None:
+        self._forget_warm(container.id)
         self._warm[container.id] = (key, container)
-        self._warm.move_to_end(container.id)
+        self._warm_by_key.setdefault(key, OrderedDict())[container.id] = container
+
+    def _forget_warm(self, container_id: str) -> None:
+        """Take ``container_id`` out of the warm containers, if it is among them."""
+        entry = self._warm.pop(container_id, None)
+        if entry is None:
+            return
+        key = entry[0]
+        same_key = self._warm_by_key[key]
+        del same_key[container_id]
+        if not same_key:
+            del self._warm_by_key[key]
 
     def put_pooled(self, container: Tracked) -> None:
         self._pooled[container.id] = container
@@ -90,7 +109,8 @@ class Inventory:
         evicted: list[Tracked] = []
         while not self.fits(memory_mb):
             if self._warm:
-                _id, (_key, container) = self._warm.popitem(last=False)
+                container = next(iter(self._warm.values()))[1]
+                self._forget_warm(container.id)
             else:
                 _id, container = self._pooled.popitem(last=False)
             self.free(container.memory_mb)
@@ -101,7 +121,7 @@ class Inventory:
         """Take out the warm containers whose key or container ``doomed(key, container)`` picks."""
         out = [(cid, c) for cid, (key, c) in self._warm.items() if doomed(key, c)]
         for container_id, container in out:
-            del self._warm[container_id]
+            self._forget_warm(container_id)
             self.free(container.memory_mb)
         return [container for _cid, container in out]
 
@@ -111,5 +131,6 @@ class Inventory:
         for container in out:
             self.free(container.memory_mb)
         self._warm.clear()
+        self._warm_by_key.clear()
         self._pooled.clear()
         return out

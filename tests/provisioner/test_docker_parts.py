@@ -119,6 +119,26 @@ def test_inventory_hands_a_warm_container_only_to_its_own_key():
     assert inventory.take_warm(("fn", 1)) is None
 
 
+def test_inventory_hands_out_a_keys_most_recent_container_and_never_one_evicted_or_removed():
+    inventory = Inventory(budget_mb=1024)
+    first, second, third, other = (_Box(name, 128) for name in ("1", "2", "3", "o"))
+    for box in (first, second, third, other):
+        inventory.hold(box.memory_mb)
+    inventory.put_warm(("fn", 1), first)
+    inventory.put_warm(("fn", 2), other)
+    inventory.put_warm(("fn", 1), second)
+    inventory.put_warm(("fn", 1), third)
+
+    assert inventory.take_warm(("fn", 1)) is third  # the most recently used of its key
+    inventory.put_warm(("fn", 1), third)
+    assert inventory.evict_for(1024 - 4 * 128 + 128) == [first]  # the least recently used
+    assert inventory.remove_warm_where(lambda key, _c: key == ("fn", 2)) == [other]
+
+    assert [inventory.take_warm(("fn", 1)) for _ in range(3)] == [third, second, None]
+    assert inventory.take_warm(("fn", 2)) is None
+    assert inventory.warm() == []
+
+
 def test_inventory_evicts_least_recently_used_warm_before_pooled():
     inventory = Inventory(budget_mb=400)
     pooled, older, newer = _Box("p", 128), _Box("old", 128), _Box("new", 128)
