@@ -41,8 +41,6 @@ class PackageCache:
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._last_used: dict[str, float] = {}
-        # Keys unpacked or seen on disk by this process; dropped before ``prune`` removes one.
-        self._ready: set[str] = set()
 
     def key(self, invocation: Invocation) -> str:
         if invocation.package_kind == "py":
@@ -54,10 +52,7 @@ class PackageCache:
         key = self.key(invocation)
         target = self.root / key
         self._last_used[key] = self._clock()
-        if key in self._ready:
-            return target
         if target.is_dir():
-            self._ready.add(key)
             return target
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
@@ -129,7 +124,6 @@ class PackageCache:
             with lock:
                 if self._last_used.get(entry.name, now) != last_used:
                     continue  # used again meanwhile
-                self._ready.discard(entry.name)
                 shutil.rmtree(entry, ignore_errors=True)
                 self._last_used.pop(entry.name, None)
             with self._guard:

@@ -39,13 +39,6 @@ LOG_LIMIT = 64 * 1024
 READ_LIMIT = 1024 * 1024
 # sun_path is 108 bytes on Linux, with the terminating NUL.
 MAX_SOCKET_PATH = 107
-# A reply is first awaited with one plain recv of at most this long (the socket's
-# SO_RCVTIMEO), before the poll on the socket and the output pipe: a warm execution
-# of a quick function then costs one system call fewer, and one GIL hand-off fewer
-# among the listener's threads. For so short a wait the output pipe (1 MiB) need
-# not be drained: a function that fills it only waits for the poll that follows.
-QUICK_RECV_S = 0.005
-QUICK_RECV = struct.pack("ll", 0, int(QUICK_RECV_S * 1_000_000))  # struct timeval
 
 
 class ChannelClosed(Exception):
@@ -183,8 +176,6 @@ class Channel:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        # A blocking recv gives up after this long (EAGAIN), whatever Python's own timeout.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, QUICK_RECV)
         self.buffer = bytearray()
         self.output: Output | None = None
         self.marks_expected = 0
@@ -267,9 +258,9 @@ class Channel:
                     if not isinstance(message, dict):
                         raise ProtocolViolation("agent sent a frame that is not a JSON object")
                     return message
-            self._wait(deadline, quick=True)
+            self._wait(deadline)
 
-    def _wait(self, deadline: float, quick: bool = False) -> None:
+    def _wait(self, deadline: float) -> None:
         """Wait for the socket or the output pipe, and take in what arrived.
 
         At most one read's worth of output is taken, so a pipe that never runs dry
@@ -278,18 +269,6 @@ class Channel:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ChannelTimeout()
-        if quick and remaining > QUICK_RECV_S:
-            try:
-                chunk = self.sock.recv(1024 * 1024)
-            except BlockingIOError:
-                chunk = None
-            except OSError as exc:
-                raise ChannelClosed(f"agent connection lost: {exc}") from exc
-            if chunk is not None:
-                if not chunk:
-                    raise ChannelClosed("agent closed the connection")
-                self.buffer += chunk
-                return
         for fd, _events in self.poller.poll(remaining * 1000):
             if self.output is not None and fd == self.output.fd:
                 self.output.read_available()

@@ -16,14 +16,7 @@ import pytest
 import requests.exceptions
 
 from lambda_os.errors import PermanentError, TransientError
-from provisioner.docker.channel import (
-    HEADER,
-    QUICK_RECV_S,
-    Channel,
-    ChannelTimeout,
-    LogTail,
-    Output,
-)
+from provisioner.docker.channel import Channel, ChannelTimeout, LogTail, Output
 from provisioner.docker.container import Limits, container_config
 from provisioner.docker.host import Owner, engine_errors
 from provisioner.docker.inventory import Inventory
@@ -230,35 +223,6 @@ def test_a_request_ends_at_its_deadline_even_if_the_output_never_runs_dry():
         agent_end.close()
         if not worker.is_alive():
             channel.close()
-
-
-@pytest.mark.parametrize(
-    "delay_s", [0.0, QUICK_RECV_S * 10], ids=["at-once", "after-the-quick-recv"]
-)
-def test_a_reply_is_received_whether_it_comes_at_once_or_after_the_quick_recv_gave_up(delay_s):
-    host_end, agent_end = socket.socketpair()
-    channel = Channel(host_end)
-    read_end, write_end = os.pipe()
-    channel.output = Output(read_end, b"0123456789abcdef")
-    channel.poller.register(read_end, select.POLLIN)
-    reply = b'{"type":"pong","mark":false}'
-
-    def agent() -> None:
-        agent_end.recv(1024)
-        time.sleep(delay_s)
-        agent_end.sendall(HEADER.pack(len(reply)) + reply)
-
-    answering = threading.Thread(target=agent, daemon=True)
-    answering.start()
-    try:
-        answer = channel.request({"type": "ping"}, time.monotonic() + 5, LogTail())
-    finally:
-        answering.join(5)
-        agent_end.close()
-        os.close(write_end)
-        channel.close()
-
-    assert answer == {"type": "pong", "mark": False}
 
 
 def test_one_read_of_the_output_takes_at_most_its_limit():
