@@ -146,15 +146,21 @@ def _plain_equality(filter: Mapping[str, Any], document: Document) -> bool | Non
     null) are all the event path asks besides the id, and ``filter_applies`` spends
     more on them than the rest of a write. Here a condition ``{field: text or None}``
     on a stored top-level value that is itself text, null or missing is decided as
-    MongoDB does (null also matches a missing field). None for anything else (an
-    operator, a dotted path, a stored list, which MongoDB matches element-wise, any
+    MongoDB does (null also matches a missing field). None for anything else (a
+    name that is not plain text, an operator, a dotted path, a stored list, which MongoDB matches element-wise, any
     other type): ``filter_applies`` judges those.
     """
     met = True
     for name, wanted in filter.items():
         if name == "_id":
             continue  # the store's key: already the document's own
-        if type(wanted) not in _TEXT_OR_NULL or "." in name or name[:1] == "$":
+        if (
+            type(name) is not str
+            or not name
+            or "." in name
+            or name[0] == "$"
+            or type(wanted) not in _TEXT_OR_NULL
+        ):
             return None
         stored = document.get(name, _MISSING)
         if stored is _MISSING:

@@ -86,6 +86,10 @@ QUERIES = [
     {"_id": "r", "event.bucket": "b"},
     {"_id": "r", "status": "queued", "$bogus": 1},
     {"_id": "r", "status": "queued", "lease": {"$bogus": 1}},
+    {"_id": "r", "": None},
+    {"_id": "r", 1: None},
+    {"_id": "r", "status": "queued", 1: None},
+    {"_id": "r", ("status",): "running"},
 ]
 
 
