@@ -147,8 +147,8 @@ def _plain_equality(filter: Mapping[str, Any], document: Document) -> bool | Non
     more on them than the rest of a write. Here a condition ``{field: text or None}``
     on a stored top-level value that is itself text, null or missing is decided as
     MongoDB does (null also matches a missing field). None for anything else (a
-    name that is not plain text, an operator, a dotted path, a stored list, which MongoDB matches element-wise, any
-    other type): ``filter_applies`` judges those.
+    name that is not plain text, an operator, a dotted path, a stored list, which
+    MongoDB matches element-wise, any other type): ``filter_applies`` judges those.
     """
     met = True
     for name, wanted in filter.items():

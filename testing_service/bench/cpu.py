@@ -15,9 +15,9 @@ end, a broker in another pid namespace) is named under ``unmeasured``, and the
 total is then a lower bound. Two readings cannot see what lived only between
 them: a container started and removed within the run (one that crashed, timed
 out or was evicted), or a Celery pool child that exited, is missed without a
-note. The trivial functions of the throughput cases neither fail nor get
-evicted, so there it does not arise. The CPU of anything else on the host (dockerd,
-py-spy with ``--profile``, other people's work) is not in the total;
+note; the trivial functions of the throughput cases neither fail nor get
+evicted, so there it does not arise. The CPU of anything else on the host
+(dockerd, py-spy with ``--profile``, other people's work) is not in the total;
 ``host_cores_busy``, from ``/proc/stat``, shows how much of it there was.
 """
 
