@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything lambda-os needs on one Debian machine, as root, and is safe to run again:
 # Debian packages (RabbitMQ, Docker Engine, mmdebstrap), the services started, a virtualenv in
-# .venv with the project installed, and the runtime images built locally (no registry needed).
+# .venv with the project installed, FerretDB built into it, and the runtime images built
+# locally (no registry needed).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -51,7 +52,18 @@ fi
 say "installing lambda-os into .venv"
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
 
+# The MongoDB-wire server of the test suites and of the default standalone catalogue:
+# FerretDB built from the Go module proxy (deploy/ferretdb pins the version); Go's build
+# cache makes this a few seconds after the first time.
+ferretdb=.venv/bin/lambda-os-ferretdb
+if [ ! -x "$ferretdb" ] || [ deploy/ferretdb/go.sum -nt "$ferretdb" ] || [ deploy/ferretdb/main.go -nt "$ferretdb" ]; then
+  go_bin=$(command -v go || echo /usr/local/go/bin/go)
+  [ -x "$go_bin" ] || { echo "Go is needed to build FerretDB (deploy/ferretdb)" >&2; exit 1; }
+  say "building FerretDB (first time: a few minutes)"
+  (cd deploy/ferretdb && "$go_bin" build -o "$repo/$ferretdb" .)
+fi
+
 say "building runtime images (first time: a Debian root filesystem, about a minute)"
 PATH="$repo/.venv/bin:$PATH" deploy/build-runtime-images
 
-say "ready: RabbitMQ, Docker Engine and the runtime images are up"
+say "ready: RabbitMQ, Docker Engine, FerretDB and the runtime images are up"

@@ -582,6 +582,11 @@ def _code_fields(info: PackageInfo) -> dict[str, Any]:
     }
 
 
+# FerretDB on SQLite reports a unique index violated by an update as InternalError
+# (code 1) with SQLite's own text, where MongoDB says DuplicateKey (11000).
+_UNIQUE_VIOLATION = "UNIQUE constraint failed"
+
+
 class _converted:
     """Turn pymongo's and bson's failures into our own errors at the seam.
 
@@ -590,7 +595,8 @@ class _converted:
     other pymongo or bson error (a document MongoDB cannot store, such as a key with
     a NUL byte; an operation the server refuses) happens again on every retry:
     ``PermanentError``, so the listener dead-letters rather than dies or loops.
-    ``DuplicateKeyError`` passes through: callers turn it into ``Conflict``.
+    ``DuplicateKeyError`` passes through (FerretDB's form of it too): callers
+    turn it into ``Conflict``.
     """
 
     def __enter__(self) -> None:
@@ -599,6 +605,8 @@ class _converted:
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
         if exc is None or isinstance(exc, DuplicateKeyError):
             return False
+        if isinstance(exc, pymongo.errors.OperationFailure) and _UNIQUE_VIOLATION in str(exc):
+            raise DuplicateKeyError(str(exc), 11000, exc.details) from exc
         if isinstance(
             exc,
             (

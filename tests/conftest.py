@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from lambda_os.catalogue import Catalogue, connect
+from lambda_os.catalogue_server import CatalogueServer, CatalogueServerError, find_binary
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 RUNTIME_IMAGE = (
@@ -31,6 +32,41 @@ def missing(reason: str) -> None:
 def catalogue() -> Catalogue:
     """A fresh in-memory catalogue (mongomock) for each test."""
     return connect(None, f"test_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory) -> Iterator[CatalogueServer | None]:
+    """The FerretDB server this session starts, or None when ``MONGO_URL`` names a MongoDB."""
+    if os.environ.get("MONGO_URL"):
+        yield None
+        return
+    if find_binary() is None:
+        missing("the FerretDB catalogue server is not built (run deploy/setup.sh)")
+    server = CatalogueServer(tmp_path_factory.mktemp("ferretdb"))
+    try:
+        server.start()
+    except CatalogueServerError as exc:
+        missing(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_url(mongo_server) -> str:
+    """A real MongoDB-wire server: ``MONGO_URL`` when set, else the session's FerretDB."""
+    return os.environ.get("MONGO_URL") or mongo_server.url
+
+
+@pytest.fixture
+def real_catalogue(mongo_url) -> Iterator[Catalogue]:
+    """A catalogue on the real server, in a database of its own, dropped afterwards."""
+    import pymongo
+
+    name = f"lambda_os_test_{uuid.uuid4().hex[:12]}"
+    yield connect(mongo_url, name)
+    client = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+    client.drop_database(name)
+    client.close()
 
 
 @pytest.fixture(scope="session")

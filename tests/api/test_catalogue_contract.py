@@ -1,14 +1,14 @@
 """The catalogue's behaviour, the same on mongomock and on a real MongoDB.
 
-Every test runs against both backends: mongomock always, and the MongoDB named
-by MONGO_URL when it is set (marked ``mongo``; skipped with a visible reason
-otherwise). The real suite uses a database of its own and drops it afterwards.
+Every test runs against both backends: mongomock, and a real MongoDB-wire server
+(marked ``mongo``): the MongoDB named by ``MONGO_URL`` when it is set, else the
+FerretDB server the test session starts. The real suite uses a database of its
+own and drops it afterwards.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,19 +24,10 @@ from lambda_os.records import ExecutionRecord, execution_id_for
 
 @pytest.fixture(params=["mongomock", pytest.param("mongodb", marks=pytest.mark.mongo)])
 def store(request) -> Iterator[Catalogue]:
-    name = f"lambda_os_test_{uuid.uuid4().hex[:12]}"
     if request.param == "mongomock":
-        yield connect(None, name)
+        yield connect(None, f"lambda_os_test_{uuid.uuid4().hex[:12]}")
         return
-    url = os.environ.get("MONGO_URL")
-    if not url:
-        pytest.skip("MONGO_URL not set: real MongoDB suite skipped")
-    import pymongo
-
-    yield connect(url, name)
-    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=5000)
-    client.drop_database(name)
-    client.close()
+    yield request.getfixturevalue("real_catalogue")
 
 
 def config(**overrides):
