@@ -10,6 +10,7 @@ a mongomock catalogue and, for invocations and replays, doubles.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -45,9 +46,11 @@ def create_app(
     invoker: Invoker | None = None,
     runtimes: RuntimeList | None = None,
     replayer: Replayer | None = None,
+    listener_state: Callable[[], dict[str, Any]] | None = None,
 ) -> falcon.App:
     """The API on this catalogue; invocations (``invoker``) and dead-letter replays
-    (``replayer``) answer 503 when theirs is None."""
+    (``replayer``) answer 503 when theirs is None. ``listener_state`` is the listener's
+    in the same process (``standalone``), which ``/healthz`` reports."""
     runtimes = RUNTIMES if runtimes is None else tuple(runtimes)
     app = falcon.App()
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=_dumps)
@@ -69,7 +72,7 @@ def create_app(
     )
     app.add_route("/v1/runtimes", RuntimesResource(runtimes, settings))
     app.add_route("/v1/openapi.yaml", OpenAPIResource())
-    app.add_route("/healthz", HealthResource(catalogue))
+    app.add_route("/healthz", HealthResource(catalogue, listener_state))
 
     assets = swagger_ui_dir()
     app.add_route("/docs", DocsResource(assets))

@@ -9,7 +9,9 @@ package and are served from ``/docs/static/``, so ``/docs`` needs no internet ac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import falcon
 
@@ -76,14 +78,25 @@ class RuntimesResource:
 
 
 class HealthResource:
-    """``/healthz``: 200 while the catalogue answers, 503 when it does not."""
+    """``/healthz``: 200 while the catalogue answers (and, in ``standalone``, the listener
+    consumes), 503 otherwise, with what each part says of itself."""
 
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(
+        self, catalogue: Catalogue, listener_state: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
         self._catalogue = catalogue
+        self._listener_state = listener_state
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         health = self._catalogue.health()
-        resp.status = falcon.HTTP_200 if health.get("status") == "ok" else falcon.HTTP_503
+        healthy = health.get("status") == "ok"
+        if self._listener_state is not None:
+            listener = self._listener_state()
+            health["listener"] = listener
+            healthy = healthy and listener.get("status") == "consuming"
+            if not healthy and health.get("status") == "ok":
+                health["status"] = "degraded"
+        resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
         resp.media = health
 
 

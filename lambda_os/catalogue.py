@@ -8,11 +8,15 @@ and in memory for tests and the all-in-one standalone mode.
 Layout:
 - ``functions``: one document per function, ``_id`` = function id; unique index on
   (owner, name); index on (event_source, event_type) so matching is one lookup.
+- ``function_versions``: a replaced version's record and package id, kept while
+  executions may still run it (``prune_retired_versions``).
 - ``packages`` (GridFS): the uploaded bytes, exactly as sent, ``_id`` = package id.
-- ``executions``: one document per (event_id, function_id), enforced by a unique index.
-  A listener runs one only while it holds its lease (``acquire_execution``): one
-  conditional ``find_one_and_update``, so two listeners never run it at once, and
-  the record of a listener that died is taken over once its lease has lapsed.
+- ``executions``: one document per (event_id, function_id): the ``_id`` is derived
+  from the pair. Records change only through the state machine below
+  (``TRANSITIONS``): each transition is one conditional write, and every write by a
+  run is fenced by its ``Lease``, so two listeners never run one at once, and a
+  listener that lost its lease (it stalled; another took the run over) changes
+  nothing.
 - ``deadletters``: one document per message the listener gave up on; ids begin
   with the time, so listings come oldest first.
 """
@@ -41,6 +45,7 @@ from lambda_os.records import (
     DeadLetterRecord,
     ExecutionRecord,
     FunctionRecord,
+    Lease,
     execution_id_for,
     utcnow,
     with_changes,
@@ -48,8 +53,46 @@ from lambda_os.records import (
 
 ASCENDING = pymongo.ASCENDING
 # The catalogue's own collections (GridFS keeps packages in two more).
-COLLECTIONS = ("functions", "executions", "deadletters")
+COLLECTIONS = ("functions", "function_versions", "executions", "deadletters")
 _SEQUENCE = itertools.count()
+
+
+_NO_LEASE = {"lease_until": None, "leased_by": None}
+# What an earlier run leaves in ``attempts`` when a replay reopens the record.
+_ATTEMPT_FIELDS = ("attempt", "status", "error", "started_at", "finished_at", "duration_ms")
+# What ``reopen_execution`` changes, so ``undo_reopen`` can put them back.
+_REOPENED_FIELDS = (
+    "status",
+    "attempt",
+    "first_attempt",
+    "attempts",
+    "dead_letter_id",
+    "retry_at",
+    "result",
+    "finished_at",
+    "swept_at",
+)
+
+# Every change an execution record can go through, and the method that makes it.
+# No other code writes execution records.
+TRANSITIONS: tuple[tuple[str, str, str, str], ...] = (
+    # (from, to, method, condition)
+    ("(new)", "queued", "create_execution", "no record for (event, function)"),
+    ("(new)", "running", "start_execution", "no record for (event, function)"),
+    ("queued", "running", "acquire_execution", "queued"),
+    ("running", "running", "acquire_execution", "lease lapsed: attempt + 1, old holder fenced"),
+    ("running", "running", "renew_lease", "lease holder and attempt"),
+    ("running", "succeeded/failed/timed_out", "finish_execution", "lease holder and attempt"),
+    ("running", "queued", "retry_execution", "lease holder and attempt: attempt + 1"),
+    ("running", "queued", "release_execution", "lease holder and attempt: same attempt"),
+    ("queued", "failed", "fail_queued_execution", "queued at that attempt"),
+    ("queued", "failed", "fail_queued_executions_of", "queued, function deleted"),
+    ("final", "final", "mark_dead_lettered", "final, no dead letter named yet"),
+    ("final", "queued", "reopen_execution", "final at that attempt: a replay"),
+    ("queued", "final", "undo_reopen", "queued at the reopened attempt"),
+    ("queued/running", "same", "mark_swept", "the state the sweeper read"),
+    ("queued/running", "failed", "fail_stranded", "the state the sweeper read"),
+)
 
 
 def new_id() -> str:
@@ -85,13 +128,17 @@ class Catalogue:
         ids: Callable[[], str] = new_id,
         cache_matches: bool = False,
         keep_finished: int | None = None,
+        kind: str = "mongodb",
     ) -> None:
         """``cache_matches`` only where every write goes through this object (in process):
         the cache is cleared on each function change made here, and no other.
         ``keep_finished`` drops the oldest finished executions past that many (the
-        in-memory catalogue's bound on memory); None keeps every one."""
+        in-memory catalogue's bound on memory); None keeps every one. ``kind`` says
+        what holds it (``mongodb``: a server; ``memory``: this process) for health."""
+        self.kind = kind
         self._db = database
         self._functions = database["functions"]
+        self._versions = database["function_versions"]
         self._executions = database["executions"]
         self._deadletters = database["deadletters"]
         self._packages = gridfs.GridFS(database, collection="packages")
@@ -128,17 +175,22 @@ class Catalogue:
                 [("function_id", ASCENDING), ("status", ASCENDING)],
                 name="function_status",
             )
+            self._executions.create_index(
+                [("status", ASCENDING), ("lease_until", ASCENDING)], name="status_lease"
+            )
+            self._versions.create_index([("function_id", ASCENDING)], name="function")
             self._deadletters.create_index(
                 [("event_id", ASCENDING), ("function_id", ASCENDING)], name="event_function"
             )
 
     def health(self) -> dict[str, Any]:
-        """Whether the database answers, with the function count; never raises."""
+        """Whether the database answers, with the function count and the kind of catalogue."""
+        kept = {"catalogue": self.kind}
         try:
             self._db.command("ping")
-            return {"status": "ok", "functions": self._functions.count_documents({})}
+            return {"status": "ok", "functions": self._functions.count_documents({}), **kept}
         except PyMongoError as exc:
-            return {"status": "unavailable", "error": str(exc)}
+            return {"status": "unavailable", "error": str(exc), **kept}
 
     # -- functions ---------------------------------------------------------
 
@@ -261,8 +313,59 @@ class Catalogue:
         if doc is None:
             self._packages.delete(package_id)
             raise Conflict(f"function {function_id!r} changed during the update; try again")
-        self._delete_package(current.package_id)
+        self._retire(current)
         return FunctionRecord.from_document(doc)
+
+    def _retire(self, old: FunctionRecord) -> None:
+        """Keep a replaced version (its record and package) while executions may still run it.
+
+        An event matched just before a deploy runs the version it matched;
+        ``prune_retired_versions`` removes the version once nothing references it.
+        """
+        with _converted():
+            self._versions.replace_one(
+                {"_id": _version_id(old.id, old.version)},
+                {
+                    "function_id": old.id,
+                    "version": old.version,
+                    "package_id": old.package_id,
+                    "retired_at": self._clock(),
+                    "function": old.to_document(),
+                },
+                upsert=True,
+            )
+
+    def get_function_version(self, function_id: str, version: int) -> FunctionRecord:
+        """The function as it was at ``version``: the current record, or a retired one kept."""
+        current = self.get_function(function_id)
+        if current.version == version:
+            return current
+        with _converted():
+            doc = self._versions.find_one({"_id": _version_id(function_id, version)})
+        if doc is None:
+            raise NotFound(f"version {version} of function {function_id!r} is no longer kept")
+        return FunctionRecord.from_document(doc["function"])
+
+    def prune_retired_versions(self, retired_before: datetime) -> int:
+        """Remove retired versions no queued or running execution references; how many."""
+        pruned = 0
+        with _converted():
+            retired = list(self._versions.find({"retired_at": {"$lt": retired_before}}))
+        for doc in retired:
+            with _converted():
+                in_use = self._executions.find_one(
+                    {
+                        "function_id": doc["function_id"],
+                        "function_version": doc["version"],
+                        "status": {"$in": ["queued", "running"]},
+                    }
+                )
+                if in_use is not None:
+                    continue
+                self._versions.delete_one({"_id": doc["_id"]})
+            self._delete_package(doc.get("package_id", ""))
+            pruned += 1
+        return pruned
 
     def get_package(self, function: FunctionRecord) -> Package:
         """The package of this function record, byte for byte as uploaded."""
@@ -277,11 +380,29 @@ class Catalogue:
         return Package(data, kind, function.code_filename, function.code_sha256, content_type)
 
     def delete_function(self, function_id: str) -> None:
+        """Remove the function, every version's package, and the work still queued for it.
+
+        Executions queued for it end ``failed`` (reason ``function deleted``): none
+        starts after the DELETE answered. Runs already started finish.
+        """
         with _converted():
             doc = self._functions.find_one_and_delete({"_id": function_id})
         self._functions_changed()
         if doc is None:
             raise NotFound(f"function {function_id!r} does not exist")
+        self.fail_queued_executions_of(
+            function_id,
+            {
+                "type": "NotFound",
+                "message": f"function {function_id!r} was deleted before this execution started",
+                "reason": "function deleted",
+            },
+        )
+        with _converted():
+            retired = list(self._versions.find({"function_id": function_id}))
+            self._versions.delete_many({"function_id": function_id})
+        for old in retired:
+            self._delete_package(old.get("package_id", ""))
         self._delete_package(doc.get("package_id", ""))
 
     def _put_package(self, function_id: str, version: int, data: bytes, info: PackageInfo) -> str:
@@ -300,10 +421,15 @@ class Catalogue:
             with _converted():
                 self._packages.delete(package_id)
 
-    # -- executions --------------------------------------------------------
+    # -- executions: the state machine ------------------------------------
+    #
+    # The only writes of execution records. Each is one conditional write keyed on
+    # the record's state, and every write by a run is fenced by its ``Lease``
+    # (holder and attempt): an owner that lost its lease, stalled while another took
+    # the run over, matches nothing and changes nothing. ``TRANSITIONS`` lists them.
 
-    def claim_execution(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
-        """Insert this execution, or return the one already stored for (event, function).
+    def create_execution(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bool]:
+        """(new) → queued: insert, or return the record already stored for (event, function).
 
         Returns the stored record and whether it was created now, so a redelivered
         event finds the execution it already has instead of running twice.
@@ -319,19 +445,18 @@ class Catalogue:
         except DuplicateKeyError:
             with _converted():
                 doc = self._executions.find_one({"_id": record.id})
-            if doc is None:  # deleted in between; vanishingly rare, try once more
-                return self.claim_execution(record)
+            if doc is None:  # dropped in between (the in-memory bound); try once more
+                return self.create_execution(record)
             return ExecutionRecord.from_document(doc), False
 
     def start_execution(
         self, record: ExecutionRecord, owner: str, now: datetime, lease_until: datetime
     ) -> tuple[ExecutionRecord, bool]:
-        """``claim_execution`` and ``acquire_execution`` in one write, for a pair seen first now.
+        """(new) → running: inserted already under ``owner``'s lease, for a pair seen first now.
 
-        A new execution is inserted already ``running`` under ``owner``'s lease;
-        the event path's common case thus costs one write instead of two. When
-        the pair has a record already, that record comes back unchanged (False),
-        and the caller takes its lease the long way (``acquire_execution``).
+        The event path's common case thus costs one write instead of two. When the
+        pair has a record already, that record comes back unchanged (False), and
+        the caller takes its lease the long way (``acquire_execution``).
         """
         leased = with_changes(
             record,
@@ -342,86 +467,24 @@ class Catalogue:
             lease_until=lease_until,
             retry_at=None,
         )
-        return self.claim_execution(leased)
-
-    def finish_execution(self, execution_id: str, owner: str, changes: dict[str, Any]) -> bool:
-        """Store a run's outcome only while ``owner`` still holds the lease; False if it does not.
-
-        One conditional ``update_one`` and no read back: the caller knows the
-        record it ran and these changes. A listener whose lease lapsed (it was
-        stalled, another took the run over) must not overwrite the newer run.
-        """
-        with _converted():
-            result = self._executions.update_one(
-                {"_id": execution_id, "status": "running", "leased_by": owner},
-                {"$set": {**changes, "lease_until": None, "leased_by": None}},
-            )
-        if not result.matched_count:
-            return False
-        if self._keep_finished is not None and changes.get("status") in FINAL_STATUSES:
-            self._forget_oldest_finished(execution_id)
-        return True
-
-    def update_execution(
-        self,
-        execution_id: str,
-        changes: dict[str, Any],
-        push: dict[str, Any] | None = None,
-    ) -> ExecutionRecord:
-        """Set ``changes``; ``push`` appends to list fields (``{"attempts": entry}``)."""
-        update: dict[str, Any] = {"$set": changes}
-        if push:
-            update["$push"] = push
-        with _converted():
-            doc = self._executions.find_one_and_update(
-                {"_id": execution_id},
-                update,
-                return_document=pymongo.ReturnDocument.AFTER,
-            )
-        if doc is None:
-            raise NotFound(f"execution {execution_id!r} does not exist")
-        # Counted when this update finishes it, not on later updates of a finished record.
-        if self._keep_finished is not None and changes.get("status") in FINAL_STATUSES:
-            self._forget_oldest_finished(execution_id)
-        return ExecutionRecord.from_document(doc)
-
-    def _forget_oldest_finished(self, execution_id: str) -> None:
-        """Note a finished execution; drop the oldest finished ones past ``keep_finished``."""
-        assert self._keep_finished is not None
-        with self._finished_lock:
-            self._finished_order.append(execution_id)
-            doomed = []
-            while len(self._finished_order) > self._keep_finished:
-                doomed.append(self._finished_order.popleft())
-        for old in doomed:
-            with _converted():
-                # Only while still finished: a replay may have reopened it since.
-                self._executions.delete_one({"_id": old, "status": {"$in": list(FINAL_STATUSES)}})
-
-    def renew_lease(self, execution_id: str, owner: str, lease_until: datetime) -> bool:
-        """Extend ``owner``'s lease on a running execution; False if it holds none now."""
-        with _converted():
-            doc = self._executions.find_one_and_update(
-                {"_id": execution_id, "status": "running", "leased_by": owner},
-                {"$set": {"lease_until": lease_until}},
-            )
-        return doc is not None
+        return self.create_execution(leased)
 
     def acquire_execution(
         self, execution_id: str, owner: str, now: datetime, lease_until: datetime
     ) -> ExecutionRecord | None:
-        """Mark the execution ``running`` under ``owner``'s lease, or None if it is not free.
+        """queued → running, or running (lease lapsed) → running: take the lease, or None.
 
         Free means ``queued``, or ``running`` under a lease that lapsed before
-        ``now`` (its listener died): that run counts as cut off, so ``attempt``
-        goes up and the cut-off attempt is kept in ``attempts``. Each case is one
-        conditional ``find_one_and_update``, atomic on MongoDB and in mongomock.
+        ``now`` (its listener died or stalled): that run counts as cut off, so
+        ``attempt`` goes up, which fences the old holder out, and the cut-off
+        attempt is kept in ``attempts``. Each case is one conditional
+        ``find_one_and_update``.
         """
         lease = {"status": "running", "leased_by": owner, "lease_until": lease_until}
         with _converted():
             doc = self._executions.find_one_and_update(
                 {"_id": execution_id, "status": "queued"},
-                {"$set": {**lease, "started_at": now, "retry_at": None}},
+                {"$set": {**lease, "started_at": now, "retry_at": None, "swept_at": None}},
                 return_document=pymongo.ReturnDocument.AFTER,
             )
             if doc is not None:
@@ -447,15 +510,16 @@ class Catalogue:
                 "finished_at": None,
             }
             doc = self._executions.find_one_and_update(
-                # The same lease we read: a second listener taking over at once finds none.
+                # The lease we read: a second listener taking over at once finds none.
                 {
                     "_id": execution_id,
                     "status": "running",
-                    "lease_until": stale.get("lease_until"),
+                    "attempt": stale.get("attempt", 1),
                     "leased_by": stale.get("leased_by"),
+                    "lease_until": stale.get("lease_until"),
                 },
                 {
-                    "$set": {**lease, "started_at": now, "retry_at": None},
+                    "$set": {**lease, "started_at": now, "retry_at": None, "swept_at": None},
                     "$inc": {"attempt": 1},
                     "$push": {"attempts": cut_off},
                 },
@@ -463,8 +527,86 @@ class Catalogue:
             )
         return None if doc is None else ExecutionRecord.from_document(doc)
 
+    def renew_lease(self, lease: Lease, lease_until: datetime) -> Lease | None:
+        """running → running: extend the lease; None if its holder lost it (stop the run)."""
+        if not self._fenced_update(lease, {"$set": {"lease_until": lease_until}}):
+            return None
+        return dataclasses.replace(lease, until=lease_until)
+
+    def finish_execution(self, lease: Lease, changes: dict[str, Any]) -> bool:
+        """running → succeeded / failed / timed_out, only while ``lease`` holds; False if not.
+
+        No read back: the caller knows the record it ran and these changes.
+        """
+        if changes.get("status") not in FINAL_STATUSES:
+            raise ValueError(f"not a final status: {changes.get('status')!r}")
+        if not self._fenced_update(lease, {"$set": {**changes, **_NO_LEASE}}):
+            return False
+        if self._keep_finished is not None:
+            self._forget_oldest_finished(lease.execution_id)
+        return True
+
+    def retry_execution(
+        self, lease: Lease, changes: dict[str, Any], previous: dict[str, Any]
+    ) -> ExecutionRecord | None:
+        """running → queued, ``attempt`` + 1 and the failed run kept in ``attempts``; fenced."""
+        update = {
+            "$set": {**changes, "status": "queued", **_NO_LEASE, "swept_at": None},
+            "$inc": {"attempt": 1},
+            "$push": {"attempts": previous},
+        }
+        return self._fenced_update(lease, update, read_back=True)
+
+    def release_execution(self, lease: Lease) -> bool:
+        """running → queued, the same attempt: the run could not start (no attempt spent)."""
+        update = {"$set": {"status": "queued", "started_at": None, **_NO_LEASE}}
+        return bool(self._fenced_update(lease, update))
+
+    def fail_queued_execution(
+        self, execution_id: str, attempt: int, error: dict[str, Any]
+    ) -> ExecutionRecord | None:
+        """queued → failed: nothing will run it (never queued, function deleted, event lost).
+
+        Only the attempt that was queued: a record another listener has leased, or
+        queued again since, is left alone (None).
+        """
+        now = self._clock()
+        with _converted():
+            doc = self._executions.find_one_and_update(
+                {"_id": execution_id, "status": "queued", "attempt": attempt},
+                {"$set": {"status": "failed", "error": error, "finished_at": now, **_NO_LEASE}},
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+        if doc is None:
+            return None
+        if self._keep_finished is not None:
+            self._forget_oldest_finished(execution_id)
+        return ExecutionRecord.from_document(doc)
+
+    def fail_queued_executions_of(self, function_id: str, error: dict[str, Any]) -> int:
+        """queued → failed for every queued execution of a deleted function; how many."""
+        with _converted():
+            result = self._executions.update_many(
+                {"function_id": function_id, "status": "queued"},
+                {"$set": {"status": "failed", "error": error, "finished_at": self._clock()}},
+            )
+        return result.modified_count
+
+    def mark_dead_lettered(self, execution_id: str, dead_letter_id: str) -> bool:
+        """final → final with its dead letter named, once; False if named already or not final."""
+        with _converted():
+            result = self._executions.update_one(
+                {
+                    "_id": execution_id,
+                    "status": {"$in": list(FINAL_STATUSES)},
+                    "dead_letter_id": None,
+                },
+                {"$set": {"dead_letter_id": dead_letter_id}},
+            )
+        return bool(result.matched_count)
+
     def reopen_execution(self, event_id: str, function_id: str) -> ExecutionRecord | None:
-        """Queue a finished execution again with a fresh retry budget (a dead letter's replay).
+        """final → queued with a fresh retry budget (a dead letter's replay).
 
         The finished run goes into ``attempts``; None when there is no finished
         record for (event, function), which the listener then creates or finds.
@@ -473,17 +615,7 @@ class Catalogue:
             doc = self._executions.find_one({"event_id": event_id, "function_id": function_id})
             if doc is None or doc.get("status") not in FINAL_STATUSES:
                 return None
-            previous = {
-                key: doc.get(key)
-                for key in (
-                    "attempt",
-                    "status",
-                    "error",
-                    "started_at",
-                    "finished_at",
-                    "duration_ms",
-                )
-            }
+            previous = {key: doc.get(key) for key in _ATTEMPT_FIELDS}
             attempt = doc.get("attempt", 1) + 1
             doc = self._executions.find_one_and_update(
                 {"_id": doc["_id"], "status": doc["status"], "attempt": doc.get("attempt", 1)},
@@ -496,12 +628,129 @@ class Catalogue:
                         "retry_at": None,
                         "result": None,
                         "finished_at": None,
+                        "swept_at": None,
                     },
                     "$push": {"attempts": previous},
                 },
                 return_document=pymongo.ReturnDocument.AFTER,
             )
         return None if doc is None else ExecutionRecord.from_document(doc)
+
+    def undo_reopen(self, before: ExecutionRecord) -> bool:
+        """queued → final again: a replay reopened ``before`` but its publish failed.
+
+        Only while nothing has touched the reopened record since (still queued, at
+        the attempt the reopening gave it).
+        """
+        restored = {key: getattr(before, key) for key in _REOPENED_FIELDS}
+        with _converted():
+            result = self._executions.update_one(
+                {"_id": before.id, "status": "queued", "attempt": before.attempt + 1},
+                {"$set": restored},
+            )
+        return bool(result.matched_count)
+
+    def stranded_executions(
+        self, now: datetime, queued_before: datetime, limit: int = 100
+    ) -> list[ExecutionRecord]:
+        """Records that may have nothing behind them: leases lapsed, or queued too long.
+
+        ``running`` past its lease (its listener died, or dead-lettered the message
+        and acked it), and ``queued`` since before ``queued_before`` (its retry
+        message lost, or its event dropped) and not swept since. The sweeper puts
+        each one's work back on the queue (``mark_swept`` first, so only one does).
+        """
+        not_swept_since = {"$or": [{"swept_at": None}, {"swept_at": {"$lt": queued_before}}]}
+        query = {
+            "$or": [
+                {"status": "running", "lease_until": {"$lt": now}, **not_swept_since},
+                {
+                    "status": "queued",
+                    "$and": [
+                        {
+                            "$or": [
+                                {"retry_at": {"$lt": queued_before}},
+                                {"retry_at": None, "created_at": {"$lt": queued_before}},
+                            ]
+                        },
+                        not_swept_since,
+                    ],
+                },
+            ]
+        }
+        with _converted():
+            docs = list(self._executions.find(query).sort("_id", ASCENDING).limit(limit))
+        return [ExecutionRecord.from_document(doc) for doc in docs]
+
+    def mark_swept(self, record: ExecutionRecord, now: datetime) -> bool:
+        """Note that the sweeper re-queued this record's work; False if another did, or it moved.
+
+        Keyed on the state the sweeper read (status, attempt, lease), so two
+        sweepers never both publish, and a record that moved on is left alone.
+        A lapsed ``running`` record stays running: the listener that gets the work
+        takes it over (``acquire_execution``); its lease is pushed out so the next
+        sweep does not send it again.
+        """
+        condition: dict[str, Any] = {
+            "_id": record.id,
+            "status": record.status,
+            "attempt": record.attempt,
+            "leased_by": record.leased_by,
+            "lease_until": record.lease_until,
+            "swept_at": record.swept_at,
+        }
+        changes: dict[str, Any] = {"swept_at": now}
+        with _converted():
+            result = self._executions.update_one(condition, {"$set": changes})
+        return bool(result.matched_count)
+
+    def fail_stranded(self, record: ExecutionRecord, error: dict[str, Any]) -> bool:
+        """queued or running (lapsed) → failed: its work cannot be put back (event not kept).
+
+        Keyed on the state the sweeper read, as ``mark_swept`` is.
+        """
+        condition = {
+            "_id": record.id,
+            "status": record.status,
+            "attempt": record.attempt,
+            "leased_by": record.leased_by,
+            "lease_until": record.lease_until,
+        }
+        changes = {"status": "failed", "error": error, "finished_at": self._clock(), **_NO_LEASE}
+        with _converted():
+            result = self._executions.update_one(condition, {"$set": changes})
+        if result.matched_count and self._keep_finished is not None:
+            self._forget_oldest_finished(record.id)
+        return bool(result.matched_count)
+
+    def _fenced_update(self, lease: Lease, update: dict[str, Any], read_back: bool = False) -> Any:
+        """Apply ``update`` only while ``lease`` holds: running, this holder, this attempt."""
+        fence = {
+            "_id": lease.execution_id,
+            "status": "running",
+            "leased_by": lease.owner,
+            "attempt": lease.attempt,
+        }
+        with _converted():
+            if read_back:
+                doc = self._executions.find_one_and_update(
+                    fence, update, return_document=pymongo.ReturnDocument.AFTER
+                )
+                return None if doc is None else ExecutionRecord.from_document(doc)
+            return self._executions.update_one(fence, update).matched_count > 0
+
+    def _forget_oldest_finished(self, execution_id: str) -> None:
+        """Note a finished execution; drop the oldest finished ones past ``keep_finished``."""
+        assert self._keep_finished is not None
+        with self._finished_lock:
+            self._finished_order.append(execution_id)
+            doomed = []
+            while len(self._finished_order) > self._keep_finished:
+                doomed.append(self._finished_order.popleft())
+        for old in doomed:
+            with _converted():
+                # Only while still finished: a replay may have reopened it since.
+                self._executions.delete_one({"_id": old, "status": {"$in": list(FINAL_STATUSES)}})
 
     def get_execution(self, execution_id: str) -> ExecutionRecord:
         with _converted():
@@ -521,14 +770,29 @@ class Catalogue:
         """Store a dead letter; ``id`` and ``created_at`` are given if empty."""
         now = record.created_at or self._clock()
         record = dataclasses.replace(
-            record,
-            # Time first and a counter for the same millisecond: ids sort oldest first.
-            id=record.id or f"{now:%Y%m%dT%H%M%S%f}-{next(_SEQUENCE):08d}-{self._ids()[:8]}",
-            created_at=now,
+            record, id=record.id or self._dead_letter_id(now), created_at=now
         )
         with _converted():
             self._deadletters.insert_one(record.to_document())
         return record
+
+    def dead_letter_execution(
+        self, execution_id: str, record: DeadLetterRecord
+    ) -> DeadLetterRecord | None:
+        """Name a dead letter on a finished execution, then store it; None if one is named.
+
+        The execution is marked first (``mark_dead_lettered``, once), so two
+        listeners that both find its last attempt failed never both dead-letter it.
+        """
+        now = record.created_at or self._clock()
+        record = dataclasses.replace(record, id=record.id or self._dead_letter_id(now))
+        if not self.mark_dead_lettered(execution_id, record.id):
+            return None
+        return self.add_dead_letter(record)
+
+    def _dead_letter_id(self, now: datetime) -> str:
+        # Time first and a counter for the same millisecond: ids sort oldest first.
+        return f"{now:%Y%m%dT%H%M%S%f}-{next(_SEQUENCE):08d}-{self._ids()[:8]}"
 
     def get_dead_letter(self, dead_letter_id: str) -> DeadLetterRecord:
         with _converted():
@@ -572,6 +836,10 @@ class Catalogue:
         items = [record_type.from_document(doc) for doc in docs[:limit]]
         next_marker = items[-1].id if len(docs) > limit else None
         return Page(items, next_marker)
+
+
+def _version_id(function_id: str, version: int) -> str:
+    return f"{function_id}:v{version}"
 
 
 def _code_fields(info: PackageInfo) -> dict[str, Any]:
@@ -638,7 +906,7 @@ def connect(mongo_url: str | None, database: str, keep_finished: int | None = No
 
         db = embedded_database(database, indexed=COLLECTIONS)
         # Every write goes through this one object, so it may cache matches.
-        catalogue = Catalogue(db, cache_matches=True, keep_finished=keep_finished)
+        catalogue = Catalogue(db, cache_matches=True, keep_finished=keep_finished, kind="memory")
     catalogue.ensure_indexes()
     return catalogue
 

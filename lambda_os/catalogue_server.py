@@ -9,6 +9,7 @@ real-server suites against one. Production names a real MongoDB in
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -42,6 +43,19 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
+
+
+_PR_SET_PDEATHSIG = 1
+# Loaded here, in the parent: between fork and exec the child only makes the call.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when our process dies, even by SIGKILL, so no server is orphaned."""
+    try:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except AttributeError:
+        pass  # no prctl (not Linux): stop() still ends it
 
 
 class CatalogueServer:
@@ -91,6 +105,8 @@ class CatalogueServer:
             stderr=self._log,
             # Its own process group: a Ctrl-C meant for us reaches it through stop() only.
             start_new_session=True,
+            # Safe with threads here: it calls one C function, loaded before the fork.
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -136,17 +136,19 @@ def _storable(document: dict[str, Any]) -> Document | None:
 
 
 _MISSING = object()
-_TEXT_OR_NULL = (str, type(None))
+# ``type(x) is int`` leaves bool out: MongoDB does not match true against 1.
+_TEXT_OR_NULL = (str, int, type(None))
 
 
 def _plain_equality(filter: Mapping[str, Any], document: Document) -> bool | None:
-    """Whether ``document`` meets ``filter``, when that is only text or null equalities.
+    """Whether ``document`` meets ``filter``, when that is only text, integer or null equalities.
 
     The lease's conditions (``status`` and ``leased_by`` equal to a string, or to
-    null) are all the event path asks besides the id, and ``filter_applies`` spends
-    more on them than the rest of a write. Here a condition ``{field: text or None}``
-    on a stored top-level value that is itself text, null or missing is decided as
-    MongoDB does (null also matches a missing field). None for anything else (a
+    null; ``attempt`` equal to an integer) are all the event path asks besides the
+    id, and ``filter_applies`` spends more on them than the rest of a write. Here a
+    condition ``{field: text, int or None}`` on a stored top-level value that is
+    itself one of those or missing is decided as MongoDB does (null also matches a
+    missing field). None for anything else (a
     name that is not plain text, an operator, a dotted path, a stored list, which
     MongoDB matches element-wise, any other type): ``filter_applies`` judges those.
     """

@@ -62,3 +62,9 @@ class InvalidEvent(PermanentError):
     """
 
     title = "Invalid event"
+
+
+class LeaseLost(LambdaError):
+    """This listener no longer holds the execution's lease: another runs it, so this run stops."""
+
+    title = "Lease lost"

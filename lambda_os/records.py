@@ -141,7 +141,8 @@ class ExecutionRecord(Stored):
     (status, error, timings) when it was retried or cut off. ``first_attempt`` is
     where the current retry budget starts (a replay from the dead letters starts
     a new one). ``lease_until`` and ``leased_by`` say which listener runs it now
-    and until when; they stay out of the API.
+    and until when; ``swept_at`` when the sweeper last put its work back on the
+    queue. Those three stay out of the API.
     """
 
     id: str
@@ -168,6 +169,7 @@ class ExecutionRecord(Stored):
     dead_letter_id: str | None = None
     lease_until: datetime | None = None
     leased_by: str | None = None
+    swept_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -189,11 +191,12 @@ class ExecutionRecord(Stored):
         return out
 
 
-# In declaration order, without what stays internal (the lease and the retry budget's start).
+# In declaration order, without what stays internal (the lease, the sweep, the retry
+# budget's start).
 _API_EXECUTION_FIELDS = tuple(
     f.name
     for f in dataclasses.fields(ExecutionRecord)
-    if f.name not in ("lease_until", "leased_by", "first_attempt")
+    if f.name not in ("lease_until", "leased_by", "first_attempt", "swept_at")
 )
 
 DEAD_LETTER_KINDS = ("malformed", "retries exhausted", "internal error")
@@ -237,3 +240,24 @@ class DeadLetterRecord(Stored):
 
 def _iso_values(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: iso(v) if isinstance(v, datetime) else v for k, v in entry.items()}
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A listener's hold on one running execution: the fencing token of every write by its run.
+
+    ``attempt`` is part of it: a takeover raises the attempt, so even a holder
+    with the same name (a listener that took the record back later) cannot write
+    with a token from an earlier run.
+    """
+
+    execution_id: str
+    owner: str
+    attempt: int
+    until: datetime
+
+    @classmethod
+    def of(cls, record: ExecutionRecord) -> Lease:
+        if record.status != "running" or record.leased_by is None or record.lease_until is None:
+            raise ValueError(f"execution {record.id} is {record.status}, not leased")
+        return cls(record.id, record.leased_by, record.attempt, record.lease_until)

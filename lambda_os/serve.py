@@ -3,24 +3,30 @@
 This is the one place that chooses implementations: the catalogue (MongoDB or the
 in-memory one), the provisioner backend (Docker), the broker clients (pika). The
 API is always served by gunicorn. In ``standalone`` mode it runs one gthread
-worker, and the listener runs as a thread inside that worker, so the API and the
-listener share one in-memory catalogue in one process.
+worker, and the listener runs as a thread inside that worker. Without
+``MONGO_URL``, ``standalone`` starts a FerretDB server of its own on loopback, its
+data under the state directory, and the worker uses it as any MongoDB; with
+``--embedded-catalogue memory`` the API and the listener share an in-memory
+catalogue in that one process instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import falcon
 from gunicorn.app.base import BaseApplication
 
 from lambda_os.catalogue import Catalogue, connect
+from lambda_os.catalogue_server import CatalogueServer, CatalogueServerError
 from lambda_os.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
@@ -65,6 +71,35 @@ def _catalogue(settings: Settings) -> Catalogue:
             "MONGO_URL is not set: using the in-memory catalogue; nothing survives a restart"
         )
     return connect(settings.mongo_url, settings.mongo_db, settings.embedded_executions_kept)
+
+
+EMBEDDED_CATALOGUES = ("ferretdb", "memory")
+
+
+def _embedded_server(settings: Settings) -> CatalogueServer | None:
+    """Without ``MONGO_URL``: the FerretDB server ``standalone`` keeps its catalogue in.
+
+    Its data lives under the state directory, so functions and executions survive
+    a crashed API worker (gunicorn starts a new one on the same data) and a
+    restart. None for ``--embedded-catalogue memory``, the stated fallback.
+    """
+    if settings.mongo_url or settings.embedded_catalogue == "memory":
+        return None
+    if settings.embedded_catalogue not in EMBEDDED_CATALOGUES:
+        raise SystemExit(
+            f"--embedded-catalogue must be one of {', '.join(EMBEDDED_CATALOGUES)}, "
+            f"not {settings.embedded_catalogue!r}"
+        )
+    state = Path(settings.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    log = open(state / "ferretdb.log", "ab")  # noqa: SIM115 - the server writes it while it runs
+    server = CatalogueServer(state / "catalogue", log=log)
+    try:
+        server.start()
+    except CatalogueServerError as exc:
+        log.close()
+        raise SystemExit(f"{exc}; or run with --embedded-catalogue memory") from exc
+    return server
 
 
 def _provisioner(settings: Settings) -> Any:
@@ -151,6 +186,7 @@ def run_standalone(settings: Settings) -> int:
             settings,
             invoker=Invoker(catalogue, provisioner, publisher),
             replayer=Replayer(catalogue, publisher),
+            listener_state=listener.state,
         )
 
     def worker_exit(server: Any, worker: Any) -> None:
@@ -163,6 +199,9 @@ def run_standalone(settings: Settings) -> int:
     options = _gunicorn_options(settings, workers=1)
     options["worker_exit"] = worker_exit
     master = os.getpid()
+    server = _embedded_server(settings)
+    if server is not None:
+        settings = dataclasses.replace(settings, mongo_url=server.url)
     try:
         GunicornServer(factory, options).run()
     except SystemExit as exc:  # gunicorn's master ends with sys.exit, 0 after a SIGTERM
@@ -170,6 +209,9 @@ def run_standalone(settings: Settings) -> int:
         if os.getpid() != master or not listener_failed.value:
             raise
         LOGGER.error("stopped because the listener stopped (exit status %s)", exc.code)
+    finally:
+        if server is not None and os.getpid() == master:
+            server.stop()
     return EXIT_LISTENER_FAILED if listener_failed.value else 0
 
 

@@ -37,6 +37,9 @@ class Settings:
     pool_size: int = 2
     host_memory_mb: int = 8192
     embedded_executions_kept: int = 10_000
+    embedded_catalogue: str = "ferretdb"
+    sweep_interval_s: float = 15.0
+    sweep_queued_after_s: float = 300.0
     log_level: str = "INFO"
 
     @classmethod
@@ -85,8 +88,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "mongo_url",
         "MONGO_URL",
-        "MongoDB connection URL; when unset, an in-memory catalogue is used "
-        "and nothing survives a restart",
+        "MongoDB connection URL; when unset, `standalone` runs its own catalogue "
+        "(see LAMBDA_OS_EMBEDDED_CATALOGUE)",
     ),
     Option("mongo_db", "MONGO_DB", "MongoDB database name"),
     Option("amqp_url", "AMQP_URL", "RabbitMQ connection URL"),
@@ -136,6 +139,24 @@ OPTIONS: tuple[Option, ...] = (
         "LAMBDA_OS_EMBEDDED_EXECUTIONS_KEPT",
         "with the in-memory catalogue only: finished executions kept, newest first, so "
         "memory stays flat (a real MongoDB keeps them all)",
+    ),
+    Option(
+        "embedded_catalogue",
+        "LAMBDA_OS_EMBEDDED_CATALOGUE",
+        "without MONGO_URL, `standalone`'s catalogue: `ferretdb` (a FerretDB server of its own, "
+        "kept under the state directory: survives crashes and restarts) or `memory` (in this "
+        "process only)",
+    ),
+    Option(
+        "sweep_interval_s",
+        "LAMBDA_OS_SWEEP_INTERVAL_S",
+        "seconds between the listener's sweeps for executions whose work was lost",
+    ),
+    Option(
+        "sweep_queued_after_s",
+        "LAMBDA_OS_SWEEP_QUEUED_AFTER_S",
+        "seconds a queued execution may wait (past its retry time) before the sweeper "
+        "publishes its event again",
     ),
     Option(
         "log_level",

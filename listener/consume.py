@@ -68,6 +68,7 @@ REASON_HEADER = "x-lambda-reason"
 EVENT_ID_HEADER = "x-lambda-event-id"
 ATTEMPT_HEADER = "x-lambda-attempt"
 DEAD_LETTER_ID_HEADER = "x-lambda-dead-letter-id"
+DEFERRALS_HEADER = "x-lambda-deferrals"
 # Replies carry the records as the API returns them; ``str`` covers any value JSON lacks.
 _REPLY_JSON = json.JSONEncoder(default=str)
 COUNTER_NAMES = (
@@ -78,17 +79,20 @@ COUNTER_NAMES = (
     "dead_lettered",
     "executions",
     "retries",
+    "deferred",
     "requeued",
     "replies",
 )
 
 
 class DeadLetterStore(Protocol):
-    """Where dead letters are recorded (the catalogue)."""
+    """Where dead letters are recorded (the catalogue); called on worker threads only."""
 
     def add_dead_letter(self, record: DeadLetterRecord) -> DeadLetterRecord: ...
 
-    def update_execution(self, execution_id: str, changes: dict[str, Any]) -> ExecutionRecord: ...
+    def dead_letter_execution(
+        self, execution_id: str, record: DeadLetterRecord
+    ) -> DeadLetterRecord | None: ...
 
 
 class TopologyError(LambdaError):
@@ -142,13 +146,27 @@ class EventGuard:
 
 
 class _Finished(NamedTuple):
-    """A worker's finished (or cancelled) future, waiting for the connection's thread."""
+    """A worker's finished (or cancelled) future, waiting for the connection's thread.
+
+    ``event`` is None for a malformed message, whose future holds the id of its
+    dead letter in the catalogue (or None).
+    """
 
     tag: int
     properties: Any
     body: bytes
-    event: Event
+    event: Event | None
     future: Future
+    reason: str = ""
+
+
+class Exhausted(NamedTuple):
+    """A step whose last attempt failed, with the dead letter a worker recorded for it."""
+
+    step: Step
+    body: bytes
+    properties: Any
+    dead_letter_id: str | None
 
 
 class Session:
@@ -244,7 +262,14 @@ class Session:
         try:
             event = parse_event(body, message_id=properties.message_id)
         except InvalidEvent as exc:
-            self._dead_letter(tag, properties, body, exc.description, label, kind="malformed")
+            # The catalogue copy is written on a worker: never catalogue I/O on this thread.
+            self._pending += 1
+            future = self._pool.submit(
+                self._record_dead_letter, "malformed", exc.description, body, properties, None
+            )
+            future.add_done_callback(
+                functools.partial(self._done_malformed, tag, properties, body, exc.description)
+            )
             return
         attempt = (properties.headers or {}).get(ATTEMPT_HEADER)
         if isinstance(attempt, int) and attempt >= 1 and event.function_id is not None:
@@ -260,7 +285,7 @@ class Session:
             tag,
         )
         self._pending += 1
-        future = self._pool.submit(self._work, event)
+        future = self._pool.submit(self._work, event, properties)
         future.add_done_callback(functools.partial(self._done, tag, properties, body, event))
 
     def _settle(self) -> None:
@@ -272,15 +297,21 @@ class Session:
         with self._finished_lock:
             batch = list(self._finished)
             self._finished.clear()
-        for tag, properties, body, event, future in batch:
+        for tag, properties, body, event, future, reason in batch:
             self._pending -= 1
+            label = event.id if event is not None else properties.message_id or f"(delivery {tag})"
             if not self._channel.is_open:
                 LOGGER.info(
-                    "event %s: channel closed before the ack; it will be redelivered", event.id
+                    "event %s: channel closed before the ack; it will be redelivered", label
                 )
                 continue
-            with self._safety_net(tag, properties, body, event.id):
-                self._conclude(tag, properties, body, event, future)
+            with self._safety_net(tag, properties, body, label):
+                if event is None:
+                    self._dead_letter(
+                        tag, properties, body, reason, label, "malformed", _stored_id(future)
+                    )
+                else:
+                    self._conclude(tag, properties, body, event, future)
         if batch:
             # Nested in pika's dispatch this only flushes: the output buffer, then one poll.
             self._connection.process_data_events(time_limit=0)
@@ -293,14 +324,13 @@ class Session:
             return
         error = future.exception()
         if error is None:
-            steps = future.result()
+            steps, exhausted = future.result()
             if not self._publish_retries(properties, event, steps):
                 self._counters.add("requeued")
                 self._channel.basic_nack(tag, requeue=True)
                 return
-            for step in steps:
-                if step.dead_letter is not None:
-                    self._dead_letter_exhausted(properties, event, step)
+            for item in exhausted:
+                self._dead_letter_exhausted(event, item)
             if properties.reply_to:
                 self._reply(properties, event, [step.record for step in steps if step.reply])
             _unflushed(self._channel).basic_ack(tag)  # after the replies; ``_settle`` flushes
@@ -343,19 +373,32 @@ class Session:
         return True
 
     def _publish_retries(self, properties: Any, event: Event, steps: list[Step]) -> bool:
-        """Publish a retry message for each step that queued another attempt; False on refusal.
+        """Publish the delayed messages the steps ask for; False on refusal.
 
-        The message is the event addressed to that one function, with the attempt
-        in ``x-lambda-attempt``, into the delay queue for that attempt; it comes
+        A step that queued another attempt gets the event addressed to that one
+        function, with the attempt in ``x-lambda-attempt``, in the delay queue for
+        that attempt. A deferred step (another listener holds the run's lease) gets
+        the same without an attempt, in a delay queue that doubles with each
+        deferral (``x-lambda-deferrals``): it looks again once the holder should
+        have finished or its lease lapsed, holding no worker meanwhile. Each comes
         back to the events queue when its TTL ends. On refusal the caller requeues
         the original: its redelivery runs the queued records at once.
         """
-        for step in (step for step in steps if step.retry):
+        for step in steps:
+            if not (step.retry or step.defer):
+                continue
             record = step.record
             headers = own_headers(properties.headers)
-            headers[ATTEMPT_HEADER] = record.attempt
+            if step.retry:
+                headers[ATTEMPT_HEADER] = record.attempt
+                headers.pop(DEFERRALS_HEADER, None)
+                queue = self._topology.retry_queue(record.attempt)
+            else:
+                headers.pop(ATTEMPT_HEADER, None)
+                deferrals = _count(headers.get(DEFERRALS_HEADER)) + 1
+                headers[DEFERRALS_HEADER] = deferrals
+                queue = self._topology.retry_queue(deferrals + 1)
             copy = _copy_properties(properties, headers, message_id=event.id)
-            queue = self._topology.retry_queue(record.attempt)
             try:
                 self._out.basic_publish(
                     exchange="",
@@ -366,50 +409,43 @@ class Session:
                 )
             except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
                 LOGGER.error(
-                    "event %s: delay queue %s refused the retry of execution %s (%r); requeueing",
+                    "event %s: delay queue %s refused the message for execution %s (%r); "
+                    "requeueing",
                     event.id,
                     queue,
                     record.id,
                     exc,
                 )
                 return False
-            self._counters.add("retries")
+            self._counters.add("retries" if step.retry else "deferred")
             LOGGER.info(
-                "event %s: attempt %d of execution %s waits in %s",
+                "event %s: %s of execution %s waits in %s",
                 event.id,
-                record.attempt,
+                f"attempt {record.attempt}" if step.retry else "the next look",
                 record.id,
                 queue,
             )
         return True
 
-    def _dead_letter_exhausted(self, properties: Any, event: Event, step: Step) -> None:
-        """Dead-letter the event for the function whose last attempt failed."""
-        record = step.record
-        reason = step.dead_letter or "retries exhausted"
-        body = _addressed_body(event, record.function_id)
-        headers = own_headers(properties.headers)
-        headers.pop(ATTEMPT_HEADER, None)
-        copy = _copy_properties(properties, headers, message_id=event.id)
-        stored = self._record_dead_letter(
-            "retries exhausted", reason, body, copy, event.id, record.function_id, record.id
-        )
+    def _dead_letter_exhausted(self, event: Event, item: Exhausted) -> None:
+        """Publish the dead letter a worker recorded for the function whose last attempt failed."""
+        reason = item.step.dead_letter or "retries exhausted"
         self._counters.add("dead_lettered")
         LOGGER.warning(
-            "event %s: dead-lettered for function %s: %s", event.id, record.function_id, reason
+            "event %s: dead-lettered for function %s: %s",
+            event.id,
+            item.step.record.function_id,
+            reason,
         )
-        if not self._publish_dead_letter(copy, body, reason, event.id, stored):
+        if not self._publish_dead_letter(
+            item.properties, item.body, reason, event.id, item.dead_letter_id
+        ):
             LOGGER.error(
                 "event %s: the dead-letter queue refused the dead letter; the catalogue keeps it",
                 event.id,
             )
-        if self._dead_letters is not None:
-            try:
-                self._dead_letters.update_execution(
-                    record.id, {"dead_letter_id": stored or "unrecorded"}
-                )
-            except LambdaError as exc:
-                LOGGER.error("event %s: cannot mark the dead letter: %s", event.id, exc)
+
+    # -- on worker threads ------------------------------------------------------
 
     def _record_dead_letter(
         self,
@@ -418,21 +454,12 @@ class Session:
         body: bytes,
         properties: Any,
         event_id: str | None,
-        function_id: str | None = None,
-        execution_id: str | None = None,
     ) -> str | None:
-        """Keep the dead letter in the catalogue; its id, or None if that failed."""
+        """Keep a dead letter in the catalogue; its id, or None if that failed."""
         if self._dead_letters is None:
             return None
         record = dead_letter_record(
-            kind,
-            reason,
-            body,
-            properties,
-            self._topology.events_queue,
-            event_id,
-            function_id,
-            execution_id,
+            kind, reason, body, properties, self._topology.events_queue, event_id
         )
         try:
             return self._dead_letters.add_dead_letter(record).id
@@ -440,6 +467,40 @@ class Session:
             # The message still reaches the dead-letter queue; only the catalogue copy is lost.
             LOGGER.error("event %s: cannot record the dead letter: %s", event_id, exc.description)
             return None
+
+    def _record_exhausted(self, properties: Any, event: Event, step: Step) -> Exhausted | None:
+        """Record the dead letter of a step whose last attempt failed; None if one exists.
+
+        The catalogue names it on the execution first, so of two listeners that
+        both find the last attempt failed (a redelivery), only one dead-letters it.
+        """
+        record = step.record
+        body = _addressed_body(event, record.function_id)
+        headers = own_headers(properties.headers)
+        headers.pop(ATTEMPT_HEADER, None)
+        headers.pop(DEFERRALS_HEADER, None)
+        copy = _copy_properties(properties, headers, message_id=event.id)
+        if self._dead_letters is None:
+            return Exhausted(step, body, copy, None)
+        letter = dead_letter_record(
+            "retries exhausted",
+            step.dead_letter or "retries exhausted",
+            body,
+            copy,
+            self._topology.events_queue,
+            event.id,
+            record.function_id,
+            record.id,
+        )
+        try:
+            stored = self._dead_letters.dead_letter_execution(record.id, letter)
+        except LambdaError as exc:
+            LOGGER.error("event %s: cannot record the dead letter: %s", event.id, exc.description)
+            return Exhausted(step, body, copy, None)
+        if stored is None:
+            LOGGER.info("event %s: execution %s is dead-lettered already", event.id, record.id)
+            return None
+        return Exhausted(step, body, copy, stored.id)
 
     def _publish_dead_letter(
         self,
@@ -490,9 +551,7 @@ class Session:
             LOGGER.error("event %s: handling the message failed", event_id, exc_info=error)
             reason = f"internal error: {type(error).__name__}: {error}"
             try:
-                self._dead_letter(
-                    tag, properties, body, reason, event_id, kind="internal error", record=False
-                )
+                self._dead_letter(tag, properties, body, reason, event_id, kind="internal error")
             except pika.exceptions.AMQPError:
                 raise
             except Exception as again:
@@ -513,14 +572,11 @@ class Session:
         reason: str,
         event_id: str,
         kind: str,
-        record: bool = True,
+        stored: str | None = None,
     ) -> None:
+        """Publish a dead letter (``stored``: its id in the catalogue, if a worker kept it), ack."""
         self._counters.add("dead_lettered")
         LOGGER.warning("event %s: dead-lettered: %s", event_id, reason)
-        known_id = None if kind == "malformed" else event_id
-        stored = None
-        if record:
-            stored = self._record_dead_letter(kind, reason, body, properties, known_id)
         if not self._publish_dead_letter(properties, body, reason, event_id, stored):
             LOGGER.error(
                 "event %s: rejecting the message to the queue's dead-letter exchange, "
@@ -569,31 +625,46 @@ class Session:
             properties=reply_properties,
         )
 
-    # -- on worker threads ------------------------------------------------------
-
-    def _work(self, event: Event) -> list[Step]:
+    def _work(self, event: Event, properties: Any) -> tuple[list[Step], list[Exhausted]]:
         with self._guard.hold(event.id):
             try:
-                records = self._handle(event)
+                steps = self._handle(event)
             except TransientError:
                 # Pause before the requeue so an engine outage does not spin the event
                 # round the broker; this holds a worker, not the connection's thread.
                 self._halt.wait(self._transient_delay_s)
                 raise
-        if records:
+            exhausted = [
+                item
+                for item in (
+                    self._record_exhausted(properties, event, step)
+                    for step in steps
+                    if step.dead_letter is not None
+                )
+                if item is not None
+            ]
+        if steps:
             self._counters.add("matched")
-            self._counters.add("executions", len(records))
+            self._counters.add("executions", len(steps))
         else:
             self._counters.add("no_match")
             LOGGER.info(
                 "event %s: no function for %s/%s", event.id, event.event_source, event.event_type
             )
-        return records
+        return steps, exhausted
+
+    def _done_malformed(
+        self, tag: int, properties: Any, body: bytes, reason: str, future: Future
+    ) -> None:
+        self._queue_finished(_Finished(tag, properties, body, None, future, reason))
 
     def _done(self, tag: int, properties: Any, body: bytes, event: Event, future: Future) -> None:
+        self._queue_finished(_Finished(tag, properties, body, event, future))
+
+    def _queue_finished(self, finished: _Finished) -> None:
         with self._finished_lock:
             first = not self._finished
-            self._finished.append(_Finished(tag, properties, body, event, future))
+            self._finished.append(finished)
         if not first:
             return  # the call scheduled for the first one in the queue settles this one too
         try:
@@ -606,8 +677,24 @@ class Session:
                 LOGGER.info(
                     "event %s: connection gone before the ack; the broker will redeliver it "
                     "and its stored records make that harmless",
-                    item.event.id,
+                    item.event.id if item.event is not None else item.properties.message_id,
                 )
+
+
+def _stored_id(future: Future) -> str | None:
+    """The dead letter's id a worker stored, or None if that failed (it was logged)."""
+    if future.cancelled():
+        return None
+    error = future.exception()
+    if error is not None:
+        LOGGER.error("recording a dead letter failed", exc_info=error)
+        return None
+    return future.result()
+
+
+def _count(value: Any) -> int:
+    """A counter header as we wrote it, or 0 for anything else."""
+    return value if type(value) is int and value >= 0 else 0
 
 
 def _unflushed(channel: Any) -> Any:

@@ -37,6 +37,7 @@ cannot help and the user must see why.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -48,10 +49,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from lambda_os.errors import LambdaError, TransientError
+from lambda_os.errors import LambdaError, LeaseLost, NotFound, PermanentError, TransientError
 from lambda_os.records import (
     ExecutionRecord,
     FunctionRecord,
+    Lease,
     execution_id_for,
     utcnow,
     with_changes,
@@ -68,8 +70,14 @@ MAX_STORED_EVENT_BYTES = 64 * 1024
 # holds its executions this long, then another takes them over.
 LEASE_MARGIN_S = 60.0
 CANNOT_RUN = "cannot run"
-# Reasons the platform writes itself (not a run of the function): never retried.
-NOT_RETRIED = frozenset({CANNOT_RUN, "not queued", "unavailable"})
+INTERNAL_ERROR = "internal error"
+NOT_STORABLE = "not storable"
+# Reasons the platform writes itself (not a run of the function): never retried, and
+# not dead-lettered either, since the record says all there is and a replay cannot help.
+NOT_RETRIED = frozenset({CANNOT_RUN, "not queued", "unavailable", "function deleted"})
+# Failures of the platform itself: never retried, but dead-lettered, so an operator
+# sees them and can replay the event once the fault is fixed.
+PLATFORM_FAULTS = frozenset({INTERNAL_ERROR, NOT_STORABLE})
 NO_LEASE = {"lease_until": None, "leased_by": None}
 MAX_REASON_DETAIL = 300
 # An error's message and traceback as stored, each: a function can raise with any
@@ -79,29 +87,33 @@ MAX_ERROR_TEXT_CHARS = 16 * 1024
 
 
 class ExecutionStore(Protocol):
-    """The part of the catalogue an execution needs."""
+    """The part of the catalogue an execution needs: its state machine's transitions."""
 
-    def claim_execution(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bool]: ...
-
-    def acquire_execution(
-        self, execution_id: str, owner: str, now: datetime, lease_until: datetime
-    ) -> ExecutionRecord | None: ...
+    def create_execution(self, record: ExecutionRecord) -> tuple[ExecutionRecord, bool]: ...
 
     def start_execution(
         self, record: ExecutionRecord, owner: str, now: datetime, lease_until: datetime
     ) -> tuple[ExecutionRecord, bool]: ...
 
-    def finish_execution(self, execution_id: str, owner: str, changes: dict[str, Any]) -> bool: ...
+    def acquire_execution(
+        self, execution_id: str, owner: str, now: datetime, lease_until: datetime
+    ) -> ExecutionRecord | None: ...
 
-    def renew_lease(self, execution_id: str, owner: str, lease_until: datetime) -> bool: ...
+    def renew_lease(self, lease: Lease, lease_until: datetime) -> Lease | None: ...
+
+    def finish_execution(self, lease: Lease, changes: dict[str, Any]) -> bool: ...
+
+    def retry_execution(
+        self, lease: Lease, changes: dict[str, Any], previous: dict[str, Any]
+    ) -> ExecutionRecord | None: ...
+
+    def release_execution(self, lease: Lease) -> bool: ...
 
     def get_execution(self, execution_id: str) -> ExecutionRecord: ...
 
-    def update_execution(
-        self, execution_id: str, changes: dict[str, Any], push: dict[str, Any] | None = None
-    ) -> ExecutionRecord: ...
-
     def get_package(self, function: FunctionRecord) -> Any: ...
+
+    def get_function_version(self, function_id: str, version: int) -> FunctionRecord: ...
 
 
 @dataclass(frozen=True)
@@ -109,13 +121,17 @@ class Step:
     """What one delivery did to one execution, and what the listener does about it.
 
     ``retry``: this delivery queued the next attempt (``record.attempt``); publish
-    the retry message to its delay queue. ``dead_letter``: the last attempt
-    failed; dead-letter the event for this function with this reason. ``reply``:
-    the record goes to ``reply_to`` (only final records, and not for a stale retry).
+    the retry message to its delay queue. ``defer``: another listener holds the
+    run's lease; publish the event for this function to a delay queue and look
+    again then (never a nack-and-requeue, which would spin). ``dead_letter``: the
+    last attempt failed; dead-letter the event for this function with this reason.
+    ``reply``: the record goes to ``reply_to`` (only final records, and not for a
+    stale retry).
     """
 
     record: ExecutionRecord
     retry: bool = False
+    defer: bool = False
     dead_letter: str | None = None
     reply: bool = True
 
@@ -144,7 +160,7 @@ def claim(
     event: Event,
 ) -> tuple[ExecutionRecord, bool]:
     """The execution record for (event, function): a new ``queued`` one, or the stored one."""
-    return catalogue.claim_execution(new_record(function, event))
+    return catalogue.create_execution(new_record(function, event))
 
 
 def new_record(function: FunctionRecord, event: Event) -> ExecutionRecord:
@@ -161,53 +177,72 @@ def new_record(function: FunctionRecord, event: Event) -> ExecutionRecord:
     )
 
 
+@dataclass(frozen=True)
+class _Run:
+    """Everything one delivery of one (event, function) works with."""
+
+    catalogue: ExecutionStore
+    provisioner: Provisioner
+    function: FunctionRecord
+    event: Event
+    clock: Callable[[], datetime]
+    owner: str
+    lease_margin_s: float
+    retry_delay_s: Callable[[int], float] | None
+
+    @property
+    def retries(self) -> bool:
+        return self.retry_delay_s is not None
+
+    def lease_until(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.function.timeout_s + self.lease_margin_s)
+
+
+def _run_of(
+    catalogue: ExecutionStore,
+    provisioner: Provisioner,
+    function: FunctionRecord,
+    event: Event,
+    clock: Callable[[], datetime],
+    owner: str | None = None,
+    lease_margin_s: float = LEASE_MARGIN_S,
+    retry_delay_s: Callable[[int], float] | None = None,
+) -> _Run:
+    return _Run(
+        catalogue,
+        provisioner,
+        function,
+        event,
+        clock,
+        owner or process_owner(),
+        lease_margin_s,
+        retry_delay_s,
+    )
+
+
 def start_step(
     catalogue: ExecutionStore,
     provisioner: Provisioner,
     function: FunctionRecord,
     event: Event,
     clock: Callable[[], datetime] = utcnow,
-    *,
-    owner: str | None = None,
-    lease_margin_s: float = LEASE_MARGIN_S,
-    retry_delay_s: Callable[[int], float] | None = None,
+    **options: Any,
 ) -> Step:
     """``claim`` then ``execute_step``, with one write fewer when (event, function) is new.
 
     Nearly every delivery is an event's first: its record is inserted already
     running under this listener's lease (``start_execution``). A redelivery or a
-    retry message finds the stored record and goes the long way.
+    retry message finds the stored record and goes the long way. ``options`` are
+    ``execute_step``'s keywords.
     """
-    owner = owner or process_owner()
+    run = _run_of(catalogue, provisioner, function, event, clock, **options)
     now = clock()
-    lease_until = now + timedelta(seconds=function.timeout_s + lease_margin_s)
     record, created = catalogue.start_execution(
-        new_record(function, event), owner, now, lease_until
+        new_record(function, event), run.owner, now, run.lease_until(now)
     )
     if not created:
-        return execute_step(
-            catalogue,
-            provisioner,
-            function,
-            event,
-            record,
-            clock,
-            owner=owner,
-            lease_margin_s=lease_margin_s,
-            retry_delay_s=retry_delay_s,
-        )
-    return _run_leased(
-        catalogue,
-        provisioner,
-        function,
-        event,
-        record,
-        clock,
-        owner,
-        now,
-        lease_margin_s,
-        retry_delay_s,
-    )
+        return _step(run, record)
+    return _run_leased(run, record, now)
 
 
 def run_execution(
@@ -258,8 +293,16 @@ def execute_step(
     ``retry_delay_s(attempt)`` is the backoff before ``attempt``; when given, a
     failed run with retries left queues the next attempt (``Step.retry``) and one
     without ends the record and asks for a dead letter (``Step.dead_letter``).
+    A record another listener holds under a live lease is not run: ``Step.defer``.
     """
-    retries = retry_delay_s is not None
+    run = _run_of(
+        catalogue, provisioner, function, event, clock, owner, lease_margin_s, retry_delay_s
+    )
+    return _step(run, record)
+
+
+def _step(run: _Run, record: ExecutionRecord) -> Step:
+    event = run.event
     if event.attempt is not None and (record.finished or record.attempt != event.attempt):
         LOGGER.info(
             "event %s: retry message for attempt %d of execution %s is stale (%s, attempt %d)",
@@ -274,63 +317,61 @@ def execute_step(
         LOGGER.info(
             "event %s: function %s already has finished execution %s (%s); not running again",
             event.id,
-            function.id,
+            run.function.id,
             record.id,
             record.status,
         )
-        return Step(record, dead_letter=_exhausted(record) if retries else None)
-    now = clock()
-    owner = owner or process_owner()
-    lease_until = now + timedelta(seconds=function.timeout_s + lease_margin_s)
-    acquired = catalogue.acquire_execution(record.id, owner, now, lease_until)
+        return Step(record, dead_letter=_exhausted(record) if run.retries else None)
+    if record.function_version != run.function.version:
+        # Matched before a deploy (or retried across one): it runs the version it was made for.
+        try:
+            run = dataclasses.replace(
+                run,
+                function=run.catalogue.get_function_version(
+                    record.function_id, record.function_version
+                ),
+            )
+        except NotFound as exc:
+            LOGGER.warning("event %s: %s", event.id, exc.description)
+    now = run.clock()
+    acquired = run.catalogue.acquire_execution(record.id, run.owner, now, run.lease_until(now))
     if acquired is None:
-        current = catalogue.get_execution(record.id)
+        current = run.catalogue.get_execution(record.id)
         if current.finished:
-            return Step(current, dead_letter=_exhausted(current) if retries else None)
-        raise TransientError(
-            f"execution {record.id} is {current.status} under {current.leased_by!r} "
-            f"until {current.lease_until}; trying again later"
+            return Step(current, dead_letter=_exhausted(current) if run.retries else None)
+        LOGGER.info(
+            "event %s: execution %s is %s under %r until %s; looking again later",
+            event.id,
+            record.id,
+            current.status,
+            current.leased_by,
+            current.lease_until,
         )
-    return _run_leased(
-        catalogue,
-        provisioner,
-        function,
-        event,
-        acquired,
-        clock,
-        owner,
-        now,
-        lease_margin_s,
-        retry_delay_s,
-    )
+        return Step(current, defer=True)
+    return _run_leased(run, acquired, now)
 
 
-def _run_leased(
-    catalogue: ExecutionStore,
-    provisioner: Provisioner,
-    function: FunctionRecord,
-    event: Event,
-    record: ExecutionRecord,
-    clock: Callable[[], datetime],
-    owner: str,
-    now: datetime,
-    lease_margin_s: float,
-    retry_delay_s: Callable[[int], float] | None,
-) -> Step:
+def _run_leased(run: _Run, record: ExecutionRecord, now: datetime) -> Step:
     """Run an execution this listener leased at ``now``; store and return how it ended."""
-    retries = retry_delay_s is not None
+    catalogue, function, event = run.catalogue, run.function, run.event
+    lease = Lease.of(record)
 
     def renew_if_waited() -> None:
         # Waiting for capacity ate into the lease: give the run its whole timeout again.
-        started = clock()
-        if started - now > timedelta(seconds=lease_margin_s / 2):
-            until = started + timedelta(seconds=function.timeout_s + lease_margin_s)
-            if not catalogue.renew_lease(record.id, owner, until):
-                LOGGER.warning("event %s: lease on execution %s was lost", event.id, record.id)
+        nonlocal lease
+        started = run.clock()
+        if started - now > timedelta(seconds=run.lease_margin_s / 2):
+            renewed = catalogue.renew_lease(lease, run.lease_until(started))
+            if renewed is None:
+                raise LeaseLost(f"the lease on execution {record.id} lapsed while it waited")
+            lease = renewed
 
     invocation = _invocation(catalogue, function, event, record, started=renew_if_waited)
     try:
-        outcome = provisioner.run(invocation)
+        outcome = run.provisioner.run(invocation)
+    except LeaseLost as exc:
+        LOGGER.warning("event %s: %s; another listener runs it", event.id, exc.description)
+        return Step(catalogue.get_execution(record.id), reply=False)
     except TransientError:
         LOGGER.warning(
             "event %s: execution %s of function %s could not start; back to queued",
@@ -338,7 +379,7 @@ def _run_leased(
             record.id,
             function.id,
         )
-        catalogue.update_execution(record.id, {"status": "queued", "started_at": None, **NO_LEASE})
+        catalogue.release_execution(lease)
         raise
     except LambdaError as exc:
         LOGGER.error(
@@ -348,19 +389,30 @@ def _run_leased(
             function.id,
             exc.description,
         )
-        changes = {
-            "status": "failed",
-            "error": stored_error(
-                {"type": type(exc).__name__, "message": exc.description, "reason": CANNOT_RUN}
-            ),
-            "finished_at": clock(),
-            "duration_ms": 0.0,
+        error = {"type": type(exc).__name__, "message": exc.description, "reason": CANNOT_RUN}
+        return Step(_finish(run, record, lease, _failed_changes(run, error)))
+    except Exception as exc:
+        # A bug or a host fault we did not foresee: the record ends failed rather than
+        # stay running under a lease nobody renews. The details, host paths included,
+        # go to the log only.
+        LOGGER.error(
+            "event %s: execution %s of function %s failed in the platform",
+            event.id,
+            record.id,
+            function.id,
+            exc_info=exc,
+        )
+        error = {
+            "type": "InternalError",
+            "message": f"the platform failed to run it ({type(exc).__name__})",
+            "reason": INTERNAL_ERROR,
         }
-        return Step(_finish(catalogue, event, record, owner, changes))
+        final = _finish(run, record, lease, _failed_changes(run, error))
+        return Step(final, dead_letter=_exhausted(final) if run.retries else None)
     used = record.attempt - record.first_attempt + 1
-    if outcome.status != "succeeded" and retry_delay_s and used <= function.max_retries:
-        return _queue_retry(catalogue, function, event, record, outcome, clock, retry_delay_s)
-    final = _finish(catalogue, event, record, owner, _outcome_changes(outcome))
+    if outcome.status != "succeeded" and run.retry_delay_s and used <= function.max_retries:
+        return _queue_retry(run, record, lease, outcome, run.retry_delay_s)
+    final = _finish(run, record, lease, _outcome_changes(outcome))
     LOGGER.info(
         "event %s: execution %s of function %s v%d %s in %.0f ms (attempt %d)",
         event.id,
@@ -371,30 +423,56 @@ def _run_leased(
         outcome.duration_ms,
         final.attempt,
     )
-    return Step(final, dead_letter=_exhausted(final) if retries else None)
+    return Step(final, dead_letter=_exhausted(final) if run.retries else None)
+
+
+def _failed_changes(run: _Run, error: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "status": "failed",
+        "error": stored_error(error),
+        "finished_at": run.clock(),
+        "duration_ms": 0.0,
+    }
 
 
 def _finish(
-    catalogue: ExecutionStore,
-    event: Event,
-    record: ExecutionRecord,
-    owner: str,
-    changes: dict[str, Any],
+    run: _Run, record: ExecutionRecord, lease: Lease, changes: dict[str, Any]
 ) -> ExecutionRecord:
     """Store the run's outcome under this listener's lease; the record as it now stands.
 
     Built from the record we ran and the changes, with no read back. If the
     lease was lost meanwhile (this listener stalled past it and another took the
     run over), the outcome is dropped and the stored record comes back: the
-    newer run's owner writes the result.
+    newer run's owner writes the result. An outcome the catalogue refuses (a
+    document it cannot store) ends the record failed with that reason instead,
+    so it is never left running.
     """
-    if catalogue.finish_execution(record.id, owner, changes):
+    try:
+        stored = run.catalogue.finish_execution(lease, changes)
+    except PermanentError as exc:
+        LOGGER.error(
+            "event %s: the outcome of execution %s cannot be stored: %s",
+            run.event.id,
+            record.id,
+            exc.description,
+        )
+        changes = _failed_changes(
+            run,
+            {
+                "type": "NotStorable",
+                "message": f"the outcome could not be stored: {exc.description}",
+                "reason": NOT_STORABLE,
+            },
+        )
+        changes["logs"] = ""
+        stored = run.catalogue.finish_execution(lease, changes)
+    if stored:
         return with_changes(record, **changes, **NO_LEASE)
-    current = catalogue.get_execution(record.id)
+    current = run.catalogue.get_execution(record.id)
     LOGGER.warning(
         "event %s: lease on execution %s was lost before its outcome was stored; "
         "it is %s under %r, and this run's outcome (%s) is dropped",
-        event.id,
+        run.event.id,
         record.id,
         current.status,
         current.leased_by,
@@ -404,14 +482,13 @@ def _finish(
 
 
 def _queue_retry(
-    catalogue: ExecutionStore,
-    function: FunctionRecord,
-    event: Event,
+    run: _Run,
     record: ExecutionRecord,
+    lease: Lease,
     outcome: Outcome,
-    clock: Callable[[], datetime],
     retry_delay_s: Callable[[int], float],
 ) -> Step:
+    event = run.event
     attempt = record.attempt + 1
     delay_s = retry_delay_s(attempt)
     error = outcome.error or {}
@@ -424,27 +501,36 @@ def _queue_retry(
         "duration_ms": outcome.duration_ms,
         "host": outcome.host,
     }
-    queued = catalogue.update_execution(
-        record.id,
+    queued = run.catalogue.retry_execution(
+        lease,
         {
-            "status": "queued",
-            "attempt": attempt,
-            "retry_at": clock() + timedelta(seconds=delay_s),
+            "retry_at": run.clock() + timedelta(seconds=delay_s),
             "error": stored_error(outcome.error),
             "logs": outcome.logs,
             "result": None,
             "started_at": None,
             "finished_at": None,
             "duration_ms": None,
-            **NO_LEASE,
         },
-        push={"attempts": previous},
+        previous,
     )
+    if queued is None:
+        current = run.catalogue.get_execution(record.id)
+        LOGGER.warning(
+            "event %s: lease on execution %s was lost before its retry was queued; "
+            "it is %s under %r, and this run's outcome (%s) is dropped",
+            event.id,
+            record.id,
+            current.status,
+            current.leased_by,
+            outcome.status,
+        )
+        return Step(current, reply=False)
     LOGGER.info(
         "event %s: execution %s of function %s %s on attempt %d (%s); attempt %d in %.1f s",
         event.id,
         record.id,
-        function.id,
+        run.function.id,
         outcome.status,
         record.attempt,
         error.get("reason", "no reason"),
@@ -463,6 +549,8 @@ def _exhausted(record: ExecutionRecord) -> str | None:
         return None
     attempts = record.attempt - record.first_attempt + 1
     detail = f"{error.get('type', record.status)}: {error.get('message', '')}"[:MAX_REASON_DETAIL]
+    if error.get("reason") in PLATFORM_FAULTS:
+        return f"{error['reason']}: {detail}"
     return (
         f"retries exhausted: {attempts} attempt{'s' if attempts != 1 else ''} of function "
         f"{record.function_id} ended {record.status} ({error.get('reason', 'no reason')}); "

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from lambda_os.errors import TransientError
-from lambda_os.records import ExecutionRecord, FunctionRecord, utcnow
+from lambda_os.records import ExecutionRecord, FunctionRecord
 from lambda_os.settings import Settings
 from listener.events import Event, encode_event, new_event_id
 from listener.execute import claim, execute_claimed
@@ -75,17 +75,15 @@ class _Submitter:
         )
 
     def _mark_not_queued(self, record: ExecutionRecord, event: Event, exc: TransientError) -> None:
+        """The event never reached the broker: the queued record ends failed, not waiting."""
         LOGGER.warning("event %s: not queued: %s", event.id, exc.description)
-        self._catalogue.update_execution(
+        self._catalogue.fail_queued_execution(
             record.id,
+            record.attempt,
             {
-                "status": "failed",
-                "error": {
-                    "type": "TransientError",
-                    "message": f"the event could not be queued: {exc.description}",
-                    "reason": "not queued",
-                },
-                "finished_at": utcnow(),
+                "type": "TransientError",
+                "message": f"the event could not be queued: {exc.description}",
+                "reason": "not queued",
             },
         )
 
@@ -139,17 +137,11 @@ class Invoker(_Submitter):
         try:
             return execute_claimed(self._catalogue, self._provisioner, function, event, record)
         except TransientError as exc:
-            self._catalogue.update_execution(
+            # The run gave its lease back (queued): no queue holds it, so it ends here.
+            self._catalogue.fail_queued_execution(
                 record.id,
-                {
-                    "status": "failed",
-                    "error": {
-                        "type": "TransientError",
-                        "message": exc.description,
-                        "reason": "unavailable",
-                    },
-                    "finished_at": utcnow(),
-                },
+                record.attempt,
+                {"type": "TransientError", "message": exc.description, "reason": "unavailable"},
             )
             raise
 

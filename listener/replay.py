@@ -23,17 +23,6 @@ from listener.events import parse_event
 LOGGER = logging.getLogger(__name__)
 
 REPLAY_HEADER = "x-lambda-replay-of"
-# What ``Catalogue.reopen_execution`` changes, so a failed replay can put them back.
-REOPENED_FIELDS = (
-    "status",
-    "attempt",
-    "first_attempt",
-    "attempts",
-    "dead_letter_id",
-    "retry_at",
-    "result",
-    "finished_at",
-)
 
 
 class ConfirmedPublisher(Protocol):
@@ -117,17 +106,13 @@ class Replayer:
         tried again; only if nothing has touched the reopened record since.
         """
         try:
-            current = self._catalogue.get_execution(before.id)
-            if current.status != "queued" or current.attempt != before.attempt + 1:
+            if not self._catalogue.undo_reopen(before):
                 LOGGER.warning(
                     "event %s: execution %s changed during the failed replay; left as it is",
                     event_id,
                     before.id,
                 )
                 return
-            self._catalogue.update_execution(
-                before.id, {key: getattr(before, key) for key in REOPENED_FIELDS}
-            )
         except LambdaError as exc:
             LOGGER.error(
                 "event %s: the replay was not published and execution %s stays queued with "

@@ -16,6 +16,8 @@ cut off by a dead listener is taken over when its lease lapses.
 A function run that fails is retried (``execute``) through the delay queues
 (``topology``); after its last attempt the event is dead-lettered for that
 function and recorded in the catalogue's dead letters, as every dead letter is.
+A sweeper thread (``sweep``) publishes again the events of executions that
+nothing would run any more.
 
 The first SIGTERM or SIGINT sets the stop flag: no new message is started,
 prefetched ones go back to the queue, in-flight events finish and are acked,
@@ -27,6 +29,7 @@ caller then closes the provisioner, which removes the containers.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import signal
@@ -44,7 +47,8 @@ from lambda_os.settings import Settings
 from listener.consume import Counters, EventGuard, Session, TopologyError
 from listener.events import Event
 from listener.execute import LEASE_MARGIN_S, Step, run_event
-from listener.publish import connection_parameters
+from listener.publish import Publisher, connection_parameters
+from listener.sweep import Sweeper
 from listener.topology import Topology
 from provisioner.base import Invocation, Outcome, Provisioner
 
@@ -137,6 +141,9 @@ class Listener:
         self._transient_delay_s = transient_delay_s
         self._guard = EventGuard()
         self.counters = Counters()
+        self._settings = settings
+        self._sweep_interval_s = settings.sweep_interval_s
+        self._consuming = threading.Event()
 
     @property
     def topology(self) -> Topology:
@@ -154,6 +161,7 @@ class Listener:
     def run(self) -> int:
         """Consume until stopped; the exit code (see the module doc)."""
         pool = ThreadPoolExecutor(max_workers=self._capacity, thread_name_prefix="execution")
+        sweeping = self._start_sweeper()
         try:
             while not self._stop.is_set():
                 try:
@@ -162,7 +170,7 @@ class Listener:
                     self._wait_to_reconnect(exc)
                     continue
                 try:
-                    self._session(connection, pool).run(on_consuming=self._backoff.reset)
+                    self._session(connection, pool).run(on_consuming=self._on_consuming)
                 except TopologyError as exc:
                     LOGGER.error("%s; fix the queue or the settings", exc.description)
                     return EXIT_CONFIGURATION
@@ -174,12 +182,51 @@ class Listener:
                     LOGGER.error("the session failed; reconnecting", exc_info=exc)
                     self._wait_to_reconnect(exc)
                 finally:
+                    self._consuming.clear()
                     _close_quietly(connection)
             LOGGER.info("stopped: %s", self.counters.snapshot())
             return EXIT_OK
         finally:
             # After a halt, do not wait for work whose outcome will not be stored anyway.
             pool.shutdown(wait=not self._halt.is_set(), cancel_futures=True)
+            if sweeping is not None:
+                sweeping.join(timeout=5)
+
+    def _on_consuming(self) -> None:
+        self._consuming.set()
+        self._backoff.reset()
+
+    def state(self) -> dict[str, Any]:
+        """For ``/healthz``: whether it consumes now, and what it has done; any thread."""
+        if self._stop.is_set():
+            status = "stopping"
+        else:
+            status = "consuming" if self._consuming.is_set() else "connecting"
+        return {"status": status, "queue": self._topology.events_queue, **self.counters.snapshot()}
+
+    def _start_sweeper(self) -> threading.Thread | None:
+        """The sweeper's thread, on a publisher connection of its own; None when switched off."""
+        if self._sweep_interval_s <= 0:
+            return None
+        publisher = Publisher(
+            dataclasses.replace(
+                self._settings,
+                events_queue=self._topology.events_queue,
+                dead_letter_queue=self._topology.dead_letter_queue,
+            ),
+            name="lambda-os sweeper",
+        )
+        sweeper = Sweeper(self._catalogue, publisher, self._settings.sweep_queued_after_s)
+
+        def sweep() -> None:
+            try:
+                sweeper.run(self._stop, self._sweep_interval_s)
+            finally:
+                publisher.close()
+
+        thread = threading.Thread(target=sweep, name="sweeper", daemon=True)
+        thread.start()
+        return thread
 
     def _session(self, connection: Any, pool: ThreadPoolExecutor) -> Session:
         return Session(

@@ -41,9 +41,10 @@ class Invocation:
     network: bool = False
     attempt: int = 1
     concurrency: int = 10  # the function's limit on executions at once
-    # Called once the backend holds its capacity and is about to run: a wait for a
-    # function's concurrency or the host's budget can be long, and the listener
-    # renews its lease on the execution here so the wait does not lapse it.
+    # Called once the backend holds its capacity and a container, right before the
+    # run: a wait for a function's concurrency or the host's memory can be long, and
+    # the listener renews its lease on the execution here. It raises (``LeaseLost``)
+    # when the lease is gone, and then the run does not start.
     started: Callable[[], None] | None = None
 
 

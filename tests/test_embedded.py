@@ -487,7 +487,7 @@ def test_racing_conditional_updates_let_exactly_one_thread_win(round):
 
 def test_the_in_memory_catalogue_keeps_only_the_newest_finished_executions():
     from lambda_os.errors import NotFound
-    from lambda_os.records import ExecutionRecord, execution_id_for
+    from lambda_os.records import ExecutionRecord, Lease, execution_id_for
 
     catalogue = connect(None, "kept", keep_finished=3)
 
@@ -498,14 +498,16 @@ def test_the_in_memory_catalogue_keeps_only_the_newest_finished_executions():
             function_version=1,
             event_id=event_id,
         )
-        return catalogue.claim_execution(record)[0].id
+        return catalogue.create_execution(record)[0].id
 
+    now = dt.datetime.now(dt.UTC)
     running = claim("still-running")
-    catalogue.update_execution(running, {"status": "running"})
+    catalogue.acquire_execution(running, "a", now, now + dt.timedelta(hours=1))
     finished = [claim(f"ev{i}") for i in range(5)]
     for execution_id in finished:
-        catalogue.update_execution(execution_id, {"status": "succeeded"})
-        catalogue.update_execution(execution_id, {"logs": "a later note"})  # not a new finish
+        leased = catalogue.acquire_execution(execution_id, "a", now, now + dt.timedelta(hours=1))
+        catalogue.finish_execution(Lease.of(leased), {"status": "succeeded"})
+        catalogue.mark_dead_lettered(execution_id, "a later note")  # not a new finish
 
     for dropped in finished[:2]:
         with pytest.raises(NotFound):

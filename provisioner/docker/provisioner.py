@@ -230,8 +230,6 @@ class DockerProvisioner:
         key = function_key(invocation)
         # The function's own limit first, so a function at its limit holds no host slot.
         with self._per_function.hold(invocation.function_id, invocation.concurrency), self._slots:
-            if invocation.started is not None:
-                invocation.started()
             started_at = utcnow()
             clock = time.monotonic()
             try:
@@ -242,6 +240,10 @@ class DockerProvisioner:
             cold = container.loaded != key
             reusable = False
             try:
+                # After every wait (a slot, the function's limit, host memory): the caller
+                # renews its lease here, and a run whose lease is gone never starts.
+                if invocation.started is not None:
+                    invocation.started()
                 ending = self._execute(container, invocation, package_dir)
                 reusable = ending.reusable
                 return self._outcome(

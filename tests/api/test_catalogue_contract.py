@@ -19,7 +19,7 @@ from api_helpers import HELLO, HELLO_V2, make_zip
 from lambda_os.catalogue import Catalogue, connect, iter_all
 from lambda_os.errors import Conflict, NotFound
 from lambda_os.packages import inspect_package
-from lambda_os.records import ExecutionRecord, execution_id_for
+from lambda_os.records import DeadLetterRecord, ExecutionRecord, Lease, execution_id_for
 
 
 @pytest.fixture(params=["mongomock", pytest.param("mongodb", marks=pytest.mark.mongo)])
@@ -154,8 +154,10 @@ def test_unknown_function_is_not_found_everywhere(store):
         store.replace_code("nope", HELLO, inspect_package(HELLO, "", "main.handler"))
 
 
-def test_replace_code_makes_the_next_version_and_drops_the_old_package(store):
+def test_replace_code_makes_the_next_version_and_keeps_the_old_one_while_it_is_in_use(store):
     record = create(store)
+    now = datetime.now(UTC)
+    matched_before_the_deploy, _ = store.create_execution(execution(function_id=record.id))
 
     replaced = store.replace_code(
         record.id, HELLO_V2, inspect_package(HELLO_V2, "", "main.other"), handler="main.other"
@@ -163,26 +165,42 @@ def test_replace_code_makes_the_next_version_and_drops_the_old_package(store):
 
     assert replaced.version == 2 and replaced.handler == "main.other"
     assert store.get_package(replaced).data == HELLO_V2
+    old = store.get_function_version(record.id, 1)
+    assert (old.version, old.handler, store.get_package(old).data) == (1, "main.handler", HELLO)
+    assert store.get_function_version(record.id, 2) == replaced
+    # In use by a queued execution: kept, however old.
+    assert store.prune_retired_versions(now + timedelta(days=1)) == 0
+    assert store.get_package(record).data == HELLO
+    store.fail_queued_execution(matched_before_the_deploy.id, 1, {"reason": "test"})
+    assert store.prune_retired_versions(now - timedelta(days=1)) == 0  # retired too recently
+    assert store.prune_retired_versions(now + timedelta(days=1)) == 1
     with pytest.raises(NotFound):
         store.get_package(record)
+    with pytest.raises(NotFound, match="no longer kept"):
+        store.get_function_version(record.id, 1)
 
 
-def test_delete_removes_the_function_and_its_package(store):
+def test_delete_removes_the_function_every_package_and_its_queued_work(store):
     record = create(store)
+    v2 = store.replace_code(record.id, HELLO_V2, inspect_package(HELLO_V2, "", "main.handler"))
+    queued, _ = store.create_execution(execution(function_id=record.id))
 
     store.delete_function(record.id)
 
     with pytest.raises(NotFound):
         store.get_function(record.id)
-    with pytest.raises(NotFound):
-        store.get_package(record)
+    for version in (record, v2):
+        with pytest.raises(NotFound):
+            store.get_package(version)
     assert store.find_matching("demo", "greeting") == []
+    cancelled = store.get_execution(queued.id)
+    assert (cancelled.status, cancelled.error["reason"]) == ("failed", "function deleted")
 
 
 def test_claiming_an_execution_twice_for_one_event_and_function_returns_the_first(store):
-    first, created = store.claim_execution(execution(status="running"))
-    again, created_again = store.claim_execution(execution(status="queued"))
-    other, created_other = store.claim_execution(execution(function_id="f2"))
+    first, created = store.create_execution(execution(status="running"))
+    again, created_again = store.create_execution(execution(status="queued"))
+    other, created_other = store.create_execution(execution(function_id="f2"))
 
     assert created and not created_again and created_other
     assert again.id == first.id and again.status == "running"
@@ -204,48 +222,183 @@ def test_starting_a_new_execution_stores_it_running_under_the_lease_in_one_write
     assert again == stored  # the second caller gets the record as stored, not a lease
 
 
+def taken_over(store, now):
+    """listener-a starts a run whose lease lapses; listener-b takes it over as attempt 2."""
+    started, _ = store.start_execution(execution(), "listener-a", now, now + timedelta(seconds=1))
+    stale = Lease.of(started)
+    later = now + timedelta(seconds=2)
+    newer = store.acquire_execution(started.id, "listener-b", later, later + timedelta(seconds=90))
+    return stale, newer
+
+
 def test_an_outcome_is_stored_only_under_the_lease_that_ran_it(store):
     now = datetime.now(UTC).replace(microsecond=0)
-    started, _ = store.start_execution(execution(), "listener-a", now, now + timedelta(seconds=1))
-    # listener-a stalls past its lease; listener-b takes the run over.
-    later = now + timedelta(seconds=2)
-    store.acquire_execution(started.id, "listener-b", later, later + timedelta(seconds=90))
+    stale, newer = taken_over(store, now)
+    assert (newer.status, newer.leased_by, newer.attempt) == ("running", "listener-b", 2)
 
-    assert not store.finish_execution(started.id, "listener-a", {"status": "failed"})
-    assert store.get_execution(started.id).status == "running"
-    assert store.finish_execution(started.id, "listener-b", {"status": "succeeded", "result": 7})
-    done = store.get_execution(started.id)
+    assert not store.finish_execution(stale, {"status": "failed"})
+    assert store.get_execution(newer.id).status == "running"
+    assert store.finish_execution(Lease.of(newer), {"status": "succeeded", "result": 7})
+    done = store.get_execution(newer.id)
     assert (done.status, done.result, done.leased_by, done.lease_until) == (
         "succeeded",
         7,
         None,
         None,
     )
-    assert not store.finish_execution(started.id, "listener-b", {"status": "failed"})
+    assert not store.finish_execution(Lease.of(newer), {"status": "failed"})
+
+
+def test_a_stale_owner_can_neither_retry_release_nor_renew_the_newer_run(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    stale, newer = taken_over(store, now)
+
+    assert store.retry_execution(stale, {"retry_at": now}, {"attempt": 1}) is None
+    assert not store.release_execution(stale)
+    assert store.renew_lease(stale, now + timedelta(hours=1)) is None
+
+    current = store.get_execution(newer.id)
+    assert (current.status, current.leased_by, current.attempt) == ("running", "listener-b", 2)
+    assert current.lease_until == newer.lease_until
+    assert store.finish_execution(Lease.of(newer), {"status": "succeeded"})
+
+
+def test_the_same_holder_name_with_an_older_attempt_is_fenced_out(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    started, _ = store.start_execution(execution(), "listener-a", now, now + timedelta(seconds=1))
+    old = Lease.of(started)
+    later = now + timedelta(seconds=2)
+    again = store.acquire_execution(started.id, "listener-a", later, later + timedelta(seconds=90))
+
+    assert again.attempt == 2
+    assert not store.finish_execution(old, {"status": "failed"})
+    assert store.finish_execution(Lease.of(again), {"status": "succeeded"})
+
+
+def test_a_retry_queues_the_next_attempt_and_keeps_the_failed_run(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    started, _ = store.start_execution(execution(), "listener-a", now, now + timedelta(seconds=90))
+
+    queued = store.retry_execution(
+        Lease.of(started), {"retry_at": now, "error": {"reason": "timeout"}}, {"attempt": 1}
+    )
+
+    assert (queued.status, queued.attempt, queued.leased_by) == ("queued", 2, None)
+    assert queued.attempts == [{"attempt": 1}] and queued.retry_at == now
+    assert store.get_execution(started.id).to_api() == queued.to_api()
+
+
+def test_a_released_run_is_queued_again_at_the_same_attempt(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    started, _ = store.start_execution(execution(), "listener-a", now, now + timedelta(seconds=90))
+
+    assert store.release_execution(Lease.of(started))
+
+    current = store.get_execution(started.id)
+    assert (current.status, current.attempt, current.started_at) == ("queued", 1, None)
+    assert store.acquire_execution(started.id, "listener-b", now, now) is not None
+
+
+def test_a_renewed_lease_extends_the_run_and_fences_the_same(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    started, _ = store.start_execution(execution(), "listener-a", now, now + timedelta(seconds=1))
+
+    renewed = store.renew_lease(Lease.of(started), now + timedelta(seconds=90))
+
+    assert renewed.until == store.get_execution(started.id).lease_until
+    later = now + timedelta(seconds=2)  # past the first lease, within the renewed one
+    assert store.acquire_execution(started.id, "listener-b", later, later) is None
+    assert store.finish_execution(renewed, {"status": "succeeded"})
+
+
+def test_only_a_queued_attempt_can_be_failed_as_never_run(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    queued, _ = store.create_execution(execution())
+    running, _ = store.start_execution(execution(event_id="ev2"), "a", now, now)
+    error = {"type": "TransientError", "message": "broker down", "reason": "not queued"}
+
+    assert store.fail_queued_execution(queued.id, 2, error) is None  # not that attempt
+    failed = store.fail_queued_execution(queued.id, 1, error)
+    assert store.fail_queued_execution(running.id, 1, error) is None
+
+    assert (failed.status, failed.error, failed.finished_at is not None) == ("failed", error, True)
+    assert store.get_execution(running.id).status == "running"
+
+
+def test_a_deleted_functions_queued_executions_fail_and_running_ones_go_on(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    store.create_execution(execution())
+    store.create_execution(execution(event_id="ev2"))
+    running, _ = store.start_execution(execution(event_id="ev3"), "a", now, now)
+    store.create_execution(execution(function_id="other"))
+    error = {"type": "NotFound", "message": "deleted", "reason": "function deleted"}
+
+    assert store.fail_queued_executions_of("f1", error) == 2
+
+    statuses = {
+        r.event_id: r.status for r in store.list_executions({"function_id": "f1"}, 10).items
+    }
+    assert statuses == {"ev1": "failed", "ev2": "failed", "ev3": "running"}
+    assert store.list_executions({"function_id": "other"}, 10).items[0].status == "queued"
+
+
+def test_an_execution_is_dead_lettered_once(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    started, _ = store.start_execution(execution(), "a", now, now + timedelta(seconds=90))
+    letter = DeadLetterRecord(id="", kind="retries exhausted", reason="r", queue="q")
+
+    assert store.dead_letter_execution(started.id, letter) is None  # not final yet
+    store.finish_execution(Lease.of(started), {"status": "failed"})
+    first = store.dead_letter_execution(started.id, letter)
+    second = store.dead_letter_execution(started.id, letter)
+
+    assert first is not None and second is None
+    assert store.get_execution(started.id).dead_letter_id == first.id
+    assert [d.id for d in store.list_dead_letters({}, 10).items] == [first.id]
+
+
+def test_the_sweeper_finds_lapsed_leases_and_long_queued_records_and_marks_each_once(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    hour_ago = now - timedelta(hours=1)
+    lapsed, _ = store.start_execution(execution(), "a", hour_ago, hour_ago)
+    live, _ = store.start_execution(execution(event_id="ev2"), "b", now, now + timedelta(hours=1))
+    waiting, _ = store.create_execution(execution(event_id="ev3", created_at=hour_ago))
+    fresh, _ = store.create_execution(execution(event_id="ev4", created_at=now))
+
+    found = store.stranded_executions(now, queued_before=now - timedelta(minutes=5))
+
+    assert {r.id for r in found} == {lapsed.id, waiting.id}
+    by_id = {r.id: r for r in found}
+    assert store.mark_swept(by_id[waiting.id], now)
+    assert not store.mark_swept(by_id[waiting.id], now)  # a second sweeper sends nothing
+    assert {r.id for r in store.stranded_executions(now, now - timedelta(minutes=5))} == {lapsed.id}
+    assert store.get_execution(live.id).status == "running"
+    assert store.get_execution(fresh.id).status == "queued"
 
 
 def test_an_execution_id_is_derived_from_its_event_and_function(store):
     record = execution()
     with pytest.raises(ValueError, match="execution_id_for"):
-        store.claim_execution(dataclasses.replace(record, id="chosen-by-caller"))
+        store.create_execution(dataclasses.replace(record, id="chosen-by-caller"))
     assert execution_id_for("ev1", "f1") == record.id != execution_id_for("ev1", "f2")
 
 
-def test_execution_updates_read_back_and_list_by_function_and_status(store):
-    first, _ = store.claim_execution(execution())
-    second, _ = store.claim_execution(execution(event_id="ev2"))
-    store.claim_execution(execution(function_id="f2"))
+def test_executions_read_back_and_list_by_function_and_status(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    first, _ = store.create_execution(execution())
+    second, _ = store.start_execution(execution(event_id="ev2"), "a", now, now)
+    store.create_execution(execution(function_id="f2"))
 
-    done = store.update_execution(second.id, {"status": "succeeded", "result": {"ok": True}})
+    store.finish_execution(Lease.of(second), {"status": "succeeded", "result": {"ok": True}})
 
+    done = store.get_execution(second.id)
     assert done.status == "succeeded" and done.result == {"ok": True}
-    assert store.get_execution(second.id).to_api() == done.to_api()
     listed = store.list_executions({"function_id": "f1", "status": "succeeded"}, limit=10)
     assert [item.id for item in listed.items] == [second.id]
     page = store.list_executions({"function_id": "f1"}, 1).items
     assert [item.id for item in page] == [min(first.id, second.id)]
     with pytest.raises(NotFound):
-        store.update_execution("nope", {"status": "failed"})
+        store.get_execution("nope")
 
 
 def test_matching_sees_every_function_change_at_once(store):
@@ -265,4 +418,4 @@ def test_matching_sees_every_function_change_at_once(store):
 def test_health_reports_ok_with_the_function_count(store):
     create(store)
 
-    assert store.health() == {"status": "ok", "functions": 1}
+    assert store.health() == {"status": "ok", "functions": 1, "catalogue": store.kind}

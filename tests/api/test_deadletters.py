@@ -158,7 +158,7 @@ def test_replay_of_exhausted_retries_reopens_the_execution_with_a_fresh_budget(
         attempt=3,
         dead_letter_id="dl",
     )
-    catalogue.claim_execution(failed)
+    catalogue.create_execution(failed)
     body = json.dumps({**EVENT, "function_id": "f1"}).encode()
     stored = dead_letter(
         catalogue, body, kind="retries exhausted", event_id="ev-1", function_id="f1"

@@ -32,7 +32,7 @@ def stored(catalogue):
         for index in range(5)
     ]
     for record in records:
-        catalogue.claim_execution(record)
+        catalogue.create_execution(record)
     return records
 
 

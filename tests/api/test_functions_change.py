@@ -229,13 +229,22 @@ def test_delete_answers_204_then_the_function_and_its_code_are_gone(client, crea
     assert catalogue._db["packages.files"].count_documents({}) == 0
 
 
-def test_replaced_code_removes_the_old_package(client, created, catalogue):
+def test_replaced_code_keeps_the_old_package_until_the_sweeper_finds_it_unused(
+    client, created, catalogue
+):
+    from datetime import timedelta
+
+    from lambda_os.records import utcnow
+
     client.simulate_put(
         f"/v1/functions/{created['id']}/code",
         body=HELLO_V2,
         headers={"Content-Type": "text/x-python"},
     )
 
+    # An event matched to version 1 just before the deploy still runs version 1.
+    assert catalogue._db["packages.files"].count_documents({}) == 2
+    catalogue.prune_retired_versions(utcnow() + timedelta(seconds=1))
     assert catalogue._db["packages.files"].count_documents({}) == 1
 
 

@@ -46,14 +46,14 @@ class RecordingInvoker:
         record = dataclasses.replace(
             self._record(function, data, "succeeded"), result={"echo": data}, finished_at=utcnow()
         )
-        stored, _ = self.catalogue.claim_execution(record)
+        stored, _ = self.catalogue.create_execution(record)
         return stored
 
     def submit(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
         self.calls.append(("submit", function.id, data))
         if self.fail:
             raise TransientError("broker did not confirm the event")
-        stored, _ = self.catalogue.claim_execution(self._record(function, data, "queued"))
+        stored, _ = self.catalogue.create_execution(self._record(function, data, "queued"))
         return stored
 
 

@@ -129,3 +129,12 @@ def running(listener: Any) -> Iterator[dict[str, Any]]:
 def unique(prefix: str) -> str:
     """A name no other test or run uses (as the shared conftest's ``unique``)."""
     return f"{prefix}.{uuid.uuid4().hex[:10]}"
+
+
+def force_fields(catalogue, execution_id: str, **fields) -> None:
+    """Write fields of a stored execution straight into the collection, past the state machine.
+
+    Only for setting up what a crashed or stalled listener leaves behind, which no
+    transition of the catalogue makes on purpose.
+    """
+    catalogue._executions.update_one({"_id": execution_id}, {"$set": fields})

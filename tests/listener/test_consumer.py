@@ -233,7 +233,7 @@ def test_event_is_requeued_while_the_engine_is_down_and_runs_when_it_is_back(
     assert broker.ready(broker_settings.dead_letter_queue) == 0
 
 
-def test_unexpected_error_dead_letters_the_event_instead_of_looping(
+def test_unexpected_error_ends_the_execution_failed_and_dead_letters_it_instead_of_looping(
     broker_settings, broker, catalogue
 ):
     add_function(catalogue, "a")
@@ -243,7 +243,16 @@ def test_unexpected_error_dead_letters_the_event_instead_of_looping(
         broker.publish(broker_settings.events_queue, encode_event("orders", "created", id="e"))
         wait_for(lambda: broker.ready(broker_settings.dead_letter_queue) == 1)
     ((props, _body),) = broker.get_all(broker_settings.dead_letter_queue)
-    assert props.headers[REASON_HEADER] == "internal error: RuntimeError: bug in a backend"
+    assert props.headers[REASON_HEADER] == (
+        "internal error: InternalError: the platform failed to run it (RuntimeError)"
+    )
+    (record,) = executions(catalogue)
+    assert (record.status, record.error["reason"], record.leased_by) == (
+        "failed",
+        "internal error",
+        None,
+    )
+    assert record.dead_letter_id is not None
     assert len(provisioner.runs) == 1
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from listener_helpers import FakeProvisioner, add_function
+from listener_helpers import FakeProvisioner, add_function, force_fields
 
 from lambda_os.errors import PermanentError, TransientError
 from listener.events import Event, parse_event
@@ -101,7 +101,8 @@ def test_execution_cut_off_while_running_is_run_again_as_the_next_attempt(catalo
     function = add_function(catalogue, "echo")
     provisioner = FakeProvisioner()
     first = run_execution(catalogue, provisioner, function, event())
-    catalogue.update_execution(first.id, {"status": "running"})  # as a killed listener leaves it
+    # As a killed listener leaves it: running under a lease that has lapsed.
+    force_fields(catalogue, first.id, status="running", leased_by="dead", lease_until=None)
     again = run_execution(catalogue, provisioner, function, event())
     assert (again.id, again.status, again.attempt) == (first.id, "succeeded", 2)
     assert provisioner.runs[-1].attempt == 2
@@ -217,7 +218,7 @@ def test_broker_invoker_returns_the_stored_record_after_the_reply(catalogue, tmp
     assert parse_event(publisher.published[0]["body"]).function_id == function.id
 
 
-def test_execution_leased_by_another_listener_is_not_run_until_its_lease_lapses(catalogue):
+def test_execution_leased_by_another_listener_is_deferred_until_its_lease_lapses(catalogue):
     from datetime import timedelta
 
     from lambda_os.records import utcnow
@@ -229,8 +230,10 @@ def test_execution_leased_by_another_listener_is_not_run_until_its_lease_lapses(
     # Listener A took the lease and died (kill -9): the record says running, under A.
     catalogue.acquire_execution(record.id, "listener-a", now, now + timedelta(seconds=65))
     provisioner = FakeProvisioner()
-    with pytest.raises(TransientError, match="listener-a"):
-        execute_step(catalogue, provisioner, function, event(), record, lambda: now, owner="b")
+    deferred = execute_step(
+        catalogue, provisioner, function, event(), record, lambda: now, owner="b"
+    )
+    assert deferred.defer and not deferred.reply and deferred.record.leased_by == "listener-a"
     assert provisioner.runs == []
     later = now + timedelta(seconds=66)
     step = execute_step(catalogue, provisioner, function, event(), record, lambda: later, owner="b")
@@ -323,3 +326,99 @@ def test_a_run_that_waited_long_for_capacity_gets_its_whole_lease_again(catalogu
     lease = timedelta(seconds=5 + 60)  # timeout plus the margin
     renewed = waited_s > 30  # only a wait past half the margin is worth a write
     assert provisioner.lease_at_start == (now[0] if renewed else leased_at) + lease
+
+
+def test_a_stalled_owners_failed_outcome_does_not_requeue_the_run_that_took_over(catalogue):
+    """Listener a stalls past its lease, b takes over; a's failure must not reopen the record."""
+    from datetime import timedelta
+
+    from lambda_os.catalogue import Lease
+    from lambda_os.records import utcnow
+    from listener.execute import start_step
+
+    function = add_function(catalogue, "echo", timeout_s=5, max_retries=2)
+    now = utcnow()
+    taken_over = {}
+
+    class StallsThenFails(FakeProvisioner):
+        def run(self, invocation):
+            later = now + timedelta(seconds=120)
+            taken_over["record"] = catalogue.acquire_execution(
+                invocation.execution_id, "b", later, later + timedelta(seconds=65)
+            )
+            return super().run(invocation)
+
+    step = start_step(
+        catalogue,
+        StallsThenFails(status="failed"),
+        function,
+        event(),
+        lambda: now,
+        owner="a",
+        retry_delay_s=float,
+    )
+
+    assert not step.retry and not step.reply  # a queues no retry and sends nothing
+    stored = catalogue.get_execution(step.record.id)
+    assert (stored.status, stored.leased_by, stored.attempt) == ("running", "b", 2)
+    # b's outcome is still accepted: the execution runs twice in all, not three times.
+    assert catalogue.finish_execution(Lease.of(taken_over["record"]), {"status": "succeeded"})
+
+
+def test_a_run_whose_lease_was_lost_while_it_waited_for_capacity_never_starts(catalogue):
+    from datetime import UTC, datetime, timedelta
+
+    function = add_function(catalogue, "queued-behind-others", timeout_s=5)
+    leased_at = datetime(2026, 1, 1, tzinfo=UTC)
+    now = [leased_at]
+
+    class LosesLeaseWhileWaiting(FakeProvisioner):
+        def run(self, invocation):
+            now[0] += timedelta(seconds=200)  # past the lease: another listener takes over
+            catalogue.acquire_execution(
+                invocation.execution_id, "b", now[0], now[0] + timedelta(seconds=65)
+            )
+            invocation.started()
+            return super().run(invocation)
+
+    provisioner = LosesLeaseWhileWaiting()
+    record = run_execution(catalogue, provisioner, function, event([1]), clock=lambda: now[0])
+
+    assert provisioner.runs == []  # started() refused: the function never ran here
+    assert (record.status, record.leased_by) == ("running", "b")
+
+
+def test_an_unforeseen_platform_error_ends_the_record_failed_without_host_details(catalogue):
+    function = add_function(catalogue, "echo")
+    secret = "/var/lib/lambda-os/sockets/" + "x" * 120
+    provisioner = FakeProvisioner(raises=OSError(f"AF_UNIX path too long: {secret}"))
+
+    record = run_execution(catalogue, provisioner, function, event())
+
+    assert record.status == "failed" and record.finished_at is not None
+    assert record.error["reason"] == "internal error" and "OSError" in record.error["message"]
+    assert secret not in str(record.to_api())
+    assert catalogue.get_execution(record.id).to_api() == record.to_api()
+
+
+def test_an_outcome_the_catalogue_refuses_ends_the_record_failed_as_not_storable(catalogue):
+    class RefusesTheFirstOutcome:
+        def __init__(self, inner):
+            self.inner, self.refused = inner, False
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def finish_execution(self, lease, changes):
+            if not self.refused:
+                self.refused = True
+                raise PermanentError("document too large")
+            return self.inner.finish_execution(lease, changes)
+
+    function = add_function(catalogue, "echo")
+
+    record = run_execution(RefusesTheFirstOutcome(catalogue), FakeProvisioner(), function, event())
+
+    stored = catalogue.get_execution(record.id)
+    assert (stored.status, stored.error["reason"]) == ("failed", "not storable")
+    assert "document too large" in stored.error["message"] and stored.leased_by is None
