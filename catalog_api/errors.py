@@ -19,6 +19,7 @@ from lambda_os.errors import (
     InvalidEvent,
     InvalidPackage,
     LambdaError,
+    LeaseLost,
     NotFound,
     PackageTooLarge,
     PermanentError,
@@ -36,15 +37,18 @@ STATUSES: tuple[tuple[type[LambdaError], str], ...] = (
     (Conflict, falcon.HTTP_409),
     (InvalidEvent, falcon.HTTP_422),
     (TransientError, falcon.HTTP_503),
-    (PermanentError, falcon.HTTP_500),
+    (LeaseLost, falcon.HTTP_503),
+    # The catalogue refused what the request would store (a document MongoDB cannot hold).
+    (PermanentError, falcon.HTTP_422),
 )
 
 
 def status_for(exc: LambdaError) -> str:
+    """The status for one of our errors: never a 500, which would say we did not foresee it."""
     for kind, status in STATUSES:
         if isinstance(exc, kind):
             return status
-    return falcon.HTTP_500
+    return falcon.HTTP_422
 
 
 def handle_lambda_error(
@@ -55,7 +59,7 @@ def handle_lambda_error(
         LOGGER.warning("%s %s answered %s: %s", req.method, req.path, resp.status, exc)
     resp.content_type = falcon.MEDIA_JSON  # a resource may have set another type before failing
     resp.media = {"title": exc.title, "description": exc.description}
-    if isinstance(exc, TransientError):
+    if isinstance(exc, (TransientError, LeaseLost)):
         resp.set_header("Retry-After", str(RETRY_AFTER_S))
 
 

@@ -1,7 +1,8 @@
 """Invoking a function over HTTP: the body is the event data, the answer its execution.
 
-Synchronous by default (200 with the finished execution); ``?mode=async`` hands
-the event to the broker and answers 202 with the queued execution's id. The
+Synchronous by default (200 with the finished execution, or 202 with the record as
+it stands when no listener answered in time); ``?mode=async`` hands the event to
+the broker and answers 202 with the queued execution's id. The
 running itself is the injected ``Invoker``'s; without one, 503.
 """
 
@@ -40,4 +41,9 @@ class InvocationsResource:
             resp.location = execution_url(record.id)
             resp.media = {"id": record.id, "status": record.status}
             return
-        resp.media = self._invoker.invoke(function, data).to_api()
+        record = self._invoker.invoke(function, data)
+        if not record.finished:
+            # No listener answered in time; the execution goes on and its record will say.
+            resp.status = falcon.HTTP_202
+            resp.location = execution_url(record.id)
+        resp.media = record.to_api()

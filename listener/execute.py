@@ -43,11 +43,12 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from lambda_os.errors import LambdaError, LeaseLost, NotFound, PermanentError, TransientError
 from lambda_os.records import (
@@ -80,6 +81,10 @@ NOT_RETRIED = frozenset({CANNOT_RUN, "not queued", "unavailable", "function dele
 PLATFORM_FAULTS = frozenset({INTERNAL_ERROR, NOT_STORABLE})
 NO_LEASE = {"lease_until": None, "leased_by": None}
 MAX_REASON_DETAIL = 300
+# How long a run's outcome write is tried through a catalogue outage before the
+# event goes back to the queue (and the function would run again).
+PERSIST_FOR_S = 120.0
+_T = TypeVar("_T")
 # An error's message and traceback as stored, each: a function can raise with any
 # text, and every retry keeps the previous error in ``attempts``, so uncapped they
 # could push a record past MongoDB's 16 MiB document limit.
@@ -448,7 +453,7 @@ def _finish(
     so it is never left running.
     """
     try:
-        stored = run.catalogue.finish_execution(lease, changes)
+        stored = _persist(lambda: run.catalogue.finish_execution(lease, changes), run.event)
     except PermanentError as exc:
         LOGGER.error(
             "event %s: the outcome of execution %s cannot be stored: %s",
@@ -481,6 +486,32 @@ def _finish(
     return current
 
 
+def _persist(write: Callable[[], _T], event: Event) -> _T:
+    """Make a run's final write, waiting out a catalogue outage rather than losing the outcome.
+
+    The run has happened: giving up would run the function again. Retrying is
+    safe however long it takes, because the write is fenced by the lease's holder
+    and attempt, not by its time: if another listener took the run over
+    meanwhile, the write matches nothing.
+    """
+    deadline = time.monotonic() + PERSIST_FOR_S
+    delay = 0.25
+    while True:
+        try:
+            return write()
+        except TransientError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            LOGGER.warning(
+                "event %s: storing the outcome failed (%s); trying again in %.1f s",
+                event.id,
+                exc.description,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def _queue_retry(
     run: _Run,
     record: ExecutionRecord,
@@ -501,19 +532,16 @@ def _queue_retry(
         "duration_ms": outcome.duration_ms,
         "host": outcome.host,
     }
-    queued = run.catalogue.retry_execution(
-        lease,
-        {
-            "retry_at": run.clock() + timedelta(seconds=delay_s),
-            "error": stored_error(outcome.error),
-            "logs": outcome.logs,
-            "result": None,
-            "started_at": None,
-            "finished_at": None,
-            "duration_ms": None,
-        },
-        previous,
-    )
+    retry_changes = {
+        "retry_at": run.clock() + timedelta(seconds=delay_s),
+        "error": stored_error(outcome.error),
+        "logs": outcome.logs,
+        "result": None,
+        "started_at": None,
+        "finished_at": None,
+        "duration_ms": None,
+    }
+    queued = _persist(lambda: run.catalogue.retry_execution(lease, retry_changes, previous), event)
     if queued is None:
         current = run.catalogue.get_execution(record.id)
         LOGGER.warning(

@@ -35,6 +35,7 @@ class FaultRow:
     lost: int
     retried: int
     seconds: float
+    overlapping: int | None = None  # executions whose runs overlapped in time, where measured
 
 
 ROWS: list[FaultRow] = []

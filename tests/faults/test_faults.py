@@ -8,27 +8,20 @@ finished execution record (lost = 0), with one record and one successful run
 per (event, function) (duplicates = 0). The table of results is printed at the
 end of the run (tests/faults/conftest.py).
 
-``kill -9`` of a listener process needs a catalogue that outlives the process:
-it runs only with ``MONGO_URL`` and skips, saying so, without it.
+``kill -9`` of a listener process, and the other faults that need a catalogue
+outliving a process, are in ``test_listener_cluster.py``, on a real server.
 """
 
 from __future__ import annotations
 
 import collections
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 from broker_tools import close_connections_named
 from fault_helpers import (
@@ -43,7 +36,6 @@ from lambda_os.catalogue import connect
 from lambda_os.packages import inspect_package
 from lambda_os.settings import Settings
 from listener.service import Backoff, Listener
-from listener.topology import Topology, declare, delete
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -51,31 +43,6 @@ EVENTS = 100
 HANDLER = b"def handler(event, context):\n    return {'n': event['n']}\n"
 SETTLE_S = 150.0
 LISTENER_PROCESS = Path(__file__).with_name("listener_process.py")
-
-
-@pytest.fixture
-def fault_settings(amqp_url: str, runtime_image: str) -> Iterator[Settings]:
-    """This test's own queues and state directory, removed after it."""
-    # A short state directory: the agent's socket path must fit in 108 bytes.
-    state_dir = tempfile.mkdtemp(prefix="los-", dir="/tmp")
-    suffix = uuid.uuid4().hex[:10]
-    settings = Settings(
-        amqp_url=amqp_url,
-        events_queue=f"test.faults.{suffix}",
-        dead_letter_queue=f"test.faults.dead.{suffix}",
-        state_dir=state_dir,
-        runtime_image_prefix=runtime_image.rsplit(":", 1)[0],
-        concurrency=4,
-    )
-    topology = Topology.from_settings(settings)
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    declare(connection.channel(), topology)
-    connection.close()
-    yield settings
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    delete(connection.channel(), topology)
-    connection.close()
-    shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def add_tick_function(catalogue: Any) -> Any:
@@ -188,53 +155,3 @@ def test_docker_engine_restart_mid_stream_loses_nothing(fault_settings, fault_ro
     run_with_fault(
         "Docker Engine restart", fault_settings, lambda _name: restart_dockerd(), fault_rows
     )
-
-
-def test_listener_process_killed_mid_stream_loses_nothing(fault_settings, fault_rows):
-    mongo_url = os.environ.get("MONGO_URL")
-    if not mongo_url:
-        pytest.skip(
-            "kill -9 of a listener needs a catalogue that outlives the process: "
-            "set MONGO_URL to a real MongoDB (the in-memory one dies with its process)"
-        )
-    database = f"faults_{uuid.uuid4().hex[:8]}"
-    catalogue = connect(mongo_url, database)
-    add_tick_function(catalogue)
-    env = {
-        **os.environ,
-        "MONGO_DB": database,
-        "AMQP_URL": fault_settings.amqp_url,
-        "EVENTS_QUEUE": fault_settings.events_queue,
-        "DEAD_LETTER_QUEUE": fault_settings.dead_letter_queue,
-        "LAMBDA_OS_STATE_DIR": fault_settings.state_dir,
-        "LAMBDA_OS_RUNTIME_IMAGE_PREFIX": fault_settings.runtime_image_prefix,
-        "LAMBDA_OS_CONCURRENCY": str(fault_settings.concurrency),
-    }
-    command = [sys.executable, str(LISTENER_PROCESS)]
-    started = time.monotonic()
-    first = subprocess.Popen(command, env=env)
-    second = None
-    try:
-        stream = Stream(fault_settings, "kill -9", EVENTS).start()
-        deadline = time.monotonic() + 60
-        while len(stream.sent) < EVENTS // 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
-        second = subprocess.Popen(command, env=env)
-        stream.join(timeout_s=180)
-        settle(catalogue, stream.sent)
-    finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=60)
-    # Successful runs are counted from the records here: the processes kept their own counts.
-    successes = collections.Counter(
-        (r.event_id, r.function_id)
-        for r in catalogue.list_executions({}, 100_000).items
-        if r.status == "succeeded"
-    )
-    row = count("listener kill -9", catalogue, stream.sent, successes, time.monotonic() - started)
-    fault_rows.append(row)
-    assert (row.lost, row.duplicates) == (0, 0), row
