@@ -329,7 +329,7 @@ def test_a_deleted_functions_queued_executions_fail_and_running_ones_go_on(store
     now = datetime.now(UTC).replace(microsecond=0)
     store.create_execution(execution())
     store.create_execution(execution(event_id="ev2"))
-    running, _ = store.start_execution(execution(event_id="ev3"), "a", now, now)
+    store.start_execution(execution(event_id="ev3"), "a", now, now)
     store.create_execution(execution(function_id="other"))
     error = {"type": "NotFound", "message": "deleted", "reason": "function deleted"}
 

@@ -287,3 +287,22 @@ def test_patch_handler_module_renames_a_single_file_package(client, created):
     code = client.simulate_get(url + "/code")
     assert code.content == HELLO
     assert 'filename="app.py"' in code.headers["content-disposition"]
+
+
+def test_delete_fails_the_work_still_queued_for_the_function(client, created, catalogue):
+    from lambda_os.records import ExecutionRecord, execution_id_for
+
+    queued, _ = catalogue.create_execution(
+        ExecutionRecord(
+            id=execution_id_for("ev-queued", created["id"]),
+            function_id=created["id"],
+            function_version=1,
+            event_id="ev-queued",
+        )
+    )
+
+    assert client.simulate_delete(f"/v1/functions/{created['id']}").status_code == 204
+
+    record = client.simulate_get(f"/v1/executions/{queued.id}").json
+    assert (record["status"], record["error"]["reason"]) == ("failed", "function deleted")
+    assert record["finished_at"] is not None

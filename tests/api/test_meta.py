@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 from falcon.testing import TestClient
 
@@ -50,6 +51,24 @@ def test_healthz_is_503_when_the_catalogue_does_not_answer(settings):
 
     assert result.status_code == 503
     assert result.json["status"] == "unavailable"
+
+
+@pytest.mark.parametrize(
+    ("listener", "status", "health"),
+    [("consuming", 200, "ok"), ("connecting", 503, "degraded"), ("stopping", 503, "degraded")],
+)
+def test_healthz_in_standalone_says_whether_the_listener_consumes(
+    catalogue, settings, listener, status, health
+):
+    state = {"status": listener, "queue": "lambda.events", "received": 3}
+    client = TestClient(create_app(catalogue, settings, listener_state=lambda: state))
+
+    result = client.simulate_get("/healthz")
+
+    assert result.status_code == status
+    assert result.json["status"] == health
+    assert result.json["listener"] == state
+    assert result.json["catalogue"] == "memory"
 
 
 def test_openapi_document_is_served_as_yaml(client):

@@ -422,3 +422,23 @@ def test_an_outcome_the_catalogue_refuses_ends_the_record_failed_as_not_storable
     stored = catalogue.get_execution(record.id)
     assert (stored.status, stored.error["reason"]) == ("failed", "not storable")
     assert "document too large" in stored.error["message"] and stored.leased_by is None
+
+
+def test_an_event_matched_before_a_deploy_runs_the_version_it_matched(catalogue):
+    from lambda_os.packages import inspect_package
+    from listener.execute import claim, execute_step
+
+    function = add_function(catalogue, "echo")
+    record, _ = claim(catalogue, function, event())  # matched to version 1, not run yet
+    v2_source = b"def handler(event, context):\n    return 2\n"
+    v2 = catalogue.replace_code(
+        function.id, v2_source, inspect_package(v2_source, "main.py", "main.handler")
+    )
+    provisioner = FakeProvisioner()
+
+    step = execute_step(catalogue, provisioner, v2, event(), record)
+
+    (invocation,) = provisioner.runs
+    assert (invocation.function_version, invocation.code_sha256) == (1, function.code_sha256)
+    assert invocation.load_package() == catalogue.get_package(function).data
+    assert step.record.status == "succeeded" and step.record.function_version == 1
