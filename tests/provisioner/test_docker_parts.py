@@ -304,3 +304,25 @@ def test_the_base_image_is_fetched_through_the_hosts_apt_sources_for_its_suite(t
         str(listed / "debian.sources"),
     ]
     assert host_sources("trixie", tmp_path) == []
+
+
+def test_the_pids_counter_is_found_in_cgroup_v1_and_v2(tmp_path):
+    from provisioner.docker.probe import pids_current_path
+
+    v1 = "9:name=systemd:/docker/abc\n8:pids:/docker/abc\n4:memory:/docker/abc\n0::/docker/abc\n"
+    v2 = "0::/system.slice/docker-abc.scope\n"
+
+    assert pids_current_path(v1, tmp_path) == tmp_path / "pids/docker/abc/pids.current"
+    assert (
+        pids_current_path(v2, tmp_path) == tmp_path / "system.slice/docker-abc.scope/pids.current"
+    )
+    assert pids_current_path("4:memory:/docker/abc\n", tmp_path) is None
+
+
+def test_a_probe_that_cannot_see_the_container_answers_none_rather_than_guessing():
+    from provisioner.docker.probe import Probe
+
+    probe = Probe.attach(None)
+
+    assert (probe.tasks(), probe.tmp_used_bytes()) == (None, None)
+    probe.close()
