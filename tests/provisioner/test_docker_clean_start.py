@@ -148,6 +148,42 @@ def test_a_thread_left_printing_retires_its_container_and_reaches_no_later_execu
     assert not exists(docker_client, first.container_id)
 
 
+def test_threads_the_handler_waited_for_leave_its_container_warm(backend, invocation):
+    source = """
+    from concurrent.futures import ThreadPoolExecutor
+    def handler(event, context):
+        with ThreadPoolExecutor(4) as pool:  # its threads end when the block does
+            return sum(pool.map(len, ["a", "bb", "ccc"]))
+    """
+    provisioner = backend(pool_size=0)
+    first = provisioner.run(invocation(source))
+    second = provisioner.run(invocation(source))
+
+    assert (first.result, second.result) == (6, 6)
+    assert second.container_id == first.container_id
+    assert second.cold_start is False
+
+
+def test_a_forked_child_that_returns_from_the_handler_does_not_answer_for_the_agent(
+    backend, invocation
+):
+    source = """
+    import os, time
+    def handler(event, context):
+        if os.fork() == 0:
+            return "from the child"  # no os._exit: it falls back into the agent's loop
+        time.sleep(0.2)
+        return "from the agent"
+    """
+    provisioner = backend(pool_size=0)
+    first = provisioner.run(invocation(source))
+    second = provisioner.run(invocation(source))
+
+    assert (first.status, first.result) == ("succeeded", "from the agent")
+    assert (second.status, second.result) == ("succeeded", "from the agent")
+    assert second.container_id == first.container_id
+
+
 def test_a_function_that_silences_the_agents_cleanup_still_has_its_container_retired(
     backend, invocation, docker_client
 ):

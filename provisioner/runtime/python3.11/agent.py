@@ -305,7 +305,8 @@ def clean_up() -> str | None:
 
 def serve(channel: Channel) -> None:
     output = Output()
-    hello = {"type": "ready", "pid": os.getpid(), "python": sys.version.split()[0]}
+    agent_pid = os.getpid()
+    hello = {"type": "ready", "pid": agent_pid, "python": sys.version.split()[0]}
     output.hand_over(channel.sock, frame({**hello, "marker": output.marker.decode()}))
     handler = None
     function: dict = {}
@@ -317,11 +318,15 @@ def serve(channel: Channel) -> None:
         if kind == "load":
             function = message
             try:
-                handler = load(message)
+                handler, failure = load(message), None
             except BaseException as exc:  # noqa: BLE001 - the function's import can raise anything
+                failure = exc
+            if os.getpid() != agent_pid:
+                os._exit(0)  # a child the function forked came back here: only the agent answers
+            if failure is not None:
                 mark = output.mark()
                 channel.send(
-                    {"type": "result", "ok": False, "error": error_from(exc), "mark": mark}
+                    {"type": "result", "ok": False, "error": error_from(failure), "mark": mark}
                 )
                 continue
             channel.send({"type": "loaded", "mark": output.mark()})
@@ -332,16 +337,17 @@ def serve(channel: Channel) -> None:
                 continue
             context = Context(message, function)
             try:
-                result = handler(message.get("data"), context)
+                result, failure = handler(message.get("data"), context), None
             except BaseException as exc:  # noqa: BLE001 - SystemExit too is the function's
-                mark = output.mark()
-                left = clean_up()
-                reply = {"type": "result", "ok": False, "error": error_from(exc), "mark": mark}
-                channel.send({**reply, "clean": left is None, "left": left})
-                continue
+                result, failure = None, exc
+            if os.getpid() != agent_pid:
+                os._exit(0)  # a child the handler forked returned from it: only the agent answers
             mark = output.mark()
             left = clean_up()
-            text, error = encode_result(result)
+            if failure is not None:
+                text, error = None, error_from(failure)
+            else:
+                text, error = encode_result(result)
             if error is not None:
                 reply = {"type": "result", "ok": False, "error": error, "mark": mark}
                 channel.send({**reply, "clean": left is None, "left": left})
