@@ -43,6 +43,21 @@ def pids_current_path(proc_cgroup: str, root: Path = CGROUP_ROOT) -> Path | None
     return unified
 
 
+def tmp_is_tmpfs(proc_mounts: str) -> bool:
+    """Whether ``/proc/<pid>/mounts`` shows a tmpfs at /tmp; else its usage is not memory."""
+    return any(
+        fields[1:3] == ["/tmp", "tmpfs"]
+        for fields in (line.split() for line in proc_mounts.splitlines())
+    )
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
 def _open(path: Path | str, flags: int) -> int | None:
     try:
         return os.open(path, flags | os.O_CLOEXEC)
@@ -62,14 +77,12 @@ class Probe:
         """A probe on the container whose first process is ``pid`` on this host."""
         if not pid:
             return cls()
-        try:
-            proc_cgroup = Path(f"/proc/{pid}/cgroup").read_text()
-        except OSError:
-            proc_cgroup = ""
+        proc_cgroup = _read(f"/proc/{pid}/cgroup")
         pids_path = pids_current_path(proc_cgroup) if proc_cgroup else None
+        tmpfs = tmp_is_tmpfs(_read(f"/proc/{pid}/mounts"))
         return cls(
             pids_fd=_open(pids_path, os.O_RDONLY) if pids_path else None,
-            tmp_fd=_open(f"/proc/{pid}/root/tmp", os.O_RDONLY | os.O_DIRECTORY),
+            tmp_fd=_open(f"/proc/{pid}/root/tmp", os.O_RDONLY | os.O_DIRECTORY) if tmpfs else None,
         )
 
     def tasks(self) -> int | None:

@@ -326,3 +326,13 @@ def test_a_probe_that_cannot_see_the_container_answers_none_rather_than_guessing
 
     assert (probe.tasks(), probe.tmp_used_bytes()) == (None, None)
     probe.close()
+
+
+def test_tmp_counts_as_memory_only_where_it_is_a_tmpfs():
+    from provisioner.docker.probe import tmp_is_tmpfs
+
+    tmpfs = "overlay / overlay ro 0 0\ntmpfs /tmp tmpfs rw,nosuid,nodev,size=65536k 0 0\n"
+    on_disk = "overlay / overlay ro 0 0\ntmpfs /dev tmpfs rw 0 0\n"
+
+    assert tmp_is_tmpfs(tmpfs) is True
+    assert tmp_is_tmpfs(on_disk) is False
