@@ -9,6 +9,8 @@ the container) and sending ``load``. The same steps serve a fresh container, a
 warm one and one taken from the pre-started pool.
 
 Only ``DockerHost`` talks to the engine; this module decides what is asked of it.
+What is checked on every execution (the container's task count, its /tmp) is read
+through the host's kernel by a ``Probe`` (``probe.py``), which is faster than asking.
 """
 
 from __future__ import annotations
