@@ -219,8 +219,9 @@ class Channel:
         """
         assert self.output is not None
         self.output.sink = None
-        # Output of background processes between executions; what is still coming after
-        # one read's worth counts as this execution's.
+        # What the last execution's processes wrote after its handler returned, behind the
+        # marker, before the agent killed them: it belongs to no execution, and is dropped.
+        # Nothing writes between executions, so one read's worth takes it all.
         self.output.read_available()
         self.output.sink = sink
         try:

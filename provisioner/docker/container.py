@@ -9,6 +9,8 @@ the container) and sending ``load``. The same steps serve a fresh container, a
 warm one and one taken from the pre-started pool.
 
 Only ``DockerHost`` talks to the engine; this module decides what is asked of it.
+What is checked on every execution (the container's task count, its /tmp) is read
+through the host's kernel by a ``Probe`` (``probe.py``), which is faster than asking.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import docker.types
 
 from provisioner.docker.channel import Channel, ChannelClosed, ChannelTimeout, LogTail, listen
 from provisioner.docker.host import DockerHost
+from provisioner.docker.probe import Probe
 
 LOGGER = logging.getLogger(__name__)
 
@@ -39,6 +42,8 @@ TMP_MB = 64
 STARTUP_TIMEOUT_S = 30.0
 # How long to wait, after the agent's connection drops, for dockerd to see the exit.
 EXIT_WAIT_S = 10.0
+# Tasks in an idle container: docker-init and the agent's one thread.
+IDLE_TASKS = 2
 
 
 @dataclass(frozen=True)
@@ -90,11 +95,17 @@ def container_config(
 
 @dataclass
 class Reply:
-    """The agent's answer to ``load`` or ``invoke``."""
+    """The agent's answer to ``load`` or ``invoke``.
+
+    ``clean`` is the agent's word that nothing the handler started still runs;
+    ``left`` says what does when it is not. An answer that does not say is not clean.
+    """
 
     ok: bool
     result: Any = None
     error: dict[str, Any] | None = None
+    clean: bool = False
+    left: str | None = None
 
 
 class StartFailed(Exception):
@@ -131,6 +142,7 @@ class RuntimeContainer:
     limits: Limits
     directory: Path
     channel: Channel
+    probe: Probe = field(default_factory=Probe)
     loaded: tuple[Any, ...] | None = None
     executions: int = 0
     last_used: float = field(default_factory=time.monotonic)
@@ -155,6 +167,7 @@ class RuntimeContainer:
         server = listen(socket_path, AGENT_UID)
         container_id = ""
         channel: Channel | None = None
+        probe = Probe()
         try:
             container = host.create(**container_config(image, name, limits, labels, directory))
             container_id = container.id
@@ -170,8 +183,10 @@ class RuntimeContainer:
                     host.logs(container_id),
                     transient=isinstance(exc, ChannelTimeout),
                 ) from exc
+            probe = Probe.attach((host.state(container_id) or {}).get("Pid"))
         except BaseException:
             server.close()
+            probe.close()
             if channel is not None:
                 channel.close()
             if container_id:
@@ -180,7 +195,7 @@ class RuntimeContainer:
             raise
         server.close()
         socket_path.unlink(missing_ok=True)  # nobody else may connect
-        return cls(host, container_id, name, runtime, limits, directory, channel)
+        return cls(host, container_id, name, runtime, limits, directory, channel, probe)
 
     @staticmethod
     def _accept(
@@ -252,12 +267,28 @@ class RuntimeContainer:
         if kind == expect == "loaded":
             return Reply(ok=True)
         if kind == "result":
+            clean = frame.get("clean") is True
+            left = frame.get("left")
+            left = str(left)[:200] if left is not None else None
             if frame.get("ok"):
-                return Reply(ok=True, result=frame.get("result"))
+                return Reply(ok=True, result=frame.get("result"), clean=clean, left=left)
             error = frame.get("error")
             if isinstance(error, dict):
-                return Reply(ok=False, error=error)
+                return Reply(ok=False, error=error, clean=clean, left=left)
         raise ChannelClosed(f"agent sent {str(frame)[:200]} instead of {expect!r}")
+
+    def runs_only_the_agent(self) -> bool | None:
+        """Whether docker-init and the agent's thread are all that run; None if unseen.
+
+        Read from the kernel, not asked of the agent: the function shares the
+        agent's process and could make it say anything.
+        """
+        tasks = self.probe.tasks()
+        return None if tasks is None else tasks <= IDLE_TASKS
+
+    def tmp_used_bytes(self) -> int | None:
+        """Bytes of files in the container's ``/tmp``; readable after it has died, until destroyed."""
+        return self.probe.tmp_used_bytes()
 
     def exit_state(self) -> dict[str, Any]:
         """The container's ``State`` once it has exited (or after ``EXIT_WAIT_S``)."""
@@ -275,4 +306,5 @@ class RuntimeContainer:
             self.host.remove(self.id)
         finally:
             self.channel.close()
+            self.probe.close()
             shutil.rmtree(self.directory, ignore_errors=True)

@@ -4,7 +4,10 @@
 function's package, runs the handler through the agent, and turns how that
 ended into an ``Outcome``: the handler's result or error, ``timed_out`` when the
 deadline passes (the container is killed), ``out of memory`` when the kernel's
-OOM killer ended it, ``crashed`` when the agent died any other way.
+OOM killer ended it (saying how much of the limit was files in ``/tmp``),
+``crashed`` when the agent died any other way. A container serves again only
+if nothing the handler started still runs in it: the agent ends it, and the
+host checks the container's task count before keeping it warm.
 
 The engine is reached only through ``DockerHost``; containers are made and
 spoken to only through ``RuntimeContainer``.
@@ -47,6 +50,8 @@ PACKAGE_GRACE_S = 600.0
 # Pooled containers start with the catalogue's default memory; a function asking for
 # another size has its container resized when it takes it (one engine call).
 POOL_MEMORY_MB = 128
+# Files in /tmp count toward the memory limit; an OOM error names /tmp from this much.
+TMP_WORTH_NAMING = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -84,12 +89,19 @@ def oom_killed(state: dict[str, Any]) -> bool:
     return bool(state.get("OOMKilled"))
 
 
-def out_of_memory(memory_mb: int) -> dict[str, Any]:
-    return {
-        "type": "OutOfMemory",
-        "message": f"the function used more than its {memory_mb} MB of memory and was killed",
-        "reason": "out of memory",
-    }
+def out_of_memory(memory_mb: int, tmp_bytes: int | None = None) -> dict[str, Any]:
+    """The error of an OOM kill; it names /tmp when files there held part of the limit.
+
+    The tmpfs is charged to the container's memory, so a function that fills
+    /tmp is killed like one that allocates: the message says which it was.
+    """
+    message = f"the function used more than its {memory_mb} MB of memory and was killed"
+    if tmp_bytes is not None and tmp_bytes >= TMP_WORTH_NAMING:
+        message = (
+            f"memory limit reached: {tmp_bytes / 2**20:.0f} MiB of it in /tmp (files there "
+            f"count toward the function's {memory_mb} MB); the function was killed"
+        )
+    return {"type": "OutOfMemory", "message": message, "reason": "out of memory"}
 
 
 def start_failure_error(runtime: str, exc: StartFailed) -> TransientError | PermanentError:
@@ -148,8 +160,9 @@ class DockerProvisioner:
 
     A container that ended an execution cleanly stays warm for its function
     version for ``settings.warm_idle_s`` and serves that version again
-    (``cold_start`` False); one that timed out, crashed, ran out of memory or
-    failed to import its handler is removed at once. ``settings.pool_size``
+    (``cold_start`` False); one that timed out, crashed, ran out of memory,
+    failed to import its handler or could not be cleared of what the handler
+    started is removed at once. ``settings.pool_size``
     generic containers per runtime wait, started, for a function's first
     execution, which then only hands over its package. Busy, warm and pooled
     containers stay within ``settings.host_memory_mb``: idle ones are evicted
@@ -457,6 +470,7 @@ class DockerProvisioner:
                     return Ending.handler_error(reply, tail, reusable=False)
                 container.loaded = key
             reply = container.invoke(invoke_message(invocation, deadline), deadline, tail)
+            clean = self._nothing_left(container, invocation, reply)
         except ChannelTimeout:
             LOGGER.info(
                 "execution %s (event %s) timed out after %s s",
@@ -474,8 +488,32 @@ class DockerProvisioner:
         except ChannelClosed as exc:
             return self._died(container, invocation, tail, exc)
         if reply.ok:
-            return Ending("succeeded", result=reply.result, logs=tail.text(), reusable=True)
-        return Ending.handler_error(reply, tail, reusable=True)
+            return Ending("succeeded", result=reply.result, logs=tail.text(), reusable=clean)
+        return Ending.handler_error(reply, tail, reusable=clean)
+
+    @staticmethod
+    def _nothing_left(container: RuntimeContainer, invocation: Invocation, reply: Reply) -> bool:
+        """Whether nothing the handler started runs in ``container`` any more, so it may serve again.
+
+        The agent says so, and the host checks the container's task count where it
+        can see it: the agent shares its process with the function and cannot be
+        taken at its word alone.
+        """
+        seen = container.runs_only_the_agent()
+        if reply.clean and seen is not False:
+            return True
+        if not reply.clean:
+            why = reply.left or "the agent did not say it had cleaned up"
+        else:
+            why = "the agent said it had cleaned up, but more than it and docker-init still run"
+        LOGGER.info(
+            "execution %s (event %s): %s; container %s is retired",
+            invocation.execution_id,
+            invocation.event_id,
+            why,
+            container.name,
+        )
+        return False
 
     def _died(
         self,
@@ -504,7 +542,8 @@ class DockerProvisioner:
                 invocation.event_id,
                 invocation.memory_mb,
             )
-            return Ending("failed", error=out_of_memory(invocation.memory_mb), logs=tail.text())
+            error = out_of_memory(invocation.memory_mb, container.tmp_used_bytes())
+            return Ending("failed", error=error, logs=tail.text())
         code = state.get("ExitCode")
         LOGGER.info(
             "execution %s (event %s): runtime exited with %s (%s)",

@@ -104,7 +104,7 @@ def test_background_processes_flooding_output_are_stopped_at_the_timeout(
     assert not docker_client.containers.list(all=True, filters={"id": outcome.container_id})
 
 
-def test_a_warm_container_left_flooding_by_a_finished_execution_still_serves_or_is_gone(
+def test_a_warm_container_left_flooding_by_a_finished_execution_is_cleared_and_serves_again(
     settings_for, invocation, docker_client
 ):
     from provisioner.docker import DockerProvisioner
@@ -118,8 +118,8 @@ def test_a_warm_container_left_flooding_by_a_finished_execution_still_serves_or_
 
     assert (first.status, first.result) == ("succeeded", "flood")
     assert (second.status, second.result) == ("succeeded", "again")
-    reused = second.container_id == first.container_id and not second.cold_start
-    assert reused or not docker_client.containers.list(all=True, filters={"id": first.container_id})
+    assert second.container_id == first.container_id and not second.cold_start
+    assert "yyyy" not in second.logs  # the flooders died when the first handler returned
 
 
 def test_the_engine_holds_the_limits_no_swap_cpu_share_pids_and_no_privilege(

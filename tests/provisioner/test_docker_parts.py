@@ -304,3 +304,35 @@ def test_the_base_image_is_fetched_through_the_hosts_apt_sources_for_its_suite(t
         str(listed / "debian.sources"),
     ]
     assert host_sources("trixie", tmp_path) == []
+
+
+def test_the_pids_counter_is_found_in_cgroup_v1_and_v2(tmp_path):
+    from provisioner.docker.probe import pids_current_path
+
+    v1 = "9:name=systemd:/docker/abc\n8:pids:/docker/abc\n4:memory:/docker/abc\n0::/docker/abc\n"
+    v2 = "0::/system.slice/docker-abc.scope\n"
+
+    assert pids_current_path(v1, tmp_path) == tmp_path / "pids/docker/abc/pids.current"
+    assert (
+        pids_current_path(v2, tmp_path) == tmp_path / "system.slice/docker-abc.scope/pids.current"
+    )
+    assert pids_current_path("4:memory:/docker/abc\n", tmp_path) is None
+
+
+def test_a_probe_that_cannot_see_the_container_answers_none_rather_than_guessing():
+    from provisioner.docker.probe import Probe
+
+    probe = Probe.attach(None)
+
+    assert (probe.tasks(), probe.tmp_used_bytes()) == (None, None)
+    probe.close()
+
+
+def test_tmp_counts_as_memory_only_where_it_is_a_tmpfs():
+    from provisioner.docker.probe import tmp_is_tmpfs
+
+    tmpfs = "overlay / overlay ro 0 0\ntmpfs /tmp tmpfs rw,nosuid,nodev,size=65536k 0 0\n"
+    on_disk = "overlay / overlay ro 0 0\ntmpfs /dev tmpfs rw 0 0\n"
+
+    assert tmp_is_tmpfs(tmpfs) is True
+    assert tmp_is_tmpfs(on_disk) is False

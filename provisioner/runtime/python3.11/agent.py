@@ -11,7 +11,7 @@ stays warm. Frames are a 4-byte big-endian length and a UTF-8 JSON object:
     agent -> host   {"type": "loaded"} or {"type": "result", "ok": false, "error": {...}}
     host  -> agent  {"type": "invoke", "execution_id", "event_id", "event_source",
                      "event_type", "data", "timeout_ms"}
-    agent -> host   {"type": "result", "ok": true, "result"} or {..., "ok": false, "error"}
+    agent -> host   {"type": "result", "ok": true, "result", "clean"} or {..., "ok": false, "error"}
 
 The function's output is caught at the file-descriptor level (fds 1 and 2 are
 a pipe) so prints and subprocess output both land. The pipe's read end is
@@ -20,6 +20,18 @@ as it comes, and a function that crashes or is killed at its timeout still
 leaves what it printed. The marker the agent writes into the pipe before a
 reply tells the host it has read everything the function wrote before it; a
 reply with ``"mark": false`` says the pipe was already empty, so no marker.
+
+Every execution starts clean. The handler runs in the agent's own process, so
+module state lives on between executions of the same function version, as in
+AWS Lambda. When it returns, the marker goes into the pipe at once (whatever is
+written after the return falls behind it, and the host drops it), and then every
+other process in the container except PID 1 (docker-init) is killed: the
+container is its own PID namespace, and everything in it runs as the agent's
+uid, so ``kill(-1, SIGKILL)`` reaches exactly those, and a fork bomb cannot
+outrun it (the kernel refuses a fork to a process with SIGKILL pending). A
+thread cannot be killed from inside its process, so a reply whose ``clean`` is
+false (threads still running, or a process that would not go) tells the host
+to retire the container.
 
 Standard library only: it runs on the image's bare Debian python3.
 """
@@ -31,6 +43,7 @@ import fcntl
 import importlib
 import json
 import os
+import signal
 import socket
 import struct
 import sys
@@ -47,6 +60,11 @@ MAX_RESULT_BYTES = 6 * 1024 * 1024
 # exception's text (a character is up to 12 bytes once JSON-escaped).
 MAX_ERROR_CHARS = 64 * 1024
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+# How long the processes a handler left get to die and be reaped; the host retires a
+# container whose cleanup takes longer (a process stuck in the kernel, say).
+CLEANUP_S = 2.0
+# How long threads that were already ending when the handler returned get to finish.
+THREADS_ENDING_S = 0.05
 
 
 class Context:
@@ -214,9 +232,81 @@ def encode_result(result) -> tuple[str | None, dict | None]:
     return text, None
 
 
+def result_frame(text: str, mark: bool, left: str | None) -> bytes:
+    """A success frame with the result's JSON text spliced in, so it is not encoded twice."""
+    head = {"type": "result", "ok": True, "mark": mark, "clean": left is None, "left": left}
+    body = (json.dumps(head, separators=(",", ":"))[:-1] + ',"result":' + text + "}").encode()
+    return HEADER.pack(len(body)) + body
+
+
+def reap_children() -> None:
+    """Collect the agent's own exited children; docker-init reaps every other orphan."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def others_alive() -> list[int]:
+    """Pids in the container besides PID 1 and the agent, zombies included (they hold pids)."""
+    me = os.getpid()
+    return [
+        int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) not in (1, me)
+    ]
+
+
+def end_processes() -> str | None:
+    """Kill every process but PID 1 and the agent; None once all are gone, else what is left.
+
+    ``kill(-1)`` fails with ESRCH when nothing is left to signal, zombies aside: the
+    usual case costs that call and a ``waitpid`` for the agent's own zombies.
+    """
+    deadline = time.monotonic() + CLEANUP_S
+    while True:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            reap_children()
+            return None
+        except PermissionError:
+            pass  # only processes the agent cannot signal are left; /proc says which
+        reap_children()
+        left = others_alive()
+        if not left:
+            return None
+        if time.monotonic() > deadline:
+            return f"{len(left)} processes did not end within {CLEANUP_S} s"
+        time.sleep(0.001)
+
+
+def threads_left() -> str | None:
+    """None if the agent's process runs only its own thread, else how many others it runs.
+
+    ``/proc/self/task`` sees native threads too; a thread that has just been joined
+    may still be leaving the kernel, so it gets a moment.
+    """
+    deadline = time.monotonic() + THREADS_ENDING_S
+    while (count := len(os.listdir("/proc/self/task"))) > 1:
+        if time.monotonic() > deadline:
+            return f"{count - 1} threads the function started are still running"
+        time.sleep(0.001)
+    return None
+
+
+def clean_up() -> str | None:
+    """End what the handler left behind; None if nothing of it runs any more, else why not."""
+    for timer in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
+        signal.setitimer(timer, 0)  # a timer would fire its handler in a later execution
+    return end_processes() or threads_left()
+
+
 def serve(channel: Channel) -> None:
     output = Output()
-    hello = {"type": "ready", "pid": os.getpid(), "python": sys.version.split()[0]}
+    agent_pid = os.getpid()
+    hello = {"type": "ready", "pid": agent_pid, "python": sys.version.split()[0]}
     output.hand_over(channel.sock, frame({**hello, "marker": output.marker.decode()}))
     handler = None
     function: dict = {}
@@ -228,11 +318,15 @@ def serve(channel: Channel) -> None:
         if kind == "load":
             function = message
             try:
-                handler = load(message)
+                handler, failure = load(message), None
             except BaseException as exc:  # noqa: BLE001 - the function's import can raise anything
+                failure = exc
+            if os.getpid() != agent_pid:
+                os._exit(0)  # a child the function forked came back here: only the agent answers
+            if failure is not None:
                 mark = output.mark()
                 channel.send(
-                    {"type": "result", "ok": False, "error": error_from(exc), "mark": mark}
+                    {"type": "result", "ok": False, "error": error_from(failure), "mark": mark}
                 )
                 continue
             channel.send({"type": "loaded", "mark": output.mark()})
@@ -243,23 +337,22 @@ def serve(channel: Channel) -> None:
                 continue
             context = Context(message, function)
             try:
-                result = handler(message.get("data"), context)
+                result, failure = handler(message.get("data"), context), None
             except BaseException as exc:  # noqa: BLE001 - SystemExit too is the function's
-                mark = output.mark()
-                channel.send(
-                    {"type": "result", "ok": False, "error": error_from(exc), "mark": mark}
-                )
-                continue
-            text, error = encode_result(result)
+                result, failure = None, exc
+            if os.getpid() != agent_pid:
+                os._exit(0)  # a child the handler forked returned from it: only the agent answers
             mark = output.mark()
-            if error is not None:
-                channel.send({"type": "result", "ok": False, "error": error, "mark": mark})
+            left = clean_up()
+            if failure is not None:
+                text, error = None, error_from(failure)
             else:
-                flag = "true" if mark else "false"
-                body = (
-                    '{"type":"result","ok":true,"mark":' + flag + ',"result":' + text + "}"
-                ).encode()
-                channel.sock.sendall(HEADER.pack(len(body)) + body)
+                text, error = encode_result(result)
+            if error is not None:
+                reply = {"type": "result", "ok": False, "error": error, "mark": mark}
+                channel.send({**reply, "clean": left is None, "left": left})
+            else:
+                channel.sock.sendall(result_frame(text, mark, left))
         elif kind == "ping":
             channel.send({"type": "pong", "mark": output.mark()})
 
