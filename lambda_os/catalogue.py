@@ -853,6 +853,11 @@ def _code_fields(info: PackageInfo) -> dict[str, Any]:
 # FerretDB on SQLite reports a unique index violated by an update as InternalError
 # (code 1) with SQLite's own text, where MongoDB says DuplicateKey (11000).
 _UNIQUE_VIOLATION = "UNIQUE constraint failed"
+# A server going down fails the operations in flight: MongoDB with these codes
+# (InterruptedAtShutdown, ShutdownInProgress, InterruptedDueToReplStateChange), FerretDB
+# with InternalError "context canceled". Either is gone once the server is back.
+_SHUTTING_DOWN = frozenset({91, 11600, 11602})
+_FERRETDB_CANCELLED = "context canceled"
 
 
 class _converted:
@@ -875,6 +880,10 @@ class _converted:
             return False
         if isinstance(exc, pymongo.errors.OperationFailure) and _UNIQUE_VIOLATION in str(exc):
             raise DuplicateKeyError(str(exc), 11000, exc.details) from exc
+        if isinstance(exc, pymongo.errors.OperationFailure) and (
+            exc.code in _SHUTTING_DOWN or _FERRETDB_CANCELLED in str(exc)
+        ):
+            raise TransientError(f"catalogue unavailable: {exc}") from exc
         if isinstance(
             exc,
             (
