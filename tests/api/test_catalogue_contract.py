@@ -13,11 +13,12 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import pymongo
 import pytest
 from api_helpers import HELLO, HELLO_V2, make_zip
 
 from lambda_os.catalogue import Catalogue, connect, iter_all
-from lambda_os.errors import Conflict, NotFound
+from lambda_os.errors import Conflict, NotFound, PermanentError, TransientError
 from lambda_os.packages import inspect_package
 from lambda_os.records import DeadLetterRecord, ExecutionRecord, Lease, execution_id_for
 
@@ -419,3 +420,24 @@ def test_health_reports_ok_with_the_function_count(store):
     create(store)
 
     assert store.health() == {"status": "ok", "functions": 1, "catalogue": store.kind}
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (pymongo.errors.OperationFailure("[db.go:134] context canceled", 1), TransientError),
+        (pymongo.errors.OperationFailure("interrupted at shutdown", 11600), TransientError),
+        (pymongo.errors.OperationFailure("UNIQUE constraint failed: index 'x'", 1), Conflict),
+        (pymongo.errors.OperationFailure("unknown operator: $foo", 2), PermanentError),
+    ],
+)
+def test_server_errors_become_ours_at_the_seam(store, error, expected):
+    """What a server says on shutdown is transient; FerretDB's unique violation a conflict."""
+
+    class Failing:
+        def find_one_and_update(self, *args, **kwargs):
+            raise error
+
+    store._functions = Failing()
+    with pytest.raises(expected):
+        store.update_function("f", {"memory_mb": 256})
