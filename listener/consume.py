@@ -16,15 +16,21 @@ event's ack.
 
 What happens to a message:
 
-- not an event (``InvalidEvent``): a copy is published, with confirm, straight
-  to the dead-letter queue with the reason in the ``x-lambda-reason`` header and
-  the original headers kept, and only then is the original acked. The broker's
+- not an event (``InvalidEvent``): a worker records the dead letter in the
+  catalogue (never this thread: a catalogue outage must not stall the heartbeat);
+  then a copy is published, with confirm, straight to the dead-letter queue with
+  the reason in the ``x-lambda-reason`` header and the original headers kept,
+  and only then is the original acked. The broker's
   own dead-lettering (``basic_nack(requeue=False)``) adds ``x-death`` but cannot
   carry our reason, so it is only the fallback when that publish is refused:
   then the message still lands on the dead-letter queue through the queue's DLX,
   and the reason is in the log. Either way nothing is lost and the consumer goes on.
 - no function matches: acked and counted.
 - run: acked after the records are stored; replies go to ``reply_to`` first.
+  A retry (``Step.retry``) or a deferral (``Step.defer``: another listener holds
+  the run) is published to a delay queue first. An execution whose last attempt
+  failed is dead-lettered: the worker names and records the dead letter in the
+  catalogue, this thread only publishes it.
 - ``TransientError`` (engine or catalogue down): after a short pause on the
   worker (not the connection thread) it is nacked with requeue, the one case where
   requeueing cannot loop on a message that will always fail.

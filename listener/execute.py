@@ -10,10 +10,12 @@ API's synchronous invocation alike:
    completion on one event;
 3. otherwise take the record's lease (``Catalogue.acquire_execution``): it is
    ``running`` under this listener until the function's timeout plus a margin.
-   A record another listener holds is not run (``TransientError``: the message
-   comes back later); one whose lease lapsed (its listener died) is taken over as
-   the next ``attempt``. Then the provisioner runs it and the outcome is stored,
-   only while the lease is still ours (``Catalogue.finish_execution``).
+   A record another listener holds is not run (``Step.defer``: the listener puts
+   the event in a delay queue and looks again later); one whose lease lapsed (its
+   listener died or stalled) is taken over as the next ``attempt``. Then the
+   provisioner runs it and the outcome is stored, only while the lease is still
+   ours: every write is fenced by the ``Lease`` (holder and attempt), so a
+   listener that lost it changes nothing.
 
 The common case, an event's first delivery, takes steps 1 and 3 in one write
 (``start_step``: the record is inserted already leased), and the outcome is one
@@ -32,7 +34,11 @@ message to a delay queue. After the last attempt the record stays failed and
 propagates, so the event is retried without spending an attempt; any other
 platform error that will not go away (unknown runtime, package gone) is stored as
 a ``failed`` record with reason ``cannot run``, never retried, because retrying
-cannot help and the user must see why.
+cannot help and the user must see why. An error nobody foresaw ends the record
+``failed`` with reason ``internal error``, and an outcome the catalogue refuses
+with ``not storable``: no record is ever left ``running`` under a lease nobody
+renews. Every change of a record is one of the catalogue's transitions
+(``Catalogue``'s state machine); this module writes none itself.
 """
 
 from __future__ import annotations

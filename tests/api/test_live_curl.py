@@ -31,22 +31,27 @@ def walkthrough(base: str) -> str:
     return "\n".join(blocks).replace(DOCUMENTED_BASE, base)
 
 
-def test_curl_walkthrough_uploads_lists_downloads_updates_and_deletes(live_api, tmp_path):
+def run_walkthrough(base: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the walk-through against ``base`` in ``cwd``; it must exit 0."""
     if shutil.which("curl") is None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail("CI=true and curl is not installed")
         pytest.skip("curl is not installed")
-
     run = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", walkthrough(live_api)],
+        ["bash", "-euo", "pipefail", "-c", walkthrough(base)],
         check=False,
-        cwd=tmp_path,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
     )
-
     assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    return run
+
+
+def test_curl_walkthrough_uploads_lists_downloads_updates_and_deletes(live_api, tmp_path):
+    run = run_walkthrough(live_api, tmp_path)
+
     out = run.stdout
     assert '"name": "hello"' in out and '"version": 1' in out
     assert out.count("downloaded code is identical") == 2

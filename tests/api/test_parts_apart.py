@@ -20,7 +20,7 @@ from pathlib import Path
 import pika
 import pytest
 from conftest import free_port, wait_until_healthy
-from test_live_curl import walkthrough
+from test_live_curl import run_walkthrough
 
 from listener.topology import Topology, delete
 
@@ -67,16 +67,8 @@ def parts_apart(mongo_url: str, amqp_url: str, runtime_image: str) -> Iterator[d
 
 
 def test_the_curl_walkthrough_passes_against_the_api_process(parts_apart, tmp_path):
-    run = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", walkthrough(parts_apart["base"])],
-        check=False,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = run_walkthrough(parts_apart["base"], tmp_path)
 
-    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
     assert run.stdout.count("downloaded code is identical") == 2
 
 

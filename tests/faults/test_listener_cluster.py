@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from broker_tools import connected_at
 from fault_helpers import FaultRow, Stream
 
 from lambda_os.catalogue import connect
@@ -138,23 +139,6 @@ class Cluster:
         for path in self.work.glob("runs-*.jsonl"):
             found += [json.loads(line) for line in path.read_text().splitlines() if line]
         return found
-
-
-def connected_at(names: list[str]) -> dict[str, str]:
-    """When each named connection was opened, as the broker says; absent names are not open."""
-    listed = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "client_properties", "connected_at"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    found = {}
-    for line in listed.splitlines():
-        for name in names:
-            if f'{{"connection_name","{name}"}}' in line:
-                found[name] = line.rsplit("\t", 1)[-1]
-    return found
 
 
 def overlapping(runs: list[dict[str, Any]]) -> list[str]:
