@@ -36,6 +36,7 @@ class Settings:
     warm_idle_s: float = 600.0
     pool_size: int = 2
     host_memory_mb: int = 8192
+    memory_mb_per_cpu: int = 1769
     embedded_executions_kept: int = 10_000
     log_level: str = "INFO"
 
@@ -130,6 +131,13 @@ OPTIONS: tuple[Option, ...] = (
         "host_memory_mb",
         "LAMBDA_OS_HOST_MEMORY_MB",
         "memory budget for running plus warm containers on this host",
+    ),
+    Option(
+        "memory_mb_per_cpu",
+        "LAMBDA_OS_MEMORY_MB_PER_CPU",
+        "memory that earns one CPU: a container is capped at memory_mb / this many CPUs "
+        "(at least 0.1, at most the host's cores), as AWS Lambda; 0 leaves the CPU uncapped "
+        "and only weighted by memory",
     ),
     Option(
         "embedded_executions_kept",

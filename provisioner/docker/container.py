@@ -19,7 +19,7 @@ import shutil
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +39,57 @@ TMP_MB = 64
 STARTUP_TIMEOUT_S = 30.0
 # How long to wait, after the agent's connection drops, for dockerd to see the exit.
 EXIT_WAIT_S = 10.0
+# As AWS Lambda: a function gets one CPU's worth of time at 1769 MB, in proportion below
+# and above it, but never less than a tenth of one (an import would crawl) ...
+MB_PER_CPU = 1769
+MIN_CPUS = 0.1
+# ... measured by the CFS scheduler over this period (docker's default; microseconds).
+CPU_PERIOD_US = 100_000
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one container may use. ``cpu_shares`` follows memory: 1024 MB gets docker's 1024."""
+    """What one container may use; its CPU, weighted and capped, follows its memory.
+
+    ``cpu_shares`` weighs containers against each other when the host is busy (1024 MB
+    gets docker's 1024). The shares alone let a small function take a whole core on an
+    idle host and make its timings depend on the neighbours, so ``cpus`` also caps it:
+    ``memory_mb / mb_per_cpu`` CPUs, at least ``MIN_CPUS``, at most ``max_cpus`` (the
+    host's cores). ``mb_per_cpu=0`` leaves the CPU uncapped.
+    """
 
     memory_mb: int
     network: bool = False
     pids: int = PIDS_LIMIT
     tmp_mb: int = TMP_MB
+    mb_per_cpu: int = MB_PER_CPU
+    max_cpus: float | None = None
 
     @property
     def cpu_shares(self) -> int:
         return max(2, self.memory_mb)
+
+    @property
+    def cpus(self) -> float | None:
+        """The hard cap in CPUs, or None when there is none."""
+        if self.mb_per_cpu <= 0:
+            return None
+        cpus = max(MIN_CPUS, self.memory_mb / self.mb_per_cpu)
+        return cpus if self.max_cpus is None else min(cpus, max(MIN_CPUS, self.max_cpus))
+
+    def cpu_cap(self) -> dict[str, int]:
+        """The engine's arguments for the cap: a CFS quota per period, or nothing.
+
+        A quota rather than ``nano_cpus``: the engine refuses to change the quota of a
+        container created with ``nano_cpus``, and a pooled container is resized.
+        """
+        cpus = self.cpus
+        if cpus is None:
+            return {}
+        return {"cpu_period": CPU_PERIOD_US, "cpu_quota": round(cpus * CPU_PERIOD_US)}
+
+    def resized(self, memory_mb: int) -> Limits:
+        return replace(self, memory_mb=memory_mb)
 
 
 def container_config(
@@ -73,6 +110,7 @@ def container_config(
         "mem_limit": memory,
         "memswap_limit": memory,  # equal to the memory limit: no swap
         "cpu_shares": limits.cpu_shares,
+        **limits.cpu_cap(),
         "pids_limit": limits.pids,
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={limits.tmp_mb}m,mode=1777"},
@@ -222,9 +260,11 @@ class RuntimeContainer:
         return self.limits.memory_mb
 
     def resize(self, memory_mb: int) -> None:
-        """Give a running (pooled) container a function's memory limit and CPU weight."""
-        limits = Limits(memory_mb, self.limits.network, self.limits.pids, self.limits.tmp_mb)
-        self.host.update(self.id, memory_mb=memory_mb, cpu_shares=limits.cpu_shares)
+        """Give a running (pooled) container a function's memory limit, CPU weight and CPU cap."""
+        limits = self.limits.resized(memory_mb)
+        self.host.update(
+            self.id, memory_mb=memory_mb, cpu_shares=limits.cpu_shares, **limits.cpu_cap()
+        )
         self.limits = limits
 
     def hand_over(self, package_dir: Path) -> None:

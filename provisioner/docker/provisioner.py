@@ -176,6 +176,7 @@ class DockerProvisioner:
         self.containers_dir.mkdir(parents=True, exist_ok=True)
         (self.containers_dir / "owner").write_text(self.host.owner.label)
         self._remove_abandoned(containers_root)
+        self._host_cpus = self.host.cpus
         self._slots = threading.BoundedSemaphore(settings.concurrency)
         self._per_function = ConcurrencyLimits()
         self._lock = threading.Condition()
@@ -209,6 +210,15 @@ class DockerProvisioner:
                 shutil.rmtree(directory, ignore_errors=True)
         if removed:
             LOGGER.info("removed %d containers left by earlier processes", removed)
+
+    def _limits(self, memory_mb: int, network: bool = False) -> Limits:
+        """A container's limits: its CPU capped at ``memory_mb_per_cpu``, within the host's cores."""
+        return Limits(
+            memory_mb=memory_mb,
+            network=network,
+            mb_per_cpu=self.settings.memory_mb_per_cpu,
+            max_cpus=self._host_cpus,
+        )
 
     def _image(self, runtime: str) -> str:
         image = self._images.get(runtime)
@@ -294,7 +304,7 @@ class DockerProvisioner:
             return self._start(
                 image,
                 invocation.runtime,
-                Limits(memory_mb=invocation.memory_mb, network=invocation.network),
+                self._limits(invocation.memory_mb, network=invocation.network),
                 labels_for(invocation),
             )
         except BaseException:
@@ -401,7 +411,7 @@ class DockerProvisioner:
                 try:
                     image = self._image(runtime)
                     container = self._start(
-                        image, runtime, Limits(memory_mb=POOL_MEMORY_MB), pool_labels(runtime)
+                        image, runtime, self._limits(POOL_MEMORY_MB), pool_labels(runtime)
                     )
                 except (PermanentError, TransientError, StartFailed) as exc:
                     with self._lock:

@@ -36,7 +36,24 @@ def test_container_config_applies_every_isolation_limit():
     assert config["cap_drop"] == ["ALL"]
     assert config["security_opt"] == ["no-new-privileges"]
     assert config["cpu_shares"] == 256
+    assert (config["cpu_period"], config["cpu_quota"]) == (100_000, 14_471)  # 256 / 1769 CPUs
     assert config["volumes"] == {"/state/containers/x": {"bind": "/run/lambda-os", "mode": "ro"}}
+
+
+def test_the_cpu_cap_follows_memory_at_one_cpu_per_1769_mb_within_a_tenth_and_the_hosts_cores():
+    assert Limits(memory_mb=1769, max_cpus=4).cpus == 1.0
+    assert Limits(memory_mb=3538, max_cpus=4).cpus == 2.0
+    assert Limits(memory_mb=128, max_cpus=4).cpus == 0.1
+    assert Limits(memory_mb=10240, max_cpus=2).cpus == 2.0
+    assert Limits(memory_mb=128, mb_per_cpu=0).cpus is None
+    assert Limits(memory_mb=128, mb_per_cpu=0).cpu_cap() == {}
+
+
+def test_a_resized_container_keeps_its_cpu_policy_and_its_cap_follows_the_new_memory():
+    limits = Limits(memory_mb=128, mb_per_cpu=1000, max_cpus=2).resized(1500)
+
+    assert (limits.memory_mb, limits.cpus) == (1500, 1.5)
+    assert limits.cpu_cap() == {"cpu_period": 100_000, "cpu_quota": 150_000}
 
 
 def test_a_function_asking_for_network_gets_the_default_bridge():
