@@ -33,6 +33,7 @@ class Settings:
     runtime_image_prefix: str = "lambda-os/runtime"
     state_dir: str = "/var/lib/lambda-os"
     concurrency: int = 8
+    reserved_slots: int = 1
     warm_idle_s: float = 600.0
     pool_size: int = 2
     host_memory_mb: int = 8192
@@ -120,6 +121,13 @@ OPTIONS: tuple[Option, ...] = (
         "concurrency",
         "LAMBDA_OS_CONCURRENCY",
         "executions the provisioner runs at once on this host",
+    ),
+    Option(
+        "reserved_slots",
+        "LAMBDA_OS_RESERVED_SLOTS",
+        "of those, slots one function may never take, kept for other functions so a busy "
+        "one cannot starve them: a function runs at most max(1, concurrency - this) at once "
+        "on this host, and a freed slot goes to the waiting function holding the fewest",
     ),
     Option(
         "warm_idle_s",

@@ -38,7 +38,7 @@ from provisioner.docker.container import (
 from provisioner.docker.host import DockerHost
 from provisioner.docker.inventory import Inventory
 from provisioner.images import RUNTIMES
-from provisioner.limits import ConcurrencyLimits
+from provisioner.limits import ConcurrencyLimits, FairSlots
 
 LOGGER = logging.getLogger(__name__)
 # Unpacked packages outlive their warm containers by at least this long.
@@ -155,7 +155,9 @@ class DockerProvisioner:
     containers stay within ``settings.host_memory_mb``: idle ones are evicted
     least recently used first when room is needed, and a run waits when the
     budget is all in use. ``warm_idle_s=0`` and ``pool_size=0`` give one fresh
-    container per execution.
+    container per execution. One function holds at most ``concurrency -
+    reserved_slots`` of the host's slots, so it cannot starve the others
+    (``provisioner.limits.FairSlots``).
     """
 
     def __init__(
@@ -177,7 +179,7 @@ class DockerProvisioner:
         (self.containers_dir / "owner").write_text(self.host.owner.label)
         self._remove_abandoned(containers_root)
         self._host_cpus = self.host.cpus
-        self._slots = threading.BoundedSemaphore(settings.concurrency)
+        self._slots = FairSlots(settings.concurrency, settings.reserved_slots)
         self._per_function = ConcurrencyLimits()
         self._lock = threading.Condition()
         self._inventory = Inventory(settings.host_memory_mb)
@@ -238,8 +240,12 @@ class DockerProvisioner:
         image = self._image(invocation.runtime)
         package_dir = self.packages.get(invocation)
         key = function_key(invocation)
-        # The function's own limit first, so a function at its limit holds no host slot.
-        with self._per_function.hold(invocation.function_id, invocation.concurrency), self._slots:
+        # The function's own limit first, so a function at its limit holds no host slot;
+        # then its fair share of the host's slots, so it leaves room for other functions.
+        with (
+            self._per_function.hold(invocation.function_id, invocation.concurrency),
+            self._slots.hold(invocation.function_id),
+        ):
             if invocation.started is not None:
                 invocation.started()
             started_at = utcnow()
