@@ -26,6 +26,7 @@ from typing import Any
 import docker.types
 
 from provisioner.docker.channel import Channel, ChannelClosed, ChannelTimeout, LogTail, listen
+from provisioner.docker.egress import NETWORK
 from provisioner.docker.host import DockerHost
 
 LOGGER = logging.getLogger(__name__)
@@ -106,7 +107,9 @@ def container_config(
         # docker-init (tini) as PID 1 reaps the function's orphaned children, which
         # would otherwise pile up as zombies against the pids limit in a warm container.
         "init": True,
-        "network_mode": "bridge" if limits.network else "none",
+        # network: true joins the platform's egress network, never the default bridge:
+        # no other container, the host or a private address is reachable from it.
+        "network_mode": NETWORK if limits.network else "none",
         "mem_limit": memory,
         "memswap_limit": memory,  # equal to the memory limit: no swap
         "cpu_shares": limits.cpu_shares,
@@ -123,6 +126,9 @@ def container_config(
             type="json-file", config={"max-size": "1m", "max-file": "1"}
         ),
         "hostname": "lambda",
+        # The egress firewall is IPv4; with IPv6 off the container has no link-local
+        # route around it to the bridge's own fe80:: address on the host.
+        **({"sysctls": {"net.ipv6.conf.all.disable_ipv6": "1"}} if limits.network else {}),
     }
 
 

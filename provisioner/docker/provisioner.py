@@ -35,6 +35,8 @@ from provisioner.docker.container import (
     RuntimeContainer,
     StartFailed,
 )
+from provisioner.docker.egress import EgressNetwork
+from provisioner.docker.firewall import Iptables
 from provisioner.docker.host import DockerHost
 from provisioner.docker.inventory import Inventory
 from provisioner.images import RUNTIMES
@@ -167,9 +169,15 @@ class DockerProvisioner:
         *,
         host: DockerHost | None = None,
         clock: Callable[[], float] = time.monotonic,
+        egress: EgressNetwork | None = None,
     ) -> None:
         self.settings = settings
         self.host = host or DockerHost(settings.docker_host, client)
+        self.egress = egress or EgressNetwork(
+            self.host,
+            Iptables(),
+            engine_is_local=(settings.docker_host or "unix://").startswith("unix://"),
+        )
         self.clock = clock
         self.state_dir = Path(settings.state_dir)
         self.packages = PackageCache(self.state_dir / "packages", clock)
@@ -179,6 +187,10 @@ class DockerProvisioner:
         (self.containers_dir / "owner").write_text(self.host.owner.label)
         self._remove_abandoned(containers_root)
         self._host_cpus = self.host.cpus
+        try:
+            self.egress.ensure()
+        except (PermanentError, TransientError) as exc:
+            LOGGER.warning("%s", exc)  # tried again, and refused, for each such function
         self._slots = FairSlots(settings.concurrency, settings.reserved_slots)
         self._per_function = ConcurrencyLimits()
         self._lock = threading.Condition()
@@ -238,6 +250,8 @@ class DockerProvisioner:
                 f"{self.settings.host_memory_mb} MB"
             )
         image = self._image(invocation.runtime)
+        if invocation.network:
+            self.egress.ensure()
         package_dir = self.packages.get(invocation)
         key = function_key(invocation)
         # The function's own limit first, so a function at its limit holds no host slot;
