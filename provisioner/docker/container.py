@@ -46,6 +46,10 @@ MB_PER_CPU = 1769
 MIN_CPUS = 0.1
 # ... measured by the CFS scheduler over this period (docker's default; microseconds).
 CPU_PERIOD_US = 100_000
+# The agent boots under at least this cap, and the function's own applies before any of
+# its code runs: at 0.1 CPU the interpreter's start alone would add half a second to
+# every cold start, which is the platform's cost, not the function's.
+STARTUP_CPUS = 1.0
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,8 @@ class Limits:
         cpus = max(MIN_CPUS, self.memory_mb / self.mb_per_cpu)
         return cpus if self.max_cpus is None else min(cpus, max(MIN_CPUS, self.max_cpus))
 
-    def cpu_cap(self) -> dict[str, int]:
-        """The engine's arguments for the cap: a CFS quota per period, or nothing.
+    def cpu_cap(self, at_least: float = 0.0) -> dict[str, int]:
+        """The engine's arguments for the cap (raised to ``at_least``): a CFS quota, or nothing.
 
         A quota rather than ``nano_cpus``: the engine refuses to change the quota of a
         container created with ``nano_cpus``, and a pooled container is resized.
@@ -87,16 +91,27 @@ class Limits:
         cpus = self.cpus
         if cpus is None:
             return {}
-        return {"cpu_period": CPU_PERIOD_US, "cpu_quota": round(cpus * CPU_PERIOD_US)}
+        return {
+            "cpu_period": CPU_PERIOD_US,
+            "cpu_quota": round(max(cpus, at_least) * CPU_PERIOD_US),
+        }
 
     def resized(self, memory_mb: int) -> Limits:
         return replace(self, memory_mb=memory_mb)
 
 
 def container_config(
-    image: str, name: str, limits: Limits, labels: dict[str, str], directory: Path
+    image: str,
+    name: str,
+    limits: Limits,
+    labels: dict[str, str],
+    directory: Path,
+    cpus_at_least: float = 0.0,
 ) -> dict[str, Any]:
-    """The arguments for ``containers.create``: the isolation every function runs under."""
+    """The arguments for ``containers.create``: the isolation every function runs under.
+
+    ``cpus_at_least`` raises the CPU cap for the agent's start (``STARTUP_CPUS``).
+    """
     memory = f"{limits.memory_mb}m"
     return {
         "image": image,
@@ -113,7 +128,7 @@ def container_config(
         "mem_limit": memory,
         "memswap_limit": memory,  # equal to the memory limit: no swap
         "cpu_shares": limits.cpu_shares,
-        **limits.cpu_cap(),
+        **limits.cpu_cap(cpus_at_least),
         "pids_limit": limits.pids,
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={limits.tmp_mb}m,mode=1777"},
@@ -200,7 +215,8 @@ class RuntimeContainer:
         container_id = ""
         channel: Channel | None = None
         try:
-            container = host.create(**container_config(image, name, limits, labels, directory))
+            config = container_config(image, name, limits, labels, directory, STARTUP_CPUS)
+            container = host.create(**config)
             container_id = container.id
             host.start(container)
             conn = cls._accept(host, container_id, server, startup_timeout_s)
@@ -214,6 +230,9 @@ class RuntimeContainer:
                     host.logs(container_id),
                     transient=isinstance(exc, ChannelTimeout),
                 ) from exc
+            if limits.cpu_cap(STARTUP_CPUS) != limits.cpu_cap():
+                # The function's own cap, before any of its code is loaded.
+                host.update(container_id, limits.memory_mb, limits.cpu_shares, **limits.cpu_cap())
         except BaseException:
             server.close()
             if channel is not None:

@@ -51,6 +51,15 @@ def test_the_cpu_cap_follows_memory_at_one_cpu_per_1769_mb_within_a_tenth_and_th
     assert Limits(memory_mb=128, mb_per_cpu=0).cpu_cap() == {}
 
 
+def test_the_agent_starts_under_at_least_one_cpu_and_only_then_takes_the_functions_cap():
+    limits = Limits(memory_mb=128)
+
+    booting = container_config("img", "n", limits, {}, Path("/d"), cpus_at_least=1.0)
+
+    assert booting["cpu_quota"] == 100_000
+    assert limits.cpu_cap() == {"cpu_period": 100_000, "cpu_quota": 10_000}
+
+
 def test_a_resized_container_keeps_its_cpu_policy_and_its_cap_follows_the_new_memory():
     limits = Limits(memory_mb=128, mb_per_cpu=1000, max_cpus=2).resized(1500)
 
