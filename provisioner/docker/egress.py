@@ -68,16 +68,22 @@ class EgressNetwork:
         self._lock = threading.Lock()
         self._ready = False
 
-    def ensure(self) -> str:
-        """The network's name once it and its rules are in place; ``PermanentError`` if they cannot be."""
+    def ensure(self, recheck: bool = False) -> str:
+        """The network's name once it and its rules are in place; ``PermanentError`` if they cannot be.
+
+        ``recheck`` looks again (the rules are idempotent; ~30 ms) even when done
+        before: before a new container joins, so a network removed or rules flushed
+        since (``iptables -F``, a firewall reload) are put back, never skipped.
+        """
         with self._lock:
-            if self._ready:
+            if self._ready and not recheck:
                 return NETWORK
             if not self.engine_is_local:
                 raise PermanentError(
                     "network: true functions are refused: the Docker Engine is on another "
                     "machine, whose firewall this process cannot set"
                 )
+            self._ready = False
             self._network()
             try:
                 self.firewall.protect(BRIDGE, self._resolvers())

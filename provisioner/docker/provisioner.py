@@ -321,6 +321,8 @@ class DockerProvisioner:
                     raise
             return container
         try:
+            if invocation.network:
+                self.egress.ensure(recheck=True)
             return self._start(
                 image,
                 invocation.runtime,

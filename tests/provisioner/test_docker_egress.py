@@ -131,3 +131,17 @@ def test_an_engine_on_another_machine_refuses_network_functions(docker_client):
 
     with pytest.raises(PermanentError, match="another machine"):
         egress.ensure()
+
+
+def test_rules_removed_while_running_are_put_back_before_the_next_network_container_starts(
+    backend, invocation
+):
+    provisioner = backend(pool_size=0, warm_idle_s=0.0)
+    jump = ["-i", BRIDGE, "-m", "comment", "--comment", "lambda-os egress", "-j", CHAIN]
+    subprocess.run(["iptables", "-w", "10", "-D", "DOCKER-USER", *jump], check=True)
+
+    outcome = provisioner.run(invocation(QUICK, network=True))
+
+    assert outcome.status == "succeeded"
+    first = rules("DOCKER-USER")[1]
+    assert first.startswith(f"-A DOCKER-USER -i {BRIDGE} ") and first.endswith(f"-j {CHAIN}")
