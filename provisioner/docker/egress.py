@@ -12,6 +12,11 @@ Nothing runs unprotected: when the network or its rules cannot be put in place
 touch, a network of that name made by someone else with other options),
 ``ensure`` raises ``PermanentError`` with the reason, and the provisioner refuses
 ``network: true`` functions with it.
+
+The two engine calls (inspect and create a network) go through ``DockerHost``'s
+client under its ``engine_errors``, so docker's exceptions are converted as
+everywhere else; they sit here rather than in ``host.py`` to keep the whole
+egress set-up in one place.
 """
 
 from __future__ import annotations
