@@ -33,9 +33,11 @@ class Settings:
     runtime_image_prefix: str = "lambda-os/runtime"
     state_dir: str = "/var/lib/lambda-os"
     concurrency: int = 8
+    reserved_slots: int = 1
     warm_idle_s: float = 600.0
     pool_size: int = 2
     host_memory_mb: int = 8192
+    memory_mb_per_cpu: int = 1769
     embedded_executions_kept: int = 10_000
     embedded_catalogue: str = "ferretdb"
     sweep_interval_s: float = 15.0
@@ -124,6 +126,13 @@ OPTIONS: tuple[Option, ...] = (
         "executions the provisioner runs at once on this host",
     ),
     Option(
+        "reserved_slots",
+        "LAMBDA_OS_RESERVED_SLOTS",
+        "of those, slots one function may never take, kept for other functions so a busy "
+        "one cannot starve them: a function runs at most max(1, concurrency - this) at once "
+        "on this host, and a freed slot goes to the waiting function holding the fewest",
+    ),
+    Option(
         "warm_idle_s",
         "LAMBDA_OS_WARM_IDLE_S",
         "seconds an idle warm container is kept for its function version",
@@ -133,6 +142,13 @@ OPTIONS: tuple[Option, ...] = (
         "host_memory_mb",
         "LAMBDA_OS_HOST_MEMORY_MB",
         "memory budget for running plus warm containers on this host",
+    ),
+    Option(
+        "memory_mb_per_cpu",
+        "LAMBDA_OS_MEMORY_MB_PER_CPU",
+        "memory that earns one CPU: a container is capped at memory_mb / this many CPUs "
+        "(at least 0.1, at most the host's cores), as AWS Lambda; 0 leaves the CPU uncapped "
+        "and only weighted by memory",
     ),
     Option(
         "embedded_executions_kept",

@@ -21,13 +21,14 @@ import shutil
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import docker.types
 
 from provisioner.docker.channel import Channel, ChannelClosed, ChannelTimeout, LogTail, listen
+from provisioner.docker.egress import NETWORK
 from provisioner.docker.host import DockerHost
 from provisioner.docker.probe import Probe
 
@@ -44,26 +45,78 @@ STARTUP_TIMEOUT_S = 30.0
 EXIT_WAIT_S = 10.0
 # Tasks in an idle container: docker-init and the agent's one thread.
 IDLE_TASKS = 2
+# As AWS Lambda: a function gets one CPU's worth of time at 1769 MB, in proportion below
+# and above it, but never less than a tenth of one (an import would crawl) ...
+MB_PER_CPU = 1769
+MIN_CPUS = 0.1
+# ... measured by the CFS scheduler over this period (docker's default; microseconds).
+CPU_PERIOD_US = 100_000
+# The agent boots under at least this cap, and the function's own applies before any of
+# its code runs: at 0.1 CPU the interpreter's start alone would add half a second to
+# every cold start, which is the platform's cost, not the function's.
+STARTUP_CPUS = 1.0
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one container may use. ``cpu_shares`` follows memory: 1024 MB gets docker's 1024."""
+    """What one container may use; its CPU, weighted and capped, follows its memory.
+
+    ``cpu_shares`` weighs containers against each other when the host is busy (1024 MB
+    gets docker's 1024). The shares alone let a small function take a whole core on an
+    idle host and make its timings depend on the neighbours, so ``cpus`` also caps it:
+    ``memory_mb / mb_per_cpu`` CPUs, at least ``MIN_CPUS``, at most ``max_cpus`` (the
+    host's cores). ``mb_per_cpu=0`` leaves the CPU uncapped.
+    """
 
     memory_mb: int
     network: bool = False
     pids: int = PIDS_LIMIT
     tmp_mb: int = TMP_MB
+    mb_per_cpu: int = MB_PER_CPU
+    max_cpus: float | None = None
 
     @property
     def cpu_shares(self) -> int:
         return max(2, self.memory_mb)
 
+    @property
+    def cpus(self) -> float | None:
+        """The hard cap in CPUs, or None when there is none."""
+        if self.mb_per_cpu <= 0:
+            return None
+        cpus = max(MIN_CPUS, self.memory_mb / self.mb_per_cpu)
+        return cpus if self.max_cpus is None else min(cpus, max(MIN_CPUS, self.max_cpus))
+
+    def cpu_cap(self, at_least: float = 0.0) -> dict[str, int]:
+        """The engine's arguments for the cap (raised to ``at_least``): a CFS quota, or nothing.
+
+        A quota rather than ``nano_cpus``: the engine refuses to change the quota of a
+        container created with ``nano_cpus``, and a pooled container is resized.
+        """
+        cpus = self.cpus
+        if cpus is None:
+            return {}
+        return {
+            "cpu_period": CPU_PERIOD_US,
+            "cpu_quota": round(max(cpus, at_least) * CPU_PERIOD_US),
+        }
+
+    def resized(self, memory_mb: int) -> Limits:
+        return replace(self, memory_mb=memory_mb)
+
 
 def container_config(
-    image: str, name: str, limits: Limits, labels: dict[str, str], directory: Path
+    image: str,
+    name: str,
+    limits: Limits,
+    labels: dict[str, str],
+    directory: Path,
+    cpus_at_least: float = 0.0,
 ) -> dict[str, Any]:
-    """The arguments for ``containers.create``: the isolation every function runs under."""
+    """The arguments for ``containers.create``: the isolation every function runs under.
+
+    ``cpus_at_least`` raises the CPU cap for the agent's start (``STARTUP_CPUS``).
+    """
     memory = f"{limits.memory_mb}m"
     return {
         "image": image,
@@ -74,10 +127,13 @@ def container_config(
         # docker-init (tini) as PID 1 reaps the function's orphaned children, which
         # would otherwise pile up as zombies against the pids limit in a warm container.
         "init": True,
-        "network_mode": "bridge" if limits.network else "none",
+        # network: true joins the platform's egress network, never the default bridge:
+        # no other container, the host or a private address is reachable from it.
+        "network_mode": NETWORK if limits.network else "none",
         "mem_limit": memory,
         "memswap_limit": memory,  # equal to the memory limit: no swap
         "cpu_shares": limits.cpu_shares,
+        **limits.cpu_cap(cpus_at_least),
         "pids_limit": limits.pids,
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={limits.tmp_mb}m,mode=1777"},
@@ -90,6 +146,9 @@ def container_config(
             type="json-file", config={"max-size": "1m", "max-file": "1"}
         ),
         "hostname": "lambda",
+        # The egress firewall is IPv4; with IPv6 off the container has no link-local
+        # route around it to the bridge's own fe80:: address on the host.
+        **({"sysctls": {"net.ipv6.conf.all.disable_ipv6": "1"}} if limits.network else {}),
     }
 
 
@@ -169,7 +228,8 @@ class RuntimeContainer:
         channel: Channel | None = None
         probe = Probe()
         try:
-            container = host.create(**container_config(image, name, limits, labels, directory))
+            config = container_config(image, name, limits, labels, directory, STARTUP_CPUS)
+            container = host.create(**config)
             container_id = container.id
             host.start(container)
             conn = cls._accept(host, container_id, server, startup_timeout_s)
@@ -184,6 +244,9 @@ class RuntimeContainer:
                     transient=isinstance(exc, ChannelTimeout),
                 ) from exc
             probe = Probe.attach((host.state(container_id) or {}).get("Pid"))
+            if limits.cpu_cap(STARTUP_CPUS) != limits.cpu_cap():
+                # The function's own cap, before any of its code is loaded.
+                host.update(container_id, limits.memory_mb, limits.cpu_shares, **limits.cpu_cap())
         except BaseException:
             server.close()
             probe.close()
@@ -237,9 +300,11 @@ class RuntimeContainer:
         return self.limits.memory_mb
 
     def resize(self, memory_mb: int) -> None:
-        """Give a running (pooled) container a function's memory limit and CPU weight."""
-        limits = Limits(memory_mb, self.limits.network, self.limits.pids, self.limits.tmp_mb)
-        self.host.update(self.id, memory_mb=memory_mb, cpu_shares=limits.cpu_shares)
+        """Give a running (pooled) container a function's memory limit, CPU weight and CPU cap."""
+        limits = self.limits.resized(memory_mb)
+        self.host.update(
+            self.id, memory_mb=memory_mb, cpu_shares=limits.cpu_shares, **limits.cpu_cap()
+        )
         self.limits = limits
 
     def hand_over(self, package_dir: Path) -> None:

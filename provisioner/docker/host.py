@@ -129,12 +129,25 @@ class DockerHost:
         with engine_errors(f"start container {container.name}"):
             container.start()
 
-    def update(self, container_id: str, memory_mb: int, cpu_shares: int) -> None:
-        """Change a running container's memory limit (swap kept equal: none) and CPU weight."""
+    @property
+    def cpus(self) -> int:
+        """The engine's CPU count, the most a container's CPU cap can usefully be."""
+        with engine_errors("describe itself"):
+            return int(self.client.info().get("NCPU") or os.cpu_count() or 1)
+
+    def update(self, container_id: str, memory_mb: int, cpu_shares: int, **cpu_cap: int) -> None:
+        """Change a running container's memory limit (swap kept equal: none), CPU weight and cap.
+
+        ``cpu_cap`` is ``cpu_period`` and ``cpu_quota``, or nothing to leave the cap alone.
+        """
         memory = f"{memory_mb}m"
         with engine_errors("resize a container"):
             self.client.api.update_container(
-                container_id, mem_limit=memory, memswap_limit=memory, cpu_shares=cpu_shares
+                container_id,
+                mem_limit=memory,
+                memswap_limit=memory,
+                cpu_shares=cpu_shares,
+                **cpu_cap,
             )
 
     def state(self, container_id: str) -> dict[str, Any] | None:

@@ -38,10 +38,12 @@ from provisioner.docker.container import (
     RuntimeContainer,
     StartFailed,
 )
+from provisioner.docker.egress import EgressNetwork
+from provisioner.docker.firewall import Iptables
 from provisioner.docker.host import DockerHost
 from provisioner.docker.inventory import Inventory
 from provisioner.images import RUNTIMES
-from provisioner.limits import ConcurrencyLimits
+from provisioner.limits import ConcurrencyLimits, FairSlots
 
 LOGGER = logging.getLogger(__name__)
 # Unpacked packages outlive their warm containers by at least this long.
@@ -168,7 +170,9 @@ class DockerProvisioner:
     containers stay within ``settings.host_memory_mb``: idle ones are evicted
     least recently used first when room is needed, and a run waits when the
     budget is all in use. ``warm_idle_s=0`` and ``pool_size=0`` give one fresh
-    container per execution.
+    container per execution. One function holds at most ``concurrency -
+    reserved_slots`` of the host's slots, so it cannot starve the others
+    (``provisioner.limits.FairSlots``).
     """
 
     def __init__(
@@ -178,9 +182,15 @@ class DockerProvisioner:
         *,
         host: DockerHost | None = None,
         clock: Callable[[], float] = time.monotonic,
+        egress: EgressNetwork | None = None,
     ) -> None:
         self.settings = settings
         self.host = host or DockerHost(settings.docker_host, client)
+        self.egress = egress or EgressNetwork(
+            self.host,
+            Iptables(),
+            engine_is_local=(settings.docker_host or "unix://").startswith("unix://"),
+        )
         self.clock = clock
         self.state_dir = Path(settings.state_dir)
         self.packages = PackageCache(self.state_dir / "packages", clock)
@@ -189,7 +199,12 @@ class DockerProvisioner:
         self.containers_dir.mkdir(parents=True, exist_ok=True)
         (self.containers_dir / "owner").write_text(self.host.owner.label)
         self._remove_abandoned(containers_root)
-        self._slots = threading.BoundedSemaphore(settings.concurrency)
+        self._host_cpus = self.host.cpus
+        try:
+            self.egress.ensure()
+        except (PermanentError, TransientError) as exc:
+            LOGGER.warning("%s", exc)  # tried again, and refused, for each such function
+        self._slots = FairSlots(settings.concurrency, settings.reserved_slots)
         self._per_function = ConcurrencyLimits()
         self._lock = threading.Condition()
         self._inventory = Inventory(settings.host_memory_mb)
@@ -223,6 +238,15 @@ class DockerProvisioner:
         if removed:
             LOGGER.info("removed %d containers left by earlier processes", removed)
 
+    def _limits(self, memory_mb: int, network: bool = False) -> Limits:
+        """A container's limits: its CPU capped at ``memory_mb_per_cpu``, within the host's cores."""
+        return Limits(
+            memory_mb=memory_mb,
+            network=network,
+            mb_per_cpu=self.settings.memory_mb_per_cpu,
+            max_cpus=self._host_cpus,
+        )
+
     def _image(self, runtime: str) -> str:
         image = self._images.get(runtime)
         if image is None:
@@ -239,10 +263,16 @@ class DockerProvisioner:
                 f"{self.settings.host_memory_mb} MB"
             )
         image = self._image(invocation.runtime)
+        if invocation.network:
+            self.egress.ensure()
         package_dir = self.packages.get(invocation)
         key = function_key(invocation)
-        # The function's own limit first, so a function at its limit holds no host slot.
-        with self._per_function.hold(invocation.function_id, invocation.concurrency), self._slots:
+        # The function's own limit first, so a function at its limit holds no host slot;
+        # then its fair share of the host's slots, so it leaves room for other functions.
+        with (
+            self._per_function.hold(invocation.function_id, invocation.concurrency),
+            self._slots.hold(invocation.function_id),
+        ):
             started_at = utcnow()
             clock = time.monotonic()
             try:
@@ -306,10 +336,12 @@ class DockerProvisioner:
                     raise
             return container
         try:
+            if invocation.network:
+                self.egress.ensure(recheck=True)
             return self._start(
                 image,
                 invocation.runtime,
-                Limits(memory_mb=invocation.memory_mb, network=invocation.network),
+                self._limits(invocation.memory_mb, network=invocation.network),
                 labels_for(invocation),
             )
         except BaseException:
@@ -416,7 +448,7 @@ class DockerProvisioner:
                 try:
                     image = self._image(runtime)
                     container = self._start(
-                        image, runtime, Limits(memory_mb=POOL_MEMORY_MB), pool_labels(runtime)
+                        image, runtime, self._limits(POOL_MEMORY_MB), pool_labels(runtime)
                     )
                 except (PermanentError, TransientError, StartFailed) as exc:
                     with self._lock:

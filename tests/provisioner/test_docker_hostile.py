@@ -160,6 +160,27 @@ def test_the_engine_holds_the_limits_no_swap_cpu_share_pids_and_no_privilege(
     assert host_config["NetworkMode"] == "none"
 
 
+def test_the_engine_caps_the_cpu_in_proportion_to_memory_in_fresh_and_pooled_containers(
+    backend, invocation, docker_client, pool_ready
+):
+    quick = """
+    def handler(event, context):
+        return event
+    """
+    fresh = backend(pool_size=0, warm_idle_s=600.0).run(invocation(quick, 1, memory_mb=512))
+    pooled_backend = backend(pool_size=1, warm_idle_s=600.0)
+    (pooled,) = pool_ready(pooled_backend, 1)
+    resized = pooled_backend.run(invocation(quick, 2, memory_mb=1769))
+
+    def cpu(container_id: str) -> tuple[int, int]:
+        host_config = docker_client.api.inspect_container(container_id)["HostConfig"]
+        return host_config["CpuPeriod"], host_config["CpuQuota"]
+
+    assert resized.container_id == pooled  # started with the pool's 128 MB, then resized
+    assert cpu(fresh.container_id) == (100_000, 28_943)  # 512 / 1769 of one CPU
+    assert cpu(resized.container_id) == (100_000, 100_000)  # one CPU at 1769 MB
+
+
 def test_a_result_over_the_limit_fails_with_the_reason(provisioner, invocation):
     source = """
     def handler(event, context):

@@ -18,6 +18,8 @@ import requests.exceptions
 from lambda_os.errors import PermanentError, TransientError
 from provisioner.docker.channel import Channel, ChannelTimeout, LogTail, Output
 from provisioner.docker.container import Limits, container_config
+from provisioner.docker.egress import OPTIONS, network_problem
+from provisioner.docker.firewall import egress_rules, resolvers_from
 from provisioner.docker.host import Owner, engine_errors
 from provisioner.docker.inventory import Inventory
 
@@ -36,13 +38,66 @@ def test_container_config_applies_every_isolation_limit():
     assert config["cap_drop"] == ["ALL"]
     assert config["security_opt"] == ["no-new-privileges"]
     assert config["cpu_shares"] == 256
+    assert (config["cpu_period"], config["cpu_quota"]) == (100_000, 14_471)  # 256 / 1769 CPUs
     assert config["volumes"] == {"/state/containers/x": {"bind": "/run/lambda-os", "mode": "ro"}}
 
 
-def test_a_function_asking_for_network_gets_the_default_bridge():
+def test_the_cpu_cap_follows_memory_at_one_cpu_per_1769_mb_within_a_tenth_and_the_hosts_cores():
+    assert Limits(memory_mb=1769, max_cpus=4).cpus == 1.0
+    assert Limits(memory_mb=3538, max_cpus=4).cpus == 2.0
+    assert Limits(memory_mb=128, max_cpus=4).cpus == 0.1
+    assert Limits(memory_mb=10240, max_cpus=2).cpus == 2.0
+    assert Limits(memory_mb=128, mb_per_cpu=0).cpus is None
+    assert Limits(memory_mb=128, mb_per_cpu=0).cpu_cap() == {}
+
+
+def test_the_agent_starts_under_at_least_one_cpu_and_only_then_takes_the_functions_cap():
+    limits = Limits(memory_mb=128)
+
+    booting = container_config("img", "n", limits, {}, Path("/d"), cpus_at_least=1.0)
+
+    assert booting["cpu_quota"] == 100_000
+    assert limits.cpu_cap() == {"cpu_period": 100_000, "cpu_quota": 10_000}
+
+
+def test_a_resized_container_keeps_its_cpu_policy_and_its_cap_follows_the_new_memory():
+    limits = Limits(memory_mb=128, mb_per_cpu=1000, max_cpus=2).resized(1500)
+
+    assert (limits.memory_mb, limits.cpus) == (1500, 1.5)
+    assert limits.cpu_cap() == {"cpu_period": 100_000, "cpu_quota": 150_000}
+
+
+def test_a_function_asking_for_network_gets_the_egress_network_without_ipv6():
     config = container_config("img", "n", Limits(memory_mb=128, network=True), {}, Path("/d"))
 
-    assert config["network_mode"] == "bridge"
+    assert config["network_mode"] == "lambda-os-egress"
+    assert config["sysctls"] == {"net.ipv6.conf.all.disable_ipv6": "1"}
+
+
+def test_egress_rules_drop_every_non_public_destination_and_let_dns_reach_the_resolvers():
+    rules = egress_rules("br-x", ["10.0.0.2"])
+    drops = [rule[1] for rule in rules.chain if rule[0] == "-d" and rule[-1] == "DROP"]
+
+    assert rules.chain[0][:6] == ["-d", "10.0.0.2/32", "-p", "udp", "--dport", "53"]
+    assert rules.chain[1][:6] == ["-d", "10.0.0.2/32", "-p", "tcp", "--dport", "53"]
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(drops)
+    assert {"100.64.0.0/10", "127.0.0.0/8"} <= set(drops)
+    assert ["-m", "addrtype", "--dst-type", "LOCAL"] == rules.chain[2][:4]
+    assert [parent for parent, _rule in rules.jumps] == ["DOCKER-USER", "INPUT"]
+    assert all(rule[:2] == ["-i", "br-x"] for _parent, rule in rules.jumps)
+
+
+def test_only_non_loopback_ipv4_resolvers_are_let_through():
+    text = "# c\nnameserver 127.0.0.53\nnameserver 10.255.255.53\nnameserver ::1\nsearch x\n"
+
+    assert resolvers_from(text) == ["10.255.255.53"]
+
+
+def test_a_network_of_our_name_with_inter_container_traffic_on_is_not_taken_as_ours():
+    options = dict(OPTIONS, **{"com.docker.network.bridge.enable_icc": "true"})
+
+    assert network_problem({"Driver": "bridge", "Options": OPTIONS}) is None
+    assert "enable_icc" in network_problem({"Driver": "bridge", "Options": options})
 
 
 def test_log_tail_keeps_the_last_64_kib_and_says_it_dropped_the_rest():
