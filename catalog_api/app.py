@@ -16,6 +16,7 @@ import falcon
 import falcon.media
 
 from catalog_api import errors
+from catalog_api.crosssite import CrossSiteGuard
 from catalog_api.deadletters import (
     DeadLetterReplayResource,
     DeadLetterResource,
@@ -49,7 +50,7 @@ def create_app(
     """The API on this catalogue; invocations (``invoker``) and dead-letter replays
     (``replayer``) answer 503 when theirs is None."""
     runtimes = RUNTIMES if runtimes is None else tuple(runtimes)
-    app = falcon.App()
+    app = falcon.App(middleware=[CrossSiteGuard(settings)])
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=_dumps)
     errors.register(app)
 

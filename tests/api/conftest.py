@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import falcon.testing.helpers
 import pytest
 from api_helpers import HELLO, encode_multipart, function_fields
 from falcon.testing import Result, TestClient
@@ -25,10 +26,13 @@ from catalog_api.app import create_app
 from lambda_os.catalogue import Catalogue
 from lambda_os.settings import Settings
 
+# The Host falcon's TestClient sends, allowed as a deployment allows its own name.
+TEST_HOST = falcon.testing.helpers.DEFAULT_HOST
+
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings()
+    return Settings(allowed_hosts=TEST_HOST)
 
 
 @pytest.fixture
