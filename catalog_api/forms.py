@@ -3,7 +3,9 @@
 Bodies are read here and nowhere else, so every route gets the same guarantees:
 a Content-Length over the route's limit is refused (413) before anything is read,
 a body that runs past it while streaming is refused too, JSON must be UTF-8,
-well formed, finite and at most ``MAX_JSON_DEPTH`` deep (400 otherwise), and a
+well formed and at most ``MAX_JSON_DEPTH`` deep (400 otherwise), its values
+storable (``jsonlimits.check_storable``: 64-bit integers, finite numbers, valid
+Unicode, no NUL in keys; 422 otherwise), and a
 multipart form is parsed from the already bounded bytes.
 """
 
@@ -17,7 +19,13 @@ from typing import Any
 import falcon
 import falcon.media
 
-from lambda_os.jsonlimits import MAX_JSON_DEPTH, json_depth, refuse_constant
+from lambda_os.jsonlimits import (
+    MAX_JSON_DEPTH,
+    UnstorableJSON,
+    check_storable,
+    json_depth,
+    refuse_constant,
+)
 from lambda_os.packages import MAX_UPLOAD_BYTES
 
 MAX_FORM_PARTS = 32
@@ -60,7 +68,7 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
 
 
 def parse_json(data: bytes) -> Any:
-    """Strict JSON from UTF-8 bytes: no NaN or Infinity, nesting at most MAX_JSON_DEPTH."""
+    """Strict JSON from UTF-8 bytes: nesting at most MAX_JSON_DEPTH, every value storable."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -75,6 +83,12 @@ def parse_json(data: bytes) -> Any:
         raise falcon.HTTPBadRequest(title="Malformed JSON", description=str(exc)) from exc
     if json_depth(value) > MAX_JSON_DEPTH:
         raise _too_deep()
+    try:
+        check_storable(value)
+    except UnstorableJSON as exc:
+        raise falcon.HTTPUnprocessableEntity(
+            title="Unsupported JSON value", description=str(exc)
+        ) from exc
     return value
 
 

@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lambda_os.errors import InvalidEvent
-from lambda_os.jsonlimits import MAX_JSON_DEPTH, json_depth, refuse_constant
+from lambda_os.jsonlimits import (
+    MAX_JSON_DEPTH,
+    UnstorableJSON,
+    check_storable,
+    json_depth,
+    refuse_constant,
+)
 
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_DEPTH = MAX_JSON_DEPTH
@@ -87,6 +93,10 @@ def event_from_dict(
         raise InvalidEvent(f"event must be a JSON object, not {_json_type(payload)}")
     if json_depth(payload) > MAX_DEPTH:
         raise InvalidEvent(f"event is nested deeper than {MAX_DEPTH} levels")
+    try:
+        check_storable(payload)
+    except UnstorableJSON as exc:
+        raise InvalidEvent(f"event holds a value the platform cannot store: {exc}") from exc
     source = _name(payload, "event_source", required=True)
     event_type = _name(payload, "event_type", required=True)
     function_id = _name(payload, "function_id", required=False)
