@@ -278,3 +278,15 @@ def test_patch_handler_module_renames_a_single_file_package(client, created):
     code = client.simulate_get(url + "/code")
     assert code.content == HELLO
     assert 'filename="app.py"' in code.headers["content-disposition"]
+
+
+def test_patch_environment_value_with_a_nul_is_422_and_keeps_the_old_environment(client, created):
+    result = client.simulate_patch(
+        f"/v1/functions/{created['id']}", json={"environment": {"MODE": "lo\x00ud"}}
+    )
+
+    assert result.status_code == 422
+    assert result.json["errors"] == {
+        "environment": {"MODE": {"value": ["must not contain a NUL character"]}}
+    }
+    assert client.simulate_get(f"/v1/functions/{created['id']}").json["environment"] == {}

@@ -400,3 +400,38 @@ def test_refused_upload_stores_nothing(client, upload):
     upload(name="bad name")
 
     assert client.simulate_get("/v1/functions").json["functions"] == []
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ('{"MODE": "a\\u0000b"}', "must not contain a NUL character"),
+        ('{"MODE": "\\ud800"}', "must be valid Unicode"),
+        ('{"1MODE": "x"}', "must be a variable name"),
+        ('{"MO DE": "x"}', "must be a variable name"),
+        ('{"MODE=x": "x"}', "must be a variable name"),
+        ("[" * 100_000, "must be a JSON object"),
+    ],
+    ids=["nul", "lone-surrogate", "leading-digit", "space", "equals", "deep-json-text"],
+)
+def test_environment_the_container_could_not_be_given_is_422_at_create(
+    upload, client, environment, message
+):
+    result = upload(environment=environment)
+
+    assert result.status_code == 422, result.text
+    assert message in result.json["description"]
+    assert client.simulate_get("/v1/functions").json["functions"] == []
+
+
+def test_environment_value_with_a_nul_in_a_json_create_is_422(client):
+    result = client.simulate_post(
+        "/v1/functions",
+        json={
+            **function_fields(),
+            "code_base64": base64.b64encode(HELLO).decode(),
+            "environment": {"MODE": "a\x00b"},
+        },
+    )
+    assert result.status_code == 422
+    assert "NUL" in result.json["description"]
