@@ -8,9 +8,11 @@ An event is a JSON object, UTF-8 encoded::
 exactly-once records (an execution is keyed by event id and function id); when it
 is absent the AMQP ``message_id`` is used, else a new id is assigned on receipt
 (and the listener republishes the message with that id as its ``message_id``, so
-a redelivery keeps it). ``function_id``, when given,
-addresses one function (the API's asynchronous invocation); other keys are ignored
-so that publishers can add fields before the listener knows them.
+a redelivery keeps it). ``function_id`` is the platform's own field for the
+messages it publishes itself (invocations, retries); it is parsed here, and
+``listener.match`` honours it only for an execution the platform has recorded.
+Other keys are ignored so that publishers can add fields before the listener
+knows them.
 
 Parsing is pure (no broker, no catalogue) and strict: everything a hostile or
 broken publisher can send ends in ``PermanentError`` with a reason that the
