@@ -51,20 +51,40 @@ def media_type(req: falcon.Request) -> str:
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
-    """The whole request body, refused with 413 once it is known to exceed ``limit``."""
+    """The whole request body, refused with 413 once it is known to exceed ``limit``.
+
+    A chunked body has no Content-Length, and falcon's ``bounded_stream`` reads
+    nothing then; gunicorn decodes the chunks in ``wsgi.input``, which ends with
+    the last one, so it is read from there under the same limit. A client that
+    stops sending gets 408 once the server's read time-out passes
+    (``lambda_os.worker``).
+    """
     length = req.content_length
     if length is not None and length > limit:
         raise falcon.HTTPContentTooLarge(
             title="Request body too large",
             description=f"the body is {length} bytes; this request takes at most {limit}",
         )
-    data = req.bounded_stream.read(limit + 1)
+    stream = req.bounded_stream if length is not None or not _chunked(req) else req.stream
+    try:
+        data = stream.read(limit + 1)
+    except TimeoutError as exc:
+        raise falcon.HTTPError(
+            falcon.HTTP_408,
+            title="Request timeout",
+            description="the body stopped arriving before it was complete",
+        ) from exc
     if len(data) > limit:
         raise falcon.HTTPContentTooLarge(
             title="Request body too large",
             description=f"the body is over {limit} bytes, the most this request takes",
         )
     return data
+
+
+def _chunked(req: falcon.Request) -> bool:
+    codings = (req.get_header("Transfer-Encoding") or "").lower().split(",")
+    return "chunked" in (coding.strip() for coding in codings)
 
 
 def parse_json(data: bytes) -> Any:
