@@ -118,7 +118,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "api_read_timeout_s",
         "LAMBDA_OS_API_READ_TIMEOUT_S",
-        "seconds the API waits for more of a request's headers or body before giving up on it",
+        "seconds a client has to send a request's headers, and the longest pause allowed "
+        "within its body; then the request is dropped (408 for a body)",
     ),
     Option(
         "default_owner",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -178,3 +179,41 @@ def test_stalled_clients_on_every_thread_do_not_stop_the_api(served_api):
     finally:
         for sock in stalled:
             sock.close()
+
+
+def test_headers_trickled_a_byte_at_a_time_are_dropped_at_one_deadline(served_api):
+    # Each byte comes well within the read time-out; only a deadline on them all stops this.
+    pause_s = SERVED_READ_TIMEOUT_S / 4
+    with socket.create_connection(address(served_api), timeout=CLIENT_TIMEOUT_S) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        started = time.monotonic()
+        closed = False
+        while not closed and time.monotonic() - started < CLIENT_TIMEOUT_S:
+            try:
+                sock.sendall(b"X")
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            readable, _, _ = select.select([sock], [], [], pause_s)
+            if readable:
+                try:
+                    closed = sock.recv(65536) == b""
+                except ConnectionResetError:
+                    closed = True
+        waited = time.monotonic() - started
+
+    assert closed, f"the server still read trickled headers after {CLIENT_TIMEOUT_S} s"
+    assert waited < SERVED_READ_TIMEOUT_S + 3
+
+
+def test_a_kept_alive_connection_gets_a_fresh_deadline_for_each_request(served_api):
+    connection = http.client.HTTPConnection(*address(served_api), timeout=CLIENT_TIMEOUT_S)
+    try:
+        for _ in range(3):
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            assert response.status == 200
+            response.read()
+            time.sleep(SERVED_READ_TIMEOUT_S * 0.6)  # three of these outlast one deadline
+    finally:
+        connection.close()
