@@ -17,6 +17,7 @@ import falcon
 import falcon.media
 
 from catalog_api import errors
+from catalog_api.crosssite import CrossSiteGuard
 from catalog_api.deadletters import (
     DeadLetterReplayResource,
     DeadLetterResource,
@@ -52,7 +53,7 @@ def create_app(
     (``replayer``) answer 503 when theirs is None. ``listener_state`` is the listener's
     in the same process (``standalone``), which ``/healthz`` reports."""
     runtimes = RUNTIMES if runtimes is None else tuple(runtimes)
-    app = falcon.App()
+    app = falcon.App(middleware=[CrossSiteGuard(settings)])
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=_dumps)
     errors.register(app)
 

@@ -3,7 +3,9 @@
 Bodies are read here and nowhere else, so every route gets the same guarantees:
 a Content-Length over the route's limit is refused (413) before anything is read,
 a body that runs past it while streaming is refused too, JSON must be UTF-8,
-well formed, finite and at most ``MAX_JSON_DEPTH`` deep (400 otherwise), and a
+well formed and at most ``MAX_JSON_DEPTH`` deep (400 otherwise), its values
+storable (``jsonlimits.check_storable``: 64-bit integers, finite numbers, valid
+Unicode, no NUL in keys; 422 otherwise), and a
 multipart form is parsed from the already bounded bytes.
 """
 
@@ -17,7 +19,13 @@ from typing import Any
 import falcon
 import falcon.media
 
-from lambda_os.jsonlimits import MAX_JSON_DEPTH, json_depth, refuse_constant
+from lambda_os.jsonlimits import (
+    MAX_JSON_DEPTH,
+    UnstorableJSON,
+    check_storable,
+    json_depth,
+    refuse_constant,
+)
 from lambda_os.packages import MAX_UPLOAD_BYTES
 
 MAX_FORM_PARTS = 32
@@ -43,14 +51,29 @@ def media_type(req: falcon.Request) -> str:
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
-    """The whole request body, refused with 413 once it is known to exceed ``limit``."""
+    """The whole request body, refused with 413 once it is known to exceed ``limit``.
+
+    A chunked body has no Content-Length, and falcon's ``bounded_stream`` reads
+    nothing then; gunicorn decodes the chunks in ``wsgi.input``, which ends with
+    the last one, so it is read from there under the same limit. A client that
+    stops sending gets 408 once the server's read time-out passes
+    (``lambda_os.worker``).
+    """
     length = req.content_length
     if length is not None and length > limit:
         raise falcon.HTTPContentTooLarge(
             title="Request body too large",
             description=f"the body is {length} bytes; this request takes at most {limit}",
         )
-    data = req.bounded_stream.read(limit + 1)
+    stream = req.bounded_stream if length is not None or not _chunked(req) else req.stream
+    try:
+        data = stream.read(limit + 1)
+    except TimeoutError as exc:
+        raise falcon.HTTPError(
+            falcon.HTTP_408,
+            title="Request timeout",
+            description="the body stopped arriving before it was complete",
+        ) from exc
     if len(data) > limit:
         raise falcon.HTTPContentTooLarge(
             title="Request body too large",
@@ -59,8 +82,13 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     return data
 
 
+def _chunked(req: falcon.Request) -> bool:
+    codings = (req.get_header("Transfer-Encoding") or "").lower().split(",")
+    return "chunked" in (coding.strip() for coding in codings)
+
+
 def parse_json(data: bytes) -> Any:
-    """Strict JSON from UTF-8 bytes: no NaN or Infinity, nesting at most MAX_JSON_DEPTH."""
+    """Strict JSON from UTF-8 bytes: nesting at most MAX_JSON_DEPTH, every value storable."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -75,6 +103,12 @@ def parse_json(data: bytes) -> Any:
         raise falcon.HTTPBadRequest(title="Malformed JSON", description=str(exc)) from exc
     if json_depth(value) > MAX_JSON_DEPTH:
         raise _too_deep()
+    try:
+        check_storable(value)
+    except UnstorableJSON as exc:
+        raise falcon.HTTPUnprocessableEntity(
+            title="Unsupported JSON value", description=str(exc)
+        ) from exc
     return value
 
 

@@ -67,7 +67,7 @@ class Environment(fields.Dict):
                     ENV_NAME_PATTERN, error="must be a variable name of [A-Za-z0-9_], at most 128"
                 )
             ),
-            values=fields.String(),
+            values=fields.String(validate=_environment_value),
             validate=_environment_size,
             **kwargs,
         )
@@ -76,9 +76,21 @@ class Environment(fields.Dict):
         if isinstance(value, str):
             try:
                 value = json.loads(value)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise ValidationError("must be a JSON object of string values") from exc
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+def _environment_value(value: str) -> None:
+    """No NUL (Docker hands ``NAME=value`` over as a C string: the engine refuses one, so
+    every run would fail) and valid Unicode (a ``\\ud800`` escape in the JSON text of a
+    form field decodes to a lone surrogate, which cannot be stored)."""
+    if "\0" in value:
+        raise ValidationError("must not contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError("must be valid Unicode (it holds a lone surrogate)") from exc
 
 
 def _environment_size(value: dict[str, str]) -> None:

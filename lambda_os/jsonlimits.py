@@ -1,14 +1,31 @@
 """Limits on the shape of JSON that enters the platform, shared by the API and the listener.
 
 One definition, so a body the API accepts and an event the listener accepts are
-measured the same way.
+measured the same way. Beyond depth, ``check_storable`` holds every value to what
+the catalogue can store and the API can send back: BSON has no integer wider
+than 64 bits, MongoDB refuses NUL in a field name, strings must encode as UTF-8
+(JSON's ``\\ud800`` escape decodes to a lone surrogate that does not), and
+NaN/Infinity (``1e999`` overflows to it) are not JSON, so an answer holding one
+would not parse.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 MAX_JSON_DEPTH = 32
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+RULES = (
+    "integers must fit in 64 bits signed, numbers must be finite, strings must be valid "
+    "Unicode, and object keys must not contain NUL"
+)
+
+
+class UnstorableJSON(ValueError):
+    """A well-formed JSON value that breaks one of the rules in ``RULES``; says where."""
 
 
 def json_depth(value: Any, stop_after: int = MAX_JSON_DEPTH) -> int:
@@ -38,3 +55,48 @@ def json_depth(value: Any, stop_after: int = MAX_JSON_DEPTH) -> int:
 def refuse_constant(name: str) -> Any:
     """``parse_constant`` for ``json.loads``: NaN and Infinity are not JSON numbers."""
     raise ValueError(f"{name} is not a JSON number")
+
+
+def check_storable(value: Any) -> None:
+    """Raise ``UnstorableJSON`` naming the first value (``$.a[0]``) that breaks ``RULES``.
+
+    Iterative, like ``json_depth``, so a deep value cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, str]] = [(value, "$")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, bool) or item is None:
+            continue
+        if isinstance(item, int):
+            if not INT64_MIN <= item <= INT64_MAX:
+                raise UnstorableJSON(f"{where}: integer does not fit in 64 bits signed")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise UnstorableJSON(f"{where}: {item} is not a finite number")
+        elif isinstance(item, str):
+            _check_text(item, where, "string")
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                _check_text(key, where, "key")
+                if "\0" in key:
+                    raise UnstorableJSON(f"{where}: key {_quoted(key)} contains NUL")
+                stack.append(
+                    (child, f"{where}.{key}" if key.isidentifier() else f"{where}[{_quoted(key)}]")
+                )
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{index}]") for index, child in enumerate(item))
+
+
+def _check_text(text: str, where: str, kind: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UnstorableJSON(
+            f"{where}: {kind} {_quoted(text)} is not valid Unicode ({exc.reason})"
+        ) from exc
+
+
+def _quoted(text: str, limit: int = 40) -> str:
+    """``text`` as an ASCII JSON string, shortened: safe to put in any message."""
+    quoted = json.dumps(text[:limit])
+    return quoted if len(text) <= limit else quoted[:-1] + '..."'

@@ -4,6 +4,13 @@ A package is either one Python source file or a zip archive. The checks here are
 the ones a hostile upload must not get past: size before and after unpacking,
 absolute or ``..`` paths, zip bombs (declared sizes are not trusted; bytes are
 counted as they come out), and a handler whose module is not in the package.
+
+Entry names must also be something every run can write and copy: a name part
+over ``MAX_NAME_BYTES`` (Linux's NAME_MAX) fails every run with "File name too
+long", a path over ``MAX_PATH_BYTES`` nears PATH_MAX once under the host's
+state directory, and a chain deeper than ``MAX_PATH_DEPTH`` makes the recursive
+copy into a container overflow the stack. A name flagged UTF-8 that is not
+UTF-8 cannot be opened at all. All of these are refused at upload (422).
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from lambda_os.errors import InvalidPackage, PackageTooLarge
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_UNPACKED_BYTES = 250 * 1024 * 1024
 MAX_ZIP_ENTRIES = 10_000
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 1024
+MAX_PATH_DEPTH = 64
 # \Z, not $: $ also matches before a trailing newline.
 HANDLER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
 
@@ -92,7 +102,35 @@ def _safe_member_path(name: str) -> PurePosixPath:
         raise InvalidPackage(f"zip entry {name!r} climbs out of the package with '..'")
     if not path.parts or path.parts == (".",) or "\0" in name:
         raise InvalidPackage(f"zip entry {name!r} names no file")
+    if len(path.parts) > MAX_PATH_DEPTH:
+        raise InvalidPackage(
+            f"zip entry {_shortened(name)} is {len(path.parts)} levels deep; "
+            f"the limit is {MAX_PATH_DEPTH}"
+        )
+    if len(_fs_bytes(str(path))) > MAX_PATH_BYTES:
+        raise InvalidPackage(
+            f"zip entry {_shortened(name)} has a path of {len(_fs_bytes(str(path)))} bytes; "
+            f"the limit is {MAX_PATH_BYTES}"
+        )
+    for part in path.parts:
+        if len(_fs_bytes(part)) > MAX_NAME_BYTES:
+            raise InvalidPackage(
+                f"zip entry {_shortened(name)} has a name part of {len(_fs_bytes(part))} "
+                f"bytes; the limit is {MAX_NAME_BYTES}"
+            )
     return path
+
+
+def _fs_bytes(name: str) -> bytes:
+    """The bytes a name takes on the file system (a Linux one: UTF-8)."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _shortened(name: str, limit: int = 80) -> str:
+    """A long entry name in a message: its start and end, so the message stays readable."""
+    if len(name) <= limit:
+        return repr(name)
+    return repr(name[: limit // 2] + "..." + name[-limit // 2 :])
 
 
 def _check_zip(data: bytes) -> tuple[int, set[str]]:
@@ -135,10 +173,40 @@ def _check_zip(data: bytes) -> tuple[int, set[str]]:
         raise InvalidPackage(f"zip archive cannot be read: {exc}") from exc
     except RuntimeError as exc:  # encrypted entries
         raise InvalidPackage(f"zip archive cannot be read: {exc}") from exc
+    except UnicodeDecodeError as exc:  # zipfile decodes names flagged UTF-8 as it opens
+        raise InvalidPackage(
+            f"zip archive has an entry name flagged UTF-8 that is not UTF-8 ({exc.reason})"
+        ) from exc
 
 
 def unpack(data: bytes, kind: str, filename: str, dest: Path) -> None:
-    """Write a package's files under ``dest``, re-checking every path as it goes."""
+    """Write a package's files under ``dest``, re-checking every path as it goes.
+
+    An ``OSError`` names the file relative to the package, never ``dest``: the
+    message reaches the execution record, and host paths are not the caller's.
+    """
+    try:
+        _unpack(data, kind, filename, dest)
+    except OSError as exc:
+        raise _relative_to(exc, dest) from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidPackage(
+            f"zip archive has an entry name that is not UTF-8 ({exc.reason})"
+        ) from exc
+
+
+def _relative_to(exc: OSError, root: Path) -> OSError:
+    """The same error (its errno kept, so a host shortage still reads as one), pathless."""
+    if exc.filename is None:
+        return exc
+    try:
+        name: str = str(Path(os.fsdecode(exc.filename)).relative_to(root))
+    except ValueError:
+        name = Path(os.fsdecode(exc.filename)).name
+    return type(exc)(exc.errno, exc.strerror, _shortened(name)[1:-1])
+
+
+def _unpack(data: bytes, kind: str, filename: str, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     if kind == "py":
         (dest / filename).write_bytes(data)

@@ -28,6 +28,7 @@ from gunicorn.app.base import BaseApplication
 from lambda_os.catalogue import Catalogue, connect
 from lambda_os.catalogue_server import CatalogueServer, CatalogueServerError
 from lambda_os.settings import Settings
+from lambda_os.worker import bounded_read_worker
 
 LOGGER = logging.getLogger(__name__)
 
@@ -51,11 +52,12 @@ class GunicornServer(BaseApplication):
         return self._factory()
 
 
-def _gunicorn_options(settings: Settings, workers: int) -> dict[str, Any]:
+def gunicorn_options(settings: Settings, workers: int) -> dict[str, Any]:
+    """How gunicorn serves the API: gthread workers whose reads from a client time out."""
     return {
         "bind": f"{settings.api_host}:{settings.api_port}",
         "workers": workers,
-        "worker_class": "gthread",
+        "worker_class": bounded_read_worker(settings.api_read_timeout_s),
         "threads": max(4, settings.concurrency),
         # Synchronous invocations wait for the function: allow its longest timeout.
         "timeout": 960,
@@ -130,7 +132,7 @@ def run_api(settings: Settings) -> int:
             replayer=Replayer(catalogue, publisher),
         )
 
-    GunicornServer(factory, _gunicorn_options(settings, workers)).run()
+    GunicornServer(factory, gunicorn_options(settings, workers)).run()
     return 0
 
 
@@ -196,7 +198,7 @@ def run_standalone(settings: Settings) -> int:
             parts["thread"].join(timeout=60)
             parts["provisioner"].close()
 
-    options = _gunicorn_options(settings, workers=1)
+    options = gunicorn_options(settings, workers=1)
     options["worker_exit"] = worker_exit
     master = os.getpid()
     server = _embedded_server(settings)

@@ -29,6 +29,9 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     api_workers: int = 2
+    allowed_hosts: str = ""
+    allowed_origins: str = ""
+    api_read_timeout_s: float = 30.0
     default_owner: str = "default"
     runtime_image_prefix: str = "lambda-os/runtime"
     state_dir: str = "/var/lib/lambda-os"
@@ -105,6 +108,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_host", "LAMBDA_OS_API_HOST", "address the API binds to"),
     Option("api_port", "LAMBDA_OS_API_PORT", "port the API binds to"),
     Option("api_workers", "LAMBDA_OS_API_WORKERS", "gunicorn worker processes for `api`"),
+    Option(
+        "allowed_hosts",
+        "LAMBDA_OS_ALLOWED_HOSTS",
+        "comma-separated Host names the API answers besides localhost, 127.0.0.1, [::1] "
+        "and the bind address (a DNS rebinding defence); * answers any",
+    ),
+    Option(
+        "allowed_origins",
+        "LAMBDA_OS_ALLOWED_ORIGINS",
+        "comma-separated origins (scheme://host[:port]) whose web pages may change things "
+        "through the API; other cross-origin writes are refused",
+    ),
+    Option(
+        "api_read_timeout_s",
+        "LAMBDA_OS_API_READ_TIMEOUT_S",
+        "seconds a client has to send a request's headers, and the longest pause allowed "
+        "within its body; then the request is dropped (408 for a body)",
+    ),
     Option(
         "default_owner",
         "LAMBDA_OS_DEFAULT_OWNER",

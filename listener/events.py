@@ -8,9 +8,11 @@ An event is a JSON object, UTF-8 encoded::
 exactly-once records (an execution is keyed by event id and function id); when it
 is absent the AMQP ``message_id`` is used, else a new id is assigned on receipt
 (and the listener republishes the message with that id as its ``message_id``, so
-a redelivery keeps it). ``function_id``, when given,
-addresses one function (the API's asynchronous invocation); other keys are ignored
-so that publishers can add fields before the listener knows them.
+a redelivery keeps it). ``function_id`` is the platform's own field for the
+messages it publishes itself (invocations, retries); it is parsed here, and
+``listener.match`` honours it only for an execution the platform has recorded.
+Other keys are ignored so that publishers can add fields before the listener
+knows them.
 
 Parsing is pure (no broker, no catalogue) and strict: everything a hostile or
 broken publisher can send ends in ``PermanentError`` with a reason that the
@@ -27,7 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lambda_os.errors import InvalidEvent
-from lambda_os.jsonlimits import MAX_JSON_DEPTH, json_depth, refuse_constant
+from lambda_os.jsonlimits import (
+    MAX_JSON_DEPTH,
+    UnstorableJSON,
+    check_storable,
+    json_depth,
+    refuse_constant,
+)
 
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_DEPTH = MAX_JSON_DEPTH
@@ -87,6 +95,10 @@ def event_from_dict(
         raise InvalidEvent(f"event must be a JSON object, not {_json_type(payload)}")
     if json_depth(payload) > MAX_DEPTH:
         raise InvalidEvent(f"event is nested deeper than {MAX_DEPTH} levels")
+    try:
+        check_storable(payload)
+    except UnstorableJSON as exc:
+        raise InvalidEvent(f"event holds a value the platform cannot store: {exc}") from exc
     source = _name(payload, "event_source", required=True)
     event_type = _name(payload, "event_type", required=True)
     function_id = _name(payload, "function_id", required=False)

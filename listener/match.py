@@ -3,20 +3,29 @@
 An ordinary event runs every function registered for its (event_source,
 event_type): one query on the catalogue's (event_source, event_type) index.
 
-An event that names a ``function_id`` (the API's asynchronous invocation) runs
-that one function, found by id rather than by filtering the match: the API
-publishes such events under its own source (``API_EVENT_SOURCE``), and a
-function's trigger may be edited between the 202 and the consume, while the
-queued execution record must still run the function it was made for.
+``function_id`` is the platform's own, not the public contract: the messages the
+platform publishes itself address one function with it (the API's invocations,
+under ``API_EVENT_SOURCE``; a retry or the dead letter of a failed attempt).
+Every one of those is published only after its execution record is stored, so
+an event's ``function_id`` is honoured only when the catalogue already holds the
+execution of that function on that event. Then it runs that one function, found
+by id rather than by filtering the match, since a function's trigger may be
+edited between the 202 and the consume while the queued execution must still
+run the function it was made for. On any other message ``function_id`` is
+ignored: the event runs what its source and type match, as if it were not
+there, so a publisher cannot reach a function through another's trigger.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from lambda_os.errors import NotFound
-from lambda_os.records import FunctionRecord
+from lambda_os.records import ExecutionRecord, FunctionRecord, execution_id_for
 from listener.events import Event
+
+LOGGER = logging.getLogger(__name__)
 
 API_EVENT_SOURCE = "lambda-os.api"
 API_EVENT_TYPE = "invoke"
@@ -27,13 +36,37 @@ class FunctionFinder(Protocol):
 
     def get_function(self, function_id: str) -> FunctionRecord: ...
 
+    def get_execution(self, execution_id: str) -> ExecutionRecord: ...
+
 
 def match(catalogue: FunctionFinder, event: Event) -> list[FunctionRecord]:
     """The functions to run for ``event``, ordered by id so every delivery runs them alike."""
     if event.function_id is not None:
-        try:
-            return [catalogue.get_function(event.function_id)]
-        except NotFound:
-            return []
+        queued = _queued_by_the_platform(catalogue, event, event.function_id)
+        if queued is not None:
+            return queued
+        LOGGER.warning(
+            "event %s: function_id %r names no execution the platform queued; ignored, "
+            "matching %s/%s instead",
+            event.id,
+            event.function_id,
+            event.event_source,
+            event.event_type,
+        )
     functions = catalogue.find_matching(event.event_source, event.event_type)
     return sorted(functions, key=lambda function: function.id)
+
+
+def _queued_by_the_platform(
+    catalogue: FunctionFinder, event: Event, function_id: str
+) -> list[FunctionRecord] | None:
+    """The addressed function (none if it was deleted since), or None if the platform did
+    not address this event: no execution of that function on it is stored."""
+    try:
+        catalogue.get_execution(execution_id_for(event.id, function_id))
+    except NotFound:
+        return None
+    try:
+        return [catalogue.get_function(function_id)]
+    except NotFound:
+        return []

@@ -6,9 +6,17 @@ import io
 import zipfile
 
 import pytest
+from package_tools import zip_with_utf8_flagged_name
 
 from lambda_os.errors import InvalidPackage, PackageTooLarge
-from lambda_os.packages import MAX_UNPACKED_BYTES, inspect_package, unpack
+from lambda_os.packages import (
+    MAX_NAME_BYTES,
+    MAX_PATH_BYTES,
+    MAX_PATH_DEPTH,
+    MAX_UNPACKED_BYTES,
+    inspect_package,
+    unpack,
+)
 
 SOURCE = b"def handler(event, context):\n    return event\n"
 
@@ -90,6 +98,50 @@ def test_zip_whose_entries_cannot_all_be_unpacked_is_refused(entries, message):
             archive.writestr(name, data)
     with pytest.raises(InvalidPackage, match=message):
         inspect_package(buffer.getvalue(), "code.zip", "main.handler")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("d/" * 500 + "x.py", "is 501 levels deep; the limit is 64"),
+        ("d/" * (MAX_PATH_DEPTH - 1) + "x.py", None),
+        ("a" * 300 + ".py", "name part of 303 bytes; the limit is 255"),
+        ("pkg/" + "a" * (MAX_NAME_BYTES - 3) + ".py", None),
+        ("\u00e9" * 128 + ".py", "name part of 259 bytes"),
+        ("/".join(["b" * 200] * 6), f"path of 1205 bytes; the limit is {MAX_PATH_BYTES}"),
+    ],
+    ids=["500-deep", "64-deep", "300-characters", "255-bytes", "multibyte", "long-path"],
+)
+def test_zip_entry_names_every_run_could_not_write_are_refused(tmp_path, name, message):
+    data = make_zip({"main.py": SOURCE, name: b"x"})
+    if message is None:
+        info = inspect_package(data, "code.zip", "main.handler")
+        unpack(data, info.kind, info.filename, tmp_path)
+        assert (tmp_path / name).read_bytes() == b"x"
+        return
+    with pytest.raises(InvalidPackage, match=message) as caught:
+        inspect_package(data, "code.zip", "main.handler")
+    assert len(caught.value.description) < 300
+    with pytest.raises(InvalidPackage, match=message):
+        unpack(data, "zip", "", tmp_path)  # a package stored before the limits came
+
+
+def test_zip_entry_name_flagged_utf8_that_is_not_is_refused_not_a_crash(tmp_path):
+    data = zip_with_utf8_flagged_name(b"\xff\xfe.py")
+    with pytest.raises(InvalidPackage, match="not UTF-8"):
+        inspect_package(data, "code.zip", "main.handler")
+    with pytest.raises(InvalidPackage, match="not UTF-8"):
+        unpack(data, "zip", "", tmp_path)
+
+
+def test_unpack_failure_names_the_file_in_the_package_not_on_the_host(tmp_path):
+    # Stored before the checks that refuse it now: a file and a directory of one name.
+    data = make_zip({"main.py": SOURCE, "lib": b"x", "lib/inner.py": b"y"})
+    dest = tmp_path / "state" / "packages" / "abc"
+    with pytest.raises(OSError) as caught:
+        unpack(data, "zip", "", dest)
+    assert str(tmp_path) not in str(caught.value)
+    assert "'lib" in str(caught.value)
 
 
 def test_a_handler_with_a_trailing_newline_is_refused():

@@ -8,6 +8,8 @@ import uuid
 import zipfile
 
 HELLO = b'def handler(event, context):\n    return {"hello": event}\n'
+# The read time-out of the ``served_api`` fixture: short, so slow-client tests end quickly.
+SERVED_READ_TIMEOUT_S = 1.0
 HELLO_V2 = b'def handler(event, context):\n    return {"hello again": event}\n'
 
 

@@ -17,18 +17,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import falcon.testing.helpers
 import pytest
-from api_helpers import HELLO, encode_multipart, function_fields
+from api_helpers import HELLO, SERVED_READ_TIMEOUT_S, encode_multipart, function_fields
 from falcon.testing import Result, TestClient
 
 from catalog_api.app import create_app
 from lambda_os.catalogue import Catalogue
 from lambda_os.settings import Settings
 
+# The Host falcon's TestClient sends, allowed as a deployment allows its own name.
+TEST_HOST = falcon.testing.helpers.DEFAULT_HOST
+
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings()
+    return Settings(allowed_hosts=TEST_HOST)
 
 
 @pytest.fixture
@@ -76,7 +80,8 @@ def wait_until_healthy(base: str, server: subprocess.Popen, timeout_s: float = 3
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"gunicorn exited with {server.returncode}: {server.stderr.read()}")
+            detail = server.stderr.read() if server.stderr else "(stderr not captured)"
+            pytest.fail(f"gunicorn exited with {server.returncode}: {detail}")
         try:
             with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
                 if response.status == 200:
@@ -109,6 +114,38 @@ def live_api() -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+    )
+    try:
+        wait_until_healthy(base, server)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def served_api() -> Iterator[str]:
+    """The API as ``lambda-os api`` serves it (live_server.py), with an echoing invoker."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "MONGO_URL"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(
+        LAMBDA_OS_API_PORT=str(port),
+        LAMBDA_OS_API_READ_TIMEOUT_S=str(SERVED_READ_TIMEOUT_S),
+        LAMBDA_OS_LOG_LEVEL="WARNING",
+    )
+    # Not a pipe: the slow-client tests make gunicorn log, and nobody drains a pipe.
+    server = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("live_server.py"))],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_until_healthy(base, server)

@@ -306,3 +306,15 @@ def test_delete_fails_the_work_still_queued_for_the_function(client, created, ca
     record = client.simulate_get(f"/v1/executions/{queued.id}").json
     assert (record["status"], record["error"]["reason"]) == ("failed", "function deleted")
     assert record["finished_at"] is not None
+
+
+def test_patch_environment_value_with_a_nul_is_422_and_keeps_the_old_environment(client, created):
+    result = client.simulate_patch(
+        f"/v1/functions/{created['id']}", json={"environment": {"MODE": "lo\x00ud"}}
+    )
+
+    assert result.status_code == 422
+    assert result.json["errors"] == {
+        "environment": {"MODE": {"value": ["must not contain a NUL character"]}}
+    }
+    assert client.simulate_get(f"/v1/functions/{created['id']}").json["environment"] == {}

@@ -8,6 +8,7 @@ import zipfile
 
 import pytest
 from api_helpers import HELLO, encode_multipart, function_fields, make_zip
+from package_tools import zip_with_utf8_flagged_name
 
 from lambda_os.packages import MAX_UNPACKED_BYTES, MAX_UPLOAD_BYTES
 
@@ -302,6 +303,45 @@ def test_zip_entry_with_absolute_path_is_refused(upload):
     assert "absolute" in result.json["description"]
 
 
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("d/" * 500 + "x.py", "501 levels deep; the limit is 64"),
+        ("a" * 300 + ".py", "a name part of 303 bytes; the limit is 255"),
+        ("/".join(["b" * 200] * 6), "a path of 1205 bytes; the limit is 1024"),
+    ],
+    ids=["500-deep", "300-characters", "long-path"],
+)
+def test_zip_entry_that_no_run_could_unpack_is_refused_at_upload(upload, client, entry, message):
+    package = make_zip({"main.py": HELLO, entry: b"x = 1\n"})
+
+    result = upload(package, "bundle.zip", "application/zip")
+
+    assert result.status_code == 422, result.text
+    assert message in result.json["description"]
+    assert client.simulate_get("/v1/functions").json["functions"] == []
+
+
+def test_zip_entry_name_flagged_utf8_that_is_not_is_422_not_500(upload):
+    result = upload(zip_with_utf8_flagged_name(b"\xff\xfe.py"), "bundle.zip", "application/zip")
+
+    assert result.status_code == 422
+    assert "not UTF-8" in result.json["description"]
+
+
+def test_new_code_with_a_too_deep_zip_is_refused_and_the_old_code_kept(client, created):
+    package = make_zip({"main.py": HELLO, "d/" * 100 + "x.py": b""})
+
+    result = client.simulate_put(
+        f"/v1/functions/{created['id']}/code",
+        body=package,
+        headers={"Content-Type": "application/zip"},
+    )
+
+    assert result.status_code == 422
+    assert client.simulate_get(f"/v1/functions/{created['id']}").json["version"] == 1
+
+
 @pytest.fixture(scope="module")
 def zip_bomb() -> bytes:
     """A small zip that unpacks to just over the 250 MiB limit."""
@@ -360,3 +400,38 @@ def test_refused_upload_stores_nothing(client, upload):
     upload(name="bad name")
 
     assert client.simulate_get("/v1/functions").json["functions"] == []
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ('{"MODE": "a\\u0000b"}', "must not contain a NUL character"),
+        ('{"MODE": "\\ud800"}', "must be valid Unicode"),
+        ('{"1MODE": "x"}', "must be a variable name"),
+        ('{"MO DE": "x"}', "must be a variable name"),
+        ('{"MODE=x": "x"}', "must be a variable name"),
+        ("[" * 100_000, "must be a JSON object"),
+    ],
+    ids=["nul", "lone-surrogate", "leading-digit", "space", "equals", "deep-json-text"],
+)
+def test_environment_the_container_could_not_be_given_is_422_at_create(
+    upload, client, environment, message
+):
+    result = upload(environment=environment)
+
+    assert result.status_code == 422, result.text
+    assert message in result.json["description"]
+    assert client.simulate_get("/v1/functions").json["functions"] == []
+
+
+def test_environment_value_with_a_nul_in_a_json_create_is_422(client):
+    result = client.simulate_post(
+        "/v1/functions",
+        json={
+            **function_fields(),
+            "code_base64": base64.b64encode(HELLO).decode(),
+            "environment": {"MODE": "a\x00b"},
+        },
+    )
+    assert result.status_code == 422
+    assert "NUL" in result.json["description"]

@@ -123,3 +123,15 @@ def test_curl_walkthrough_uses_the_documented_examples(document):
     assert len(commands) >= 8
     for command in commands:
         assert command in samples, command
+
+
+def test_every_operation_documents_the_403_a_web_page_gets(client, document):
+    for path, method, operation in operations(document):
+        url = re.sub(r"\{\w+\}", "nope", path)
+        result = client.simulate_request(
+            method.upper(),
+            url,
+            headers={"Host": "attacker.example", "Origin": "http://evil.example"},
+        )
+        assert result.status_code == 403, (method, url, result.status)
+        assert "403" in operation["responses"], (method, url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import falcon.testing.helpers
 import pika
 import pytest
 from listener_helpers import unique
@@ -62,6 +63,7 @@ def broker_settings(amqp_url: str) -> Iterator[Settings]:
         amqp_url=amqp_url,
         events_queue=unique("test.events"),
         dead_letter_queue=unique("test.dead"),
+        allowed_hosts=falcon.testing.helpers.DEFAULT_HOST,  # the Host TestClient sends
     )
     topology = Topology.from_settings(settings)
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))

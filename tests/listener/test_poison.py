@@ -58,6 +58,37 @@ def test_malformed_message_with_a_nul_in_a_header_key_is_dead_lettered_and_the_l
     assert broker.ready(broker_settings.events_queue) == 0
 
 
+UNSTORABLE = [
+    b'{"event_source": "orders", "event_type": "created", "data": 123456789012345678901234567890}',
+    b'{"event_source": "orders", "event_type": "created", "data": "\\ud800"}',
+    b'{"event_source": "orders", "event_type": "created", "data": {"a\\u0000b": 1}}',
+    b'{"event_source": "orders", "event_type": "created", "data": 1e999}',
+]
+
+
+def test_event_data_the_catalogue_cannot_store_is_dead_lettered_with_the_reason_and_runs_nothing(
+    broker_settings, broker, catalogue
+):
+    add_function(catalogue, "echo")
+    provisioner = FakeProvisioner()
+    listener = make_listener(broker_settings, catalogue, provisioner)
+    with running(listener):
+        for raw in UNSTORABLE:
+            broker.publish(broker_settings.events_queue, raw)
+        broker.publish(broker_settings.events_queue, encode_event("orders", "created", id="ok"))
+        wait_for(lambda: finished(catalogue), what="the valid event after the bad ones")
+        wait_for(
+            lambda: broker.ready(broker_settings.dead_letter_queue) == len(UNSTORABLE),
+            what="a dead letter for each bad event",
+        )
+    dead = broker.get_all(broker_settings.dead_letter_queue)
+    assert sorted(body for _props, body in dead) == sorted(UNSTORABLE)
+    for props, _body in dead:
+        assert "a value the platform cannot store" in props.headers[REASON_HEADER]
+    assert [record.event_id for record in finished(catalogue)] == ["ok"]
+    assert {d.kind for d in catalogue.list_dead_letters({}, 10).items} == {"malformed"}
+
+
 def test_catalogue_refusing_a_document_is_a_permanent_error(catalogue):
     record = DeadLetterRecord(
         id="",

@@ -9,7 +9,7 @@ from listener_helpers import FakeProvisioner, add_function, force_fields
 
 from lambda_os.errors import PermanentError, TransientError
 from listener.events import Event, parse_event
-from listener.execute import MAX_STORED_EVENT_BYTES, run_event, run_execution
+from listener.execute import MAX_STORED_EVENT_BYTES, claim, run_event, run_execution
 from listener.invoker import BrokerInvoker, Invoker
 from listener.match import API_EVENT_SOURCE, match
 
@@ -45,11 +45,38 @@ def test_matching_finds_every_function_for_the_source_and_type(catalogue):
     assert [f.id for f in match(catalogue, event())] == sorted([a.id, b.id])
 
 
-def test_function_id_addresses_that_function_only(catalogue):
+def test_function_id_of_an_execution_the_platform_queued_runs_that_function_only(catalogue):
     a = add_function(catalogue, "a")
     add_function(catalogue, "b")
-    assert [f.id for f in match(catalogue, event(function_id=a.id))] == [a.id]
-    assert match(catalogue, event(function_id="gone")) == []
+    addressed = event(function_id=a.id, source=API_EVENT_SOURCE, type="invoke")
+    claim(catalogue, a, addressed)
+
+    assert [f.id for f in match(catalogue, addressed)] == [a.id]
+    catalogue.delete_function(a.id)
+    assert match(catalogue, addressed) == []
+
+
+def test_function_id_the_platform_did_not_queue_is_ignored_and_the_trigger_matches(catalogue):
+    a = add_function(catalogue, "a")
+    b = add_function(catalogue, "b")
+    victim = add_function(catalogue, "victim", event_source="payments", event_type="refund")
+
+    forged = event(function_id=victim.id)
+    assert [f.id for f in match(catalogue, forged)] == sorted([a.id, b.id])
+    as_the_api = event(function_id=victim.id, source=API_EVENT_SOURCE, type="invoke")
+    assert match(catalogue, as_the_api) == []
+
+
+def test_published_event_addressed_to_another_trigger_function_runs_nothing_of_it(catalogue):
+    victim = add_function(catalogue, "victim", event_source="payments", event_type="refund")
+    raw = json.dumps(
+        {"event_source": "anything", "event_type": "at-all", "id": "e-x", "function_id": victim.id}
+    ).encode()
+    provisioner = FakeProvisioner()
+
+    assert run_event(catalogue, provisioner, parse_event(raw)) == []
+    assert provisioner.runs == []
+    assert catalogue.list_executions({}, 10).items == []
 
 
 def test_execution_runs_and_stores_the_outcome(catalogue):

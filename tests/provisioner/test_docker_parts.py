@@ -249,9 +249,12 @@ def test_a_package_whose_entries_clash_cannot_be_unpacked_and_is_not_retried(
     cache = PackageCache(tmp_path / "packages")
     run = invocation(clashing_zip(*names), kind="zip")
 
-    with pytest.raises(PermanentError, match="cannot be unpacked"):
+    with pytest.raises(PermanentError, match="cannot be unpacked") as caught:
         cache.get(run)
     assert list((tmp_path / "packages").iterdir()) == []  # no entry, no scratch left behind
+    # The reason reaches the execution record: the package's own path, not the host's.
+    assert str(tmp_path) not in caught.value.description
+    assert "'main.py" in caught.value.description
 
 
 def test_a_request_ends_at_its_deadline_even_if_the_output_never_runs_dry():

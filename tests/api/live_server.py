@@ -1,0 +1,55 @@
+"""The API served as ``lambda-os api`` serves it (``gunicorn_options``), without a broker.
+
+Run as a script by the live tests: settings come from the environment, the
+catalogue is in memory, and invocations go to ``EchoInvoker``, which answers at
+once with the event data as the result, so a test sees exactly what the
+function would have been given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import falcon
+
+from catalog_api.app import create_app
+from lambda_os.catalogue import Catalogue, connect
+from lambda_os.records import ExecutionRecord, FunctionRecord, execution_id_for, utcnow
+from lambda_os.serve import GunicornServer, gunicorn_options
+from lambda_os.settings import Settings
+
+
+class EchoInvoker:
+    """Stores a finished record whose result is the event data it was given."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self._catalogue = catalogue
+        self._count = 0
+
+    def invoke(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
+        self._count += 1
+        event_id = f"live-{self._count}"
+        record = ExecutionRecord(
+            id=execution_id_for(event_id, function.id),
+            function_id=function.id,
+            function_version=function.version,
+            event_id=event_id,
+            event=data,
+            status="succeeded",
+        )
+        record = dataclasses.replace(record, result={"event": data}, finished_at=utcnow())
+        return self._catalogue.claim_execution(record)[0]
+
+    def submit(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
+        return self.invoke(function, data)
+
+
+def build(settings: Settings) -> falcon.App:
+    catalogue = connect(None, "live")
+    return create_app(catalogue, settings, invoker=EchoInvoker(catalogue))
+
+
+if __name__ == "__main__":
+    settings = Settings.from_env()
+    GunicornServer(lambda: build(settings), gunicorn_options(settings, workers=1)).run()
