@@ -165,6 +165,7 @@ class Reply:
     error: dict[str, Any] | None = None
     clean: bool = False
     left: str | None = None
+    cleanup_us: int | None = None  # what the agent's cleanup took, as it says
 
 
 class StartFailed(Exception):
@@ -335,11 +336,19 @@ class RuntimeContainer:
             clean = frame.get("clean") is True
             left = frame.get("left")
             left = str(left)[:200] if left is not None else None
+            spent = frame.get("cleanup_us")
+            cleanup_us = spent if type(spent) is int and spent >= 0 else None
             if frame.get("ok"):
-                return Reply(ok=True, result=frame.get("result"), clean=clean, left=left)
+                return Reply(
+                    ok=True,
+                    result=frame.get("result"),
+                    clean=clean,
+                    left=left,
+                    cleanup_us=cleanup_us,
+                )
             error = frame.get("error")
             if isinstance(error, dict):
-                return Reply(ok=False, error=error, clean=clean, left=left)
+                return Reply(ok=False, error=error, clean=clean, left=left, cleanup_us=cleanup_us)
         raise ChannelClosed(f"agent sent {str(frame)[:200]} instead of {expect!r}")
 
     def runs_only_the_agent(self) -> bool | None:

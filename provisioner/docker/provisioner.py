@@ -15,6 +15,7 @@ spoken to only through ``RuntimeContainer``.
 
 from __future__ import annotations
 
+import collections
 import logging
 import shutil
 import threading
@@ -208,6 +209,9 @@ class DockerProvisioner:
         self._per_function = ConcurrencyLimits()
         self._lock = threading.Condition()
         self._inventory = Inventory(settings.host_memory_mb)
+        # The clean start of each execution, in µs: the agent's cleanup as it reports it
+        # plus the host's own check. Bounded; the bench reads it (case 2).
+        self.cleanup_us: collections.deque[float] = collections.deque(maxlen=100_000)
         self._live: dict[str, RuntimeContainer] = {}
         self._starting_pool: dict[str, int] = {}
         self._no_pool: set[str] = set()
@@ -502,7 +506,12 @@ class DockerProvisioner:
                     return Ending.handler_error(reply, tail, reusable=False)
                 container.loaded = key
             reply = container.invoke(invoke_message(invocation, deadline), deadline, tail)
+            checking = time.perf_counter_ns()
             clean = self._nothing_left(container, invocation, reply)
+            if reply.cleanup_us is not None:
+                self.cleanup_us.append(
+                    reply.cleanup_us + (time.perf_counter_ns() - checking) / 1000
+                )
         except ChannelTimeout:
             LOGGER.info(
                 "execution %s (event %s) timed out after %s s",

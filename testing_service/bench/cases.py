@@ -92,8 +92,10 @@ def warm_latency(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
         queue = platform.settings.events_queue
         _checked(run_in_child(_spec(settings, queue, args.warmup, event_types=types)), "warm-up")
         spec = _spec(settings, queue, args.latency_events, event_types=types, keep_replies=1)
+        platform.provisioner.cleanup_us.clear()
         result, profile = _maybe_profiled(args, "warm-latency", spec)
         _checked(result, "warm latency")
+        cleanup = sorted(platform.provisioner.cleanup_us)
         samples = result["latencies_ms"]
         tenth = max(1, len(samples) // 10)
         time.sleep(1.0)  # idle, as a warm container waits between events
@@ -103,6 +105,12 @@ def warm_latency(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
         "first_tenth_p50_ms": stats.latency(samples[:tenth])["p50_ms"],
         "last_tenth_p50_ms": stats.latency(samples[-tenth:])["p50_ms"],
         "sample_reply": result["replies"][0] if result["replies"] else None,
+        # What each execution's clean start cost in this same run (agent and host check).
+        "cleanup_us": {
+            "executions": len(cleanup),
+            "p50": cleanup[len(cleanup) // 2] if cleanup else None,
+            "p99": cleanup[min(len(cleanup) - 1, len(cleanup) * 99 // 100)] if cleanup else None,
+        },
         "idle_warm_container": idle,
         "profile": profile,
     }

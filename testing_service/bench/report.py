@@ -188,6 +188,13 @@ def table(results: dict[str, Any]) -> str:
     width = max(len(row[0]) for row in rows)
     for row in rows:
         lines.append(f"{row[0]:<{width}}  {row[1]:>10}  {row[2]:>9}  {row[3]:>9}")
+    cleanup = _get(cases, "warm", "cleanup_us")
+    if isinstance(cleanup, dict) and cleanup.get("executions"):
+        lines.append(
+            f"2 clean start of each warm execution (agent cleanup + host check): "
+            f"p50 {cleanup['p50']:.0f} µs, p99 {cleanup['p99']:.0f} µs "
+            f"over {cleanup['executions']:,} executions"
+        )
     memory = cases.get("memory")
     if memory and "events" in memory:
         lines.append(

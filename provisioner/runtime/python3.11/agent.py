@@ -11,7 +11,8 @@ stays warm. Frames are a 4-byte big-endian length and a UTF-8 JSON object:
     agent -> host   {"type": "loaded"} or {"type": "result", "ok": false, "error": {...}}
     host  -> agent  {"type": "invoke", "execution_id", "event_id", "event_source",
                      "event_type", "data", "timeout_ms"}
-    agent -> host   {"type": "result", "ok": true, "result", "clean"} or {..., "ok": false, "error"}
+    agent -> host   {"type": "result", "ok": true, "result", "clean", "cleanup_us"}
+                    or {..., "ok": false, "error"}
 
 The function's output is caught at the file-descriptor level (fds 1 and 2 are
 a pipe) so prints and subprocess output both land. The pipe's read end is
@@ -232,9 +233,16 @@ def encode_result(result) -> tuple[str | None, dict | None]:
     return text, None
 
 
-def result_frame(text: str, mark: bool, left: str | None) -> bytes:
+def result_frame(text: str, mark: bool, left: str | None, cleanup_us: int) -> bytes:
     """A success frame with the result's JSON text spliced in, so it is not encoded twice."""
-    head = {"type": "result", "ok": True, "mark": mark, "clean": left is None, "left": left}
+    head = {
+        "type": "result",
+        "ok": True,
+        "mark": mark,
+        "clean": left is None,
+        "left": left,
+        "cleanup_us": cleanup_us,
+    }
     body = (json.dumps(head, separators=(",", ":"))[:-1] + ',"result":' + text + "}").encode()
     return HEADER.pack(len(body)) + body
 
@@ -343,16 +351,21 @@ def serve(channel: Channel) -> None:
             if os.getpid() != agent_pid:
                 os._exit(0)  # a child the handler forked returned from it: only the agent answers
             mark = output.mark()
+            # Timed so the bench can show what a clean start costs each execution.
+            cleaning = time.perf_counter_ns()
             left = clean_up()
+            cleanup_us = (time.perf_counter_ns() - cleaning) // 1000
             if failure is not None:
                 text, error = None, error_from(failure)
             else:
                 text, error = encode_result(result)
             if error is not None:
                 reply = {"type": "result", "ok": False, "error": error, "mark": mark}
-                channel.send({**reply, "clean": left is None, "left": left})
+                channel.send(
+                    {**reply, "clean": left is None, "left": left, "cleanup_us": cleanup_us}
+                )
             else:
-                channel.sock.sendall(result_frame(text, mark, left))
+                channel.sock.sendall(result_frame(text, mark, left, cleanup_us))
         elif kind == "ping":
             channel.send({"type": "pong", "mark": output.mark()})
 
