@@ -1,0 +1,221 @@
+"""JSON values as the catalogue stores them, and back, exactly.
+
+A function's result and an event's data are any JSON, but a MongoDB document
+is not: a real server refuses keys that begin with ``$`` or contain ``.``, bson
+refuses keys with a NUL byte and integers outside int64, MongoDB refuses
+nesting past 100 levels and documents past 16 MiB, and FerretDB (our
+MongoDB-wire server) refuses NaN, Infinity and an array directly inside an
+array. mongomock accepts most of these, so a test passes where production
+strands the record. Every free-form value therefore goes through ``to_stored``
+on the way in and ``from_stored`` on the way out, on every backend alike:
+
+- a key has ``%``, ``$``, ``.`` and NUL percent-encoded (``%25``, ``%24``,
+  ``%2E``, ``%00``); every ``%`` of a stored key then begins one of those four
+  escapes, so ``unescape_key`` undoes exactly what ``escape_key`` did, and a key
+  that already looks escaped (``%24where``) comes back as it was sent;
+- an integer outside int64 is stored as ``{"%int": "<decimal digits>"}``, and an
+  array inside an array as ``{"%list": [...]}``; no escaped key can be ``%int``
+  or ``%list`` (their ``%`` is not followed by an escape), so the tags cannot
+  be confused with a value the function returned;
+- NaN and Infinity are refused: they are not JSON, and the API could not
+  answer them.
+
+Sizes and depths are measured on the stored form, as bson encodes it, since
+that is what the server judges.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import bson
+import bson.errors
+
+MIB = 1024 * 1024
+# MongoDB allows 100 levels of nesting in a document; the record holding the value
+# is one more, and an update adds its own; this leaves room for both.
+MAX_STORED_DEPTH = 90
+# The server's limit is 16 MiB for the whole record; the rest (logs, error, event,
+# attempts) is capped far below the mebibyte left.
+MAX_STORED_RESULT_BYTES = 15 * MIB
+MAX_STORED_EVENT_BYTES = 64 * 1024
+NOT_STORABLE = "result not storable"
+
+INT_TAG = "%int"
+LIST_TAG = "%list"
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_KEY_ESCAPES = str.maketrans({"%": "%25", "$": "%24", ".": "%2E", "\0": "%00"})
+_KEY_ESCAPE = re.compile("%(25|24|2E|00)")
+
+
+class NotStorable(bson.errors.InvalidDocument):
+    """A value the catalogue cannot store, with the reason in words.
+
+    An ``InvalidDocument``, so the catalogue's seam treats it as it treats any
+    document bson refuses: a permanent error, not a crash.
+    """
+
+
+def escape_key(key: str) -> str:
+    """``key`` with the characters MongoDB refuses in a field name percent-encoded."""
+    if "%" in key or "$" in key or "." in key or "\0" in key:
+        return key.translate(_KEY_ESCAPES)
+    return key
+
+
+def unescape_key(key: str) -> str:
+    """The key ``escape_key`` was given for this stored key."""
+    if "%" not in key:
+        return key
+    return _KEY_ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), key)
+
+
+def to_stored(value: Any, max_depth: int = MAX_STORED_DEPTH) -> Any:
+    """The form of a JSON value the catalogue stores; ``NotStorable`` if there is none.
+
+    Returns ``value`` itself when nothing in it needs changing, so the common
+    case costs one walk and no copy. Values that are not JSON (datetimes in an
+    attempt's entry) pass through for bson to judge. ``max_depth`` counts the
+    containers of the stored form (a scalar is 0, ``[1]`` is 1). The reason a
+    ``NotStorable`` gives reads after "the value is not storable:".
+    """
+    try:
+        return _encode(value, max_depth)
+    except _TooDeep:
+        raise NotStorable(f"it is nested more than {max_depth} levels deep as stored") from None
+
+
+def from_stored(value: Any) -> Any:
+    """The JSON value ``to_stored`` was given for this stored form."""
+    kind = type(value)
+    if kind is dict:
+        if len(value) == 1:
+            ((key, item),) = value.items()
+            if key == INT_TAG and type(item) is str:
+                return int(item)
+            if key == LIST_TAG and type(item) is list:
+                return from_stored(item)
+        decoded = {unescape_key(key): from_stored(item) for key, item in value.items()}
+        return decoded if _differs(decoded, value) else value
+    if kind is list:
+        items = [from_stored(item) for item in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
+
+
+def stored_size(stored: Any) -> int:
+    """Bytes of BSON the stored form takes as a field of a document (its name one letter)."""
+    return len(bson.encode({"v": stored})) - 5  # the document's length and its end
+
+
+def mib(size: int) -> str:
+    """A size in MiB to one decimal, as the reasons put it."""
+    return f"{size / MIB:.1f} MiB"
+
+
+def storable_outcome(changes: dict[str, Any]) -> dict[str, Any]:
+    """An outcome's changes if the catalogue can store them, else a failed outcome saying why.
+
+    The result must encode (``to_stored``) and take at most 15 MiB as stored; a
+    6 MB JSON result of small objects can be six times that as BSON. A refused
+    result is not stored at all: the record ends ``failed`` with reason
+    ``result not storable`` and the rest of the outcome (logs, timings) kept,
+    instead of a write the server refuses and a record stranded ``running``.
+    """
+    result = changes.get("result")
+    try:
+        size = stored_size(to_stored(result)) if result is not None else 0
+        if changes.get("error") is not None:
+            to_stored(changes["error"])
+    except NotStorable as exc:
+        message = f"the result is not storable: {exc}"
+    else:
+        if size <= MAX_STORED_RESULT_BYTES:
+            return changes
+        message = f"result is {mib(size)} as stored, limit {MAX_STORED_RESULT_BYTES // MIB} MiB"
+    error = {"type": "ResultNotStorable", "message": message, "reason": NOT_STORABLE}
+    return {**changes, "status": "failed", "result": None, "error": error}
+
+
+def stored_event_data(data: Any, limit: int = MAX_STORED_EVENT_BYTES) -> Any:
+    """The event data as a record keeps it: itself up to ``limit`` bytes as stored, else a marker.
+
+    The marker (``truncated``, ``size_bytes``, ``limit_bytes``, and ``reason``
+    when the data cannot be stored at all) takes the data's place; the function
+    still ran on the whole event.
+    """
+    try:
+        size = stored_size(to_stored(data))
+    except NotStorable as exc:
+        reason = f"the event data is not storable: {exc}"
+        return {"truncated": True, "reason": reason, "limit_bytes": limit}
+    if size <= limit:
+        return data
+    return {"truncated": True, "size_bytes": size, "limit_bytes": limit}
+
+
+def _encode(value: Any, room: int) -> Any:
+    """``to_stored`` with ``room`` levels of nesting left."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int or isinstance(value, int):  # bool is done above
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return value
+        _need(room, 1)
+        try:
+            return {INT_TAG: str(int(value))}
+        except ValueError:  # over sys.get_int_max_str_digits()
+            raise NotStorable("it holds an integer too long to write in decimal") from None
+    if kind is float or isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        name = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        raise NotStorable(f"it holds {name}, which is not a JSON number")
+    if kind is dict or isinstance(value, dict):
+        _need(room, 1)
+        stored: dict[str, Any] = {}
+        changed = False
+        for key, item in value.items():
+            if type(key) is not str:
+                raise NotStorable(f"it has a key that is not text: {key!r}")
+            stored_key = escape_key(key)
+            stored_item = _encode(item, room - 1)
+            changed = changed or stored_key is not key or stored_item is not item
+            stored[stored_key] = stored_item
+        return stored if changed or kind is not dict else value
+    if kind is list or isinstance(value, (list, tuple)):
+        _need(room, 1)
+        items: list[Any] = []
+        changed = kind is not list
+        for item in value:
+            if isinstance(item, (list, tuple)):
+                _need(room - 1, 1)  # the tag is one level more
+                stored_item: Any = {LIST_TAG: _encode(item, room - 2)}
+            else:
+                stored_item = _encode(item, room - 1)
+            changed = changed or stored_item is not item
+            items.append(stored_item)
+        return items if changed else value
+    return value
+
+
+class _TooDeep(Exception):
+    """Raised from deep inside ``_encode``; ``to_stored`` says what the limit was."""
+
+
+def _need(room: int, levels: int) -> None:
+    if room < levels:
+        raise _TooDeep()
+
+
+def _differs(decoded: dict[str, Any], stored: dict[str, Any]) -> bool:
+    return any(
+        key is not stored_key or item is not stored_item
+        for (key, item), (stored_key, stored_item) in zip(
+            decoded.items(), stored.items(), strict=True
+        )
+    )
