@@ -352,9 +352,10 @@ class Catalogue:
         stalled, another took the run over) must not overwrite the newer run.
         """
         with _converted():
+            stored = ExecutionRecord.stored_changes(changes)
             result = self._executions.update_one(
                 {"_id": execution_id, "status": "running", "leased_by": owner},
-                {"$set": {**changes, "lease_until": None, "leased_by": None}},
+                {"$set": {**stored, "lease_until": None, "leased_by": None}},
             )
         if not result.matched_count:
             return False
@@ -369,10 +370,10 @@ class Catalogue:
         push: dict[str, Any] | None = None,
     ) -> ExecutionRecord:
         """Set ``changes``; ``push`` appends to list fields (``{"attempts": entry}``)."""
-        update: dict[str, Any] = {"$set": changes}
-        if push:
-            update["$push"] = push
         with _converted():
+            update: dict[str, Any] = {"$set": ExecutionRecord.stored_changes(changes)}
+            if push:
+                update["$push"] = ExecutionRecord.stored_changes(push)
             doc = self._executions.find_one_and_update(
                 {"_id": execution_id},
                 update,
