@@ -41,6 +41,8 @@ MAX_STORED_DEPTH = 90
 # attempts) is capped far below the mebibyte left.
 MAX_STORED_RESULT_BYTES = 15 * MIB
 MAX_STORED_EVENT_BYTES = 64 * 1024
+# The listener cuts an error's message and traceback to 16 Ki characters each.
+MAX_STORED_ERROR_BYTES = 256 * 1024
 NOT_STORABLE = "result not storable"
 
 INT_TAG = "%int"
@@ -107,8 +109,14 @@ def from_stored(value: Any) -> Any:
 
 
 def stored_size(stored: Any) -> int:
-    """Bytes of BSON the stored form takes as a field of a document (its name one letter)."""
-    return len(bson.encode({"v": stored})) - 5  # the document's length and its end
+    """Bytes of BSON the stored form takes as a field of a document (its name one letter).
+
+    ``NotStorable`` where bson cannot encode it at all (a value ``to_stored`` did not make).
+    """
+    try:
+        return len(bson.encode({"v": stored})) - 5  # the document's length and its end
+    except (bson.errors.InvalidDocument, OverflowError, UnicodeEncodeError) as exc:
+        raise NotStorable(f"bson cannot encode it: {exc}") from None
 
 
 def mib(size: int) -> str:
@@ -120,24 +128,39 @@ def storable_outcome(changes: dict[str, Any]) -> dict[str, Any]:
     """An outcome's changes if the catalogue can store them, else a failed outcome saying why.
 
     The result must encode (``to_stored``) and take at most 15 MiB as stored; a
-    6 MB JSON result of small objects can be six times that as BSON. A refused
+    6 MB JSON result of small objects can be four times that as BSON. A refused
     result is not stored at all: the record ends ``failed`` with reason
     ``result not storable`` and the rest of the outcome (logs, timings) kept,
     instead of a write the server refuses and a record stranded ``running``.
+    An error that cannot be stored (our agent sends none, but the handler runs
+    in its process and can write its own reply) is replaced the same way.
     """
-    result = changes.get("result")
+    problem = _problem("result", changes.get("result"), MAX_STORED_RESULT_BYTES)
+    if problem is not None:
+        error = {"type": "ResultNotStorable", "message": problem, "reason": NOT_STORABLE}
+        return {**changes, "status": "failed", "result": None, "error": error}
+    problem = _problem("error", changes.get("error"), MAX_STORED_ERROR_BYTES)
+    if problem is not None:
+        error = {"type": "ErrorNotStorable", "message": problem, "reason": NOT_STORABLE}
+        return {**changes, "error": error}
+    return changes
+
+
+def _problem(what: str, value: Any, limit: int) -> str | None:
+    """Why ``value`` cannot be stored within ``limit`` bytes, or None if it can."""
+    if value is None:
+        return None
     try:
-        size = stored_size(to_stored(result)) if result is not None else 0
-        if changes.get("error") is not None:
-            to_stored(changes["error"])
+        size = stored_size(to_stored(value))
     except NotStorable as exc:
-        message = f"the result is not storable: {exc}"
-    else:
-        if size <= MAX_STORED_RESULT_BYTES:
-            return changes
-        message = f"result is {mib(size)} as stored, limit {MAX_STORED_RESULT_BYTES // MIB} MiB"
-    error = {"type": "ResultNotStorable", "message": message, "reason": NOT_STORABLE}
-    return {**changes, "status": "failed", "result": None, "error": error}
+        return f"the {what} is not storable: {exc}"
+    if size > limit:
+        return f"{what} is {mib(size)} as stored, limit {_limit(limit)}"
+    return None
+
+
+def _limit(size: int) -> str:
+    return f"{size // MIB} MiB" if size % MIB == 0 else f"{size // 1024} KiB"
 
 
 def stored_event_data(data: Any, limit: int = MAX_STORED_EVENT_BYTES) -> Any:
@@ -160,7 +183,9 @@ def stored_event_data(data: Any, limit: int = MAX_STORED_EVENT_BYTES) -> Any:
 def _encode(value: Any, room: int) -> Any:
     """``to_stored`` with ``room`` levels of nesting left."""
     kind = type(value)
-    if kind is str or kind is bool or value is None:
+    if kind is str:
+        return _text(value)
+    if kind is bool or value is None:
         return value
     if kind is int or isinstance(value, int):  # bool is done above
         if _INT64_MIN <= value <= _INT64_MAX:
@@ -170,6 +195,8 @@ def _encode(value: Any, room: int) -> Any:
             return {INT_TAG: str(int(value))}
         except ValueError:  # over sys.get_int_max_str_digits()
             raise NotStorable("it holds an integer too long to write in decimal") from None
+    if isinstance(value, str):
+        return _text(value)
     if kind is float or isinstance(value, float):
         if math.isfinite(value):
             return value
@@ -182,7 +209,7 @@ def _encode(value: Any, room: int) -> Any:
         for key, item in value.items():
             if type(key) is not str:
                 raise NotStorable(f"it has a key that is not text: {key!r}")
-            stored_key = escape_key(key)
+            stored_key = escape_key(_text(key))
             stored_item = _encode(item, room - 1)
             changed = changed or stored_key is not key or stored_item is not item
             stored[stored_key] = stored_item
@@ -201,6 +228,16 @@ def _encode(value: Any, room: int) -> Any:
             items.append(stored_item)
         return items if changed else value
     return value
+
+
+def _text(text: str) -> str:
+    """``text``, if it is Unicode that UTF-8 can encode: JSON lets ``"\\ud800"`` through."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise NotStorable("it holds text with a lone surrogate, which is not Unicode") from None
+    return text
 
 
 class _TooDeep(Exception):

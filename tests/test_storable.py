@@ -214,6 +214,33 @@ def test_unstorable_result_fails_the_run_with_the_reason(result, words):
     assert words in changes["error"]["message"]
 
 
+@pytest.mark.parametrize("value", ["\ud800", {"\udfff": 1}, ["ok", {"k": "a\ud800b"}]])
+def test_text_with_a_lone_surrogate_is_refused_not_raised(value):
+    # json.loads gives one for "\\ud800"; bson cannot encode it as UTF-8.
+    with pytest.raises(NotStorable, match="lone surrogate"):
+        to_stored(value)
+
+    assert storable_outcome(outcome(value))["error"]["reason"] == NOT_STORABLE
+
+
+def test_error_that_cannot_be_stored_is_replaced_by_one_saying_why():
+    error = {"type": "ValueError", "message": "bad \ud800", "reason": "handler error"}
+
+    changes = storable_outcome(outcome(None, status="failed", error=error))
+
+    assert changes["status"] == "failed" and changes["error"]["reason"] == NOT_STORABLE
+    assert changes["error"]["message"].startswith("the error is not storable: ")
+    assert changes["logs"] == "printed"
+
+
+def test_error_over_its_limit_as_stored_is_replaced_by_one_saying_its_size():
+    error = {"type": "X", "message": "m", "extra": ["x" * 1024] * 300}
+
+    changes = storable_outcome(outcome(None, status="failed", error=error))
+
+    assert changes["error"]["message"] == "error is 0.3 MiB as stored, limit 256 KiB"
+
+
 def test_event_data_within_the_limit_is_kept_as_it_is():
     data = {"$where": "x"}
 

@@ -72,6 +72,10 @@ def handler(event, context):
         return [{"a": 1}] * 700_000
     if case == "6 MB too big as stored":
         return [{}] * 2_000_000
+    if case == "lone surrogate":
+        return {"text": "\ud800"}
+    if case == "error with a lone surrogate":
+        raise ValueError("\udfff")
     if case == "raw reply too deep":
         send_raw_deep_reply(100_000)
         return None
@@ -178,6 +182,8 @@ def test_result_the_server_would_refuse_as_is_succeeds_and_reads_back_exactly(in
         ("past the stored depth", NOT_STORABLE, f"nested more than {MAX_STORED_DEPTH} levels"),
         ("6 MB too big as stored", NOT_STORABLE, "result is 25.6 MiB as stored, limit 15 MiB"),
         ("raw reply too deep", NOT_STORABLE, "nested too deeply for the host to decode"),
+        ("lone surrogate", NOT_STORABLE, "the result is not storable: it holds text with a lone"),
+        ("error with a lone surrogate", NOT_STORABLE, "the error is not storable: it holds text"),
     ],
 )
 def test_result_that_cannot_be_stored_fails_the_execution_saying_why(invoke, case, reason, message):
