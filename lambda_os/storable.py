@@ -51,6 +51,7 @@ _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _KEY_ESCAPES = str.maketrans({"%": "%25", "$": "%24", ".": "%2E", "\0": "%00"})
 _KEY_ESCAPE = re.compile("%(25|24|2E|00)")
+_CONTAINERS = frozenset({dict, list})
 
 
 class NotStorable(bson.errors.InvalidDocument):
@@ -91,7 +92,11 @@ def to_stored(value: Any, max_depth: int = MAX_STORED_DEPTH) -> Any:
 
 
 def from_stored(value: Any) -> Any:
-    """The JSON value ``to_stored`` was given for this stored form."""
+    """The JSON value ``to_stored`` was given for this stored form.
+
+    Like ``to_stored``, returns the stored value itself where nothing in it was
+    escaped or tagged: reading a plain record copies nothing.
+    """
     kind = type(value)
     if kind is dict:
         if len(value) == 1:
@@ -100,11 +105,22 @@ def from_stored(value: Any) -> Any:
                 return int(item)
             if key == LIST_TAG and type(item) is list:
                 return from_stored(item)
-        decoded = {unescape_key(key): from_stored(item) for key, item in value.items()}
-        return decoded if _differs(decoded, value) else value
+        decoded: dict[str, Any] = {}
+        changed = False
+        for key, item in value.items():
+            plain_key = unescape_key(key) if "%" in key else key
+            plain = from_stored(item) if type(item) in _CONTAINERS else item
+            changed = changed or plain_key is not key or plain is not item
+            decoded[plain_key] = plain
+        return decoded if changed else value
     if kind is list:
-        items = [from_stored(item) for item in value]
-        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+        items: list[Any] = []
+        changed = False
+        for item in value:
+            plain = from_stored(item) if type(item) in _CONTAINERS else item
+            changed = changed or plain is not item
+            items.append(plain)
+        return items if changed else value
     return value
 
 
@@ -209,8 +225,8 @@ def _encode(value: Any, room: int) -> Any:
         for key, item in value.items():
             if type(key) is not str:
                 raise NotStorable(f"it has a key that is not text: {key!r}")
-            stored_key = escape_key(_text(key))
-            stored_item = _encode(item, room - 1)
+            stored_key = escape_key(key if key.isascii() else _text(key))
+            stored_item = item if _plain(item) else _encode(item, room - 1)
             changed = changed or stored_key is not key or stored_item is not item
             stored[stored_key] = stored_item
         return stored if changed or kind is not dict else value
@@ -223,11 +239,23 @@ def _encode(value: Any, room: int) -> Any:
                 _need(room - 1, 1)  # the tag is one level more
                 stored_item: Any = {LIST_TAG: _encode(item, room - 2)}
             else:
-                stored_item = _encode(item, room - 1)
+                stored_item = item if _plain(item) else _encode(item, room - 1)
             changed = changed or stored_item is not item
             items.append(stored_item)
         return items if changed else value
     return value
+
+
+def _plain(item: Any) -> bool:
+    """Whether ``item`` is a scalar stored as it is: the common case, decided without ``_encode``."""
+    kind = type(item)
+    return (
+        (kind is str and item.isascii())
+        or item is None
+        or kind is bool
+        or (kind is int and _INT64_MIN <= item <= _INT64_MAX)
+        or (kind is float and math.isfinite(item))
+    )
 
 
 def _text(text: str) -> str:
@@ -247,12 +275,3 @@ class _TooDeep(Exception):
 def _need(room: int, levels: int) -> None:
     if room < levels:
         raise _TooDeep()
-
-
-def _differs(decoded: dict[str, Any], stored: dict[str, Any]) -> bool:
-    return any(
-        key is not stored_key or item is not stored_item
-        for (key, item), (stored_key, stored_item) in zip(
-            decoded.items(), stored.items(), strict=True
-        )
-    )
