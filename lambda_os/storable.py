@@ -197,31 +197,17 @@ def stored_event_data(data: Any, limit: int = MAX_STORED_EVENT_BYTES) -> Any:
 
 
 def _encode(value: Any, room: int) -> Any:
-    """``to_stored`` with ``room`` levels of nesting left."""
+    """``to_stored`` with ``room`` levels of nesting left.
+
+    Exact types are tested first and scalars inline: a result of a million
+    small objects is a million calls here, so each one is kept short.
+    """
     kind = type(value)
-    if kind is str:
-        return _text(value)
-    if kind is bool or value is None:
-        return value
-    if kind is int or isinstance(value, int):  # bool is done above
-        if _INT64_MIN <= value <= _INT64_MAX:
-            return value
-        _need(room, 1)
-        try:
-            return {INT_TAG: str(int(value))}
-        except ValueError:  # over sys.get_int_max_str_digits()
-            raise NotStorable("it holds an integer too long to write in decimal") from None
-    if isinstance(value, str):
-        return _text(value)
-    if kind is float or isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        name = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
-        raise NotStorable(f"it holds {name}, which is not a JSON number")
-    if kind is dict or isinstance(value, dict):
-        _need(room, 1)
+    if kind is dict or (kind is not list and isinstance(value, dict)):
+        if room < 1:
+            raise _TooDeep()
         stored: dict[str, Any] = {}
-        changed = False
+        changed = kind is not dict
         for key, item in value.items():
             if type(key) is not str:
                 raise NotStorable(f"it has a key that is not text: {key!r}")
@@ -229,20 +215,42 @@ def _encode(value: Any, room: int) -> Any:
             stored_item = item if _plain(item) else _encode(item, room - 1)
             changed = changed or stored_key is not key or stored_item is not item
             stored[stored_key] = stored_item
-        return stored if changed or kind is not dict else value
+        return stored if changed else value
     if kind is list or isinstance(value, (list, tuple)):
-        _need(room, 1)
+        if room < 1:
+            raise _TooDeep()
         items: list[Any] = []
         changed = kind is not list
         for item in value:
-            if isinstance(item, (list, tuple)):
-                _need(room - 1, 1)  # the tag is one level more
-                stored_item: Any = {LIST_TAG: _encode(item, room - 2)}
+            if _plain(item):
+                stored_item: Any = item
+            elif isinstance(item, (list, tuple)):
+                if room < 3:  # the tag and the inner array: two levels more
+                    raise _TooDeep()
+                stored_item = {LIST_TAG: _encode(item, room - 2)}
             else:
-                stored_item = item if _plain(item) else _encode(item, room - 1)
+                stored_item = _encode(item, room - 1)
             changed = changed or stored_item is not item
             items.append(stored_item)
         return items if changed else value
+    if isinstance(value, str):
+        return _text(value)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return value
+        if room < 1:
+            raise _TooDeep()
+        try:
+            return {INT_TAG: str(int(value))}
+        except ValueError:  # over sys.get_int_max_str_digits()
+            raise NotStorable("it holds an integer too long to write in decimal") from None
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        name = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        raise NotStorable(f"it holds {name}, which is not a JSON number")
     return value
 
 
@@ -270,8 +278,3 @@ def _text(text: str) -> str:
 
 class _TooDeep(Exception):
     """Raised from deep inside ``_encode``; ``to_stored`` says what the limit was."""
-
-
-def _need(room: int, levels: int) -> None:
-    if room < levels:
-        raise _TooDeep()
