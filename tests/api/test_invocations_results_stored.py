@@ -29,6 +29,9 @@ from listener.invoker import Invoker
 
 pytestmark = pytest.mark.integration
 
+# Sent with every invocation: the event data is stored through the same form as results.
+HOSTILE_EVENT = {"$x.y": 2**70, "k\u0000": [[1]]}
+
 SOURCE = rb'''
 import sys
 import struct
@@ -144,13 +147,13 @@ def invoke(catalogue: Catalogue, provisioner: Any):
     client = TestClient(create_app(catalogue, Settings(), invoker=invoker))
 
     def post(case: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        answer = client.simulate_post(
-            f"/v1/functions/{function.id}/invocations", json={"case": case}
-        )
+        data = {"case": case, **HOSTILE_EVENT}
+        answer = client.simulate_post(f"/v1/functions/{function.id}/invocations", json=data)
         assert answer.status_code == 200, answer.text[:500]
         execution = client.simulate_get(f"/v1/executions/{answer.json['id']}")
         assert execution.status_code == 200, execution.text[:500]
         assert execution.json["finished_at"] is not None
+        assert answer.json["event"] == execution.json["event"] == data
         return answer.json, execution.json
 
     return post
