@@ -108,7 +108,10 @@ class Stored:
         """The fields of a ``$set`` (or of a ``$push`` of one entry) as the document takes them.
 
         An update writes fields without ``to_document``; this gives its free-form
-        ones the same stored form. ``storable.NotStorable`` as for ``to_document``.
+        ones the same stored form. A pushed entry is encoded as a value of its own,
+        which is the form it takes in the list unless it is a list itself (it would
+        be tagged); and a modifier such as ``$each`` would be escaped like any key.
+        ``storable.NotStorable`` as for ``to_document``.
         """
         if not any(name in changes for name in cls.free_form):
             return changes
