@@ -18,7 +18,12 @@ on the way in and ``from_stored`` on the way out, on every backend alike:
   or ``%list`` (their ``%`` is not followed by an escape), so the tags cannot
   be confused with a value the function returned;
 - NaN and Infinity are refused: they are not JSON, and the API could not
-  answer them.
+  answer them; so is text with a lone surrogate (``json.loads`` makes one of
+  ``"\\ud800"``), which bson cannot encode as UTF-8.
+
+``storable_outcome`` and ``stored_event_data`` decide, before anything is
+written, whether an outcome or an event's data can be kept, so a refused value
+ends as a record that says why instead of a write the server refuses.
 
 Sizes and depths are measured on the stored form, as bson encodes it, since
 that is what the server judges.
