@@ -540,7 +540,9 @@ class Catalogue:
         """
         if changes.get("status") not in FINAL_STATUSES:
             raise ValueError(f"not a final status: {changes.get('status')!r}")
-        if not self._fenced_update(lease, {"$set": {**changes, **_NO_LEASE}}):
+        with _converted():
+            stored = ExecutionRecord.stored_changes(changes)
+        if not self._fenced_update(lease, {"$set": {**stored, **_NO_LEASE}}):
             return False
         if self._keep_finished is not None:
             self._forget_oldest_finished(lease.execution_id)
@@ -550,10 +552,13 @@ class Catalogue:
         self, lease: Lease, changes: dict[str, Any], previous: dict[str, Any]
     ) -> ExecutionRecord | None:
         """running → queued, ``attempt`` + 1 and the failed run kept in ``attempts``; fenced."""
+        with _converted():
+            stored = ExecutionRecord.stored_changes(changes)
+            entry = ExecutionRecord.stored_changes({"attempts": previous})
         update = {
-            "$set": {**changes, "status": "queued", **_NO_LEASE, "swept_at": None},
+            "$set": {**stored, "status": "queued", **_NO_LEASE, "swept_at": None},
             "$inc": {"attempt": 1},
-            "$push": {"attempts": previous},
+            "$push": entry,
         }
         return self._fenced_update(lease, update, read_back=True)
 
@@ -572,9 +577,10 @@ class Catalogue:
         """
         now = self._clock()
         with _converted():
+            stored = ExecutionRecord.stored_changes({"error": error})
             doc = self._executions.find_one_and_update(
                 {"_id": execution_id, "status": "queued", "attempt": attempt},
-                {"$set": {"status": "failed", "error": error, "finished_at": now, **_NO_LEASE}},
+                {"$set": {"status": "failed", **stored, "finished_at": now, **_NO_LEASE}},
                 return_document=pymongo.ReturnDocument.AFTER,
             )
         if doc is None:
@@ -586,9 +592,10 @@ class Catalogue:
     def fail_queued_executions_of(self, function_id: str, error: dict[str, Any]) -> int:
         """queued → failed for every queued execution of a deleted function; how many."""
         with _converted():
+            stored = ExecutionRecord.stored_changes({"error": error})
             result = self._executions.update_many(
                 {"function_id": function_id, "status": "queued"},
-                {"$set": {"status": "failed", "error": error, "finished_at": self._clock()}},
+                {"$set": {"status": "failed", **stored, "finished_at": self._clock()}},
             )
         return result.modified_count
 
@@ -642,8 +649,10 @@ class Catalogue:
         Only while nothing has touched the reopened record since (still queued, at
         the attempt the reopening gave it).
         """
-        restored = {key: getattr(before, key) for key in _REOPENED_FIELDS}
         with _converted():
+            restored = ExecutionRecord.stored_changes(
+                {key: getattr(before, key) for key in _REOPENED_FIELDS}
+            )
             result = self._executions.update_one(
                 {"_id": before.id, "status": "queued", "attempt": before.attempt + 1},
                 {"$set": restored},
@@ -716,8 +725,9 @@ class Catalogue:
             "leased_by": record.leased_by,
             "lease_until": record.lease_until,
         }
-        changes = {"status": "failed", "error": error, "finished_at": self._clock(), **_NO_LEASE}
         with _converted():
+            stored = ExecutionRecord.stored_changes({"error": error})
+            changes = {"status": "failed", **stored, "finished_at": self._clock(), **_NO_LEASE}
             result = self._executions.update_one(condition, {"$set": changes})
         if result.matched_count and self._keep_finished is not None:
             self._forget_oldest_finished(record.id)

@@ -12,7 +12,9 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
+
+from lambda_os.storable import from_stored, to_stored
 
 EXECUTION_STATUSES = ("queued", "running", "succeeded", "failed", "timed_out")
 FINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out"})
@@ -67,28 +69,56 @@ class Stored:
     """The MongoDB form of a record dataclass: ``_id`` holds ``id``.
 
     Keys a document has that the record does not know are ignored, so documents
-    written by a newer version of the platform still load.
+    written by a newer version of the platform still load. The ``free_form``
+    fields hold whatever JSON a function or an event brought: they are stored
+    in ``lambda_os.storable``'s form and read back as they were, so every
+    backend, strict MongoDB or lenient mongomock, keeps the same document.
     """
+
+    free_form: ClassVar[tuple[str, ...]] = ()
 
     def to_document(self) -> dict[str, Any]:
         """The document to store: the fields as they are, not deep-copied.
 
         Every store copies what it is given (pymongo encodes it, mongomock copies
         it), so a deep copy here (``dataclasses.asdict``) only cost time on every
-        write of the event path.
+        write of the event path. ``storable.NotStorable`` if a free-form field
+        has no stored form.
         """
         doc = {"_id": self.id}  # type: ignore[attr-defined]
         for name in _field_names(type(self)):
             if name != "id":
                 doc[name] = getattr(self, name)
+        for name in self.free_form:
+            doc[name] = to_stored(doc[name])
         return doc
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> Self:
         known = _field_names(cls)
         values = {k: v for k, v in doc.items() if k in known}
+        for name in cls.free_form:
+            if name in values:
+                values[name] = from_stored(values[name])
         values["id"] = doc["_id"]
         return cls(**values)
+
+    @classmethod
+    def stored_changes(cls, changes: dict[str, Any]) -> dict[str, Any]:
+        """The fields of a ``$set`` (or of a ``$push`` of one entry) as the document takes them.
+
+        An update writes fields without ``to_document``; this gives its free-form
+        ones the same stored form. A pushed entry is encoded as a value of its own,
+        which is the form it takes in the list unless it is a list itself (it would
+        be tagged); and a modifier such as ``$each`` would be escaped like any key.
+        ``storable.NotStorable`` as for ``to_document``.
+        """
+        if not any(name in changes for name in cls.free_form):
+            return changes
+        return {
+            name: to_stored(value) if name in cls.free_form else value
+            for name, value in changes.items()
+        }
 
 
 @functools.cache
@@ -170,6 +200,8 @@ class ExecutionRecord(Stored):
     lease_until: datetime | None = None
     leased_by: str | None = None
     swept_at: datetime | None = None
+
+    free_form = ("event", "result", "error", "attempts")
 
     @property
     def finished(self) -> bool:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 import socket
@@ -56,6 +55,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+from lambda_os import storable
 from lambda_os.errors import LambdaError, LeaseLost, NotFound, PermanentError, TransientError
 from lambda_os.records import (
     ExecutionRecord,
@@ -158,11 +158,8 @@ def process_owner() -> str:
 
 
 def stored_event_data(data: Any) -> Any:
-    """The event data as the record keeps it: itself up to 64 KiB of JSON, else a marker."""
-    size = len(json.dumps(data, separators=(",", ":")).encode("utf-8"))
-    if size <= MAX_STORED_EVENT_BYTES:
-        return data
-    return {"truncated": True, "size_bytes": size, "limit_bytes": MAX_STORED_EVENT_BYTES}
+    """The event data as the record keeps it: itself up to 64 KiB as stored, else a marker."""
+    return storable.stored_event_data(data, MAX_STORED_EVENT_BYTES)
 
 
 def claim(
@@ -647,17 +644,20 @@ def stored_error(error: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _outcome_changes(outcome: Outcome) -> dict[str, Any]:
-    return {
-        "status": outcome.status,
-        "result": outcome.result,
-        "error": stored_error(outcome.error),
-        "logs": outcome.logs,
-        "started_at": outcome.started_at,
-        "finished_at": outcome.finished_at,
-        "duration_ms": outcome.duration_ms,
-        "cold_start": outcome.cold_start,
-        "host": outcome.host,
-    }
+    """The outcome as the record stores it; a result the catalogue cannot store fails the run."""
+    return storable.storable_outcome(
+        {
+            "status": outcome.status,
+            "result": outcome.result,
+            "error": stored_error(outcome.error),
+            "logs": outcome.logs,
+            "started_at": outcome.started_at,
+            "finished_at": outcome.finished_at,
+            "duration_ms": outcome.duration_ms,
+            "cold_start": outcome.cold_start,
+            "host": outcome.host,
+        }
+    )
 
 
 def run_event(

@@ -49,6 +49,16 @@ class ProtocolViolation(ChannelClosed):
     """The agent is alive but sent what no agent of ours sends: the function wrote it."""
 
 
+class ReplyTooDeep(ProtocolViolation):
+    """The agent's reply nests deeper than this process can decode: the function's result did.
+
+    Our agent encodes up to the interpreter's recursion limit and the host decodes on a
+    thread that is already some frames deep, so a result just under that limit gets
+    through the agent and not through ``json.loads`` here. The frame is gone, and with
+    it the reply's output marker, so the container is not reused.
+    """
+
+
 class ChannelTimeout(Exception):
     """No complete frame arrived before the deadline."""
 
@@ -255,6 +265,10 @@ class Channel:
                     except ValueError as exc:
                         raise ProtocolViolation(
                             f"agent sent a frame that is not JSON: {exc}"
+                        ) from exc
+                    except RecursionError as exc:
+                        raise ReplyTooDeep(
+                            f"agent sent a frame of {size} bytes nested too deeply to decode"
                         ) from exc
                     if not isinstance(message, dict):
                         raise ProtocolViolation("agent sent a frame that is not a JSON object")

@@ -30,9 +30,16 @@ from typing import Any
 from lambda_os.errors import PermanentError, TransientError
 from lambda_os.records import utcnow
 from lambda_os.settings import Settings
+from lambda_os.storable import MAX_STORED_DEPTH, NOT_STORABLE
 from provisioner.base import Invocation, Outcome
 from provisioner.docker.cache import PackageCache
-from provisioner.docker.channel import ChannelClosed, ChannelTimeout, LogTail, ProtocolViolation
+from provisioner.docker.channel import (
+    ChannelClosed,
+    ChannelTimeout,
+    LogTail,
+    ProtocolViolation,
+    ReplyTooDeep,
+)
 from provisioner.docker.container import (
     Limits,
     Reply,
@@ -564,6 +571,17 @@ class DockerProvisioner:
         cause: Exception,
     ) -> Ending:
         """The agent's connection dropped: find out from the engine whether memory killed it."""
+        if isinstance(cause, ReplyTooDeep):
+            LOGGER.info(
+                "execution %s (event %s): %s", invocation.execution_id, invocation.event_id, cause
+            )
+            error = {
+                "type": "ResultNotStorable",
+                "message": "the result is not storable: it is nested too deeply for the host "
+                f"to decode (the limit as stored is {MAX_STORED_DEPTH} levels)",
+                "reason": NOT_STORABLE,
+            }
+            return Ending("failed", error=error, logs=tail.text())
         if isinstance(cause, ProtocolViolation):
             # The agent is still running: nothing to wait for. The container is not reused.
             LOGGER.warning(
