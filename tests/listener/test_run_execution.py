@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from listener_helpers import FakeProvisioner, add_function, force_fields
 
