@@ -7,7 +7,6 @@ which refuses what mongomock lets through.
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lambda_os.catalogue import Catalogue, connect
-from lambda_os.records import ExecutionRecord, execution_id_for
+from lambda_os.records import ExecutionRecord, Lease, execution_id_for
 from lambda_os.storable import (
     MAX_STORED_DEPTH,
     MAX_STORED_RESULT_BYTES,
@@ -289,19 +288,10 @@ def test_any_json_reads_back_exactly(value):
 
 @pytest.fixture(params=["mongomock", pytest.param("mongodb", marks=pytest.mark.mongo)])
 def store(request) -> Iterator[Catalogue]:
-    name = f"lambda_os_test_{uuid.uuid4().hex[:12]}"
     if request.param == "mongomock":
-        yield connect(None, name)
+        yield connect(None, f"lambda_os_test_{uuid.uuid4().hex[:12]}")
         return
-    url = os.environ.get("MONGO_URL")
-    if not url:
-        pytest.skip("MONGO_URL not set: real MongoDB suite skipped")
-    import pymongo
-
-    yield connect(url, name)
-    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=5000)
-    client.drop_database(name)
-    client.close()
+    yield request.getfixturevalue("real_catalogue")
 
 
 def running(event) -> ExecutionRecord:
@@ -313,17 +303,18 @@ def running(event) -> ExecutionRecord:
         event=event,
         status="running",
         leased_by="me",
+        lease_until=datetime(2026, 1, 1, tzinfo=UTC),
     )
 
 
 def test_record_with_hostile_values_reads_back_equal(store):
-    record, _ = store.claim_execution(running(HOSTILE))
+    record, _ = store.create_execution(running(HOSTILE))
     now = datetime(2026, 1, 2, tzinfo=UTC)
     changes = storable_outcome(
         outcome(HOSTILE, error={"type": "X", "message": "m", "a.b": {"$c": 2**70}})
     )
 
-    assert store.finish_execution(record.id, "me", {**changes, "finished_at": now})
+    assert store.finish_execution(Lease.of(record), {**changes, "finished_at": now})
 
     stored = store.get_execution(record.id)
     assert stored.event == HOSTILE and stored.result == HOSTILE
@@ -333,21 +324,19 @@ def test_record_with_hostile_values_reads_back_equal(store):
 
 
 def test_attempt_entry_with_hostile_error_reads_back_equal(store):
-    record, _ = store.claim_execution(running(None))
+    record, _ = store.create_execution(running(None))
     entry = {"attempt": 1, "status": "failed", "error": {"$where": [[1]], "n": -(2**64)}}
 
-    store.update_execution(
-        record.id, {"status": "queued", "error": entry["error"]}, push={"attempts": entry}
-    )
+    store.retry_execution(Lease.of(record), {"error": entry["error"]}, entry)
 
     stored = store.get_execution(record.id)
     assert stored.attempts == [entry] and stored.error == entry["error"]
 
 
 def test_result_at_the_depth_limit_is_stored_by_the_server(store):
-    record, _ = store.claim_execution(running(None))
+    record, _ = store.create_execution(running(None))
     result = nested_dicts(MAX_STORED_DEPTH)
 
-    assert store.finish_execution(record.id, "me", storable_outcome(outcome(result)))
+    assert store.finish_execution(Lease.of(record), storable_outcome(outcome(result)))
 
     assert store.get_execution(record.id).result == result

@@ -39,7 +39,7 @@ class EchoInvoker:
             status="succeeded",
         )
         record = dataclasses.replace(record, result={"event": data}, finished_at=utcnow())
-        return self._catalogue.claim_execution(record)[0]
+        return self._catalogue.create_execution(record)[0]
 
     def submit(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
         return self.invoke(function, data)
