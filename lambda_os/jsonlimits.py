@@ -2,11 +2,12 @@
 
 One definition, so a body the API accepts and an event the listener accepts are
 measured the same way. Beyond depth, ``check_storable`` holds every value to what
-the catalogue can store and the API can send back: BSON has no integer wider
-than 64 bits, MongoDB refuses NUL in a field name, strings must encode as UTF-8
+the catalogue can store and the API can send back: strings must encode as UTF-8
 (JSON's ``\\ud800`` escape decodes to a lone surrogate that does not), and
 NaN/Infinity (``1e999`` overflows to it) are not JSON, so an answer holding one
-would not parse.
+would not parse. What MongoDB refuses but the catalogue stores escaped
+(``lambda_os.storable``: integers past 64 bits, NUL, ``$`` and ``.`` in keys) is
+accepted and reaches the function as it was sent.
 """
 
 from __future__ import annotations
@@ -16,12 +17,7 @@ import math
 from typing import Any
 
 MAX_JSON_DEPTH = 32
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
-RULES = (
-    "integers must fit in 64 bits signed, numbers must be finite, strings must be valid "
-    "Unicode, and object keys must not contain NUL"
-)
+RULES = "numbers must be finite, and strings and object keys must be valid Unicode"
 
 
 class UnstorableJSON(ValueError):
@@ -68,9 +64,8 @@ def check_storable(value: Any) -> None:
         if isinstance(item, bool) or item is None:
             continue
         if isinstance(item, int):
-            if not INT64_MIN <= item <= INT64_MAX:
-                raise UnstorableJSON(f"{where}: integer does not fit in 64 bits signed")
-        elif isinstance(item, float):
+            continue
+        if isinstance(item, float):
             if not math.isfinite(item):
                 raise UnstorableJSON(f"{where}: {item} is not a finite number")
         elif isinstance(item, str):
@@ -78,8 +73,6 @@ def check_storable(value: Any) -> None:
         elif isinstance(item, dict):
             for key, child in item.items():
                 _check_text(key, where, "key")
-                if "\0" in key:
-                    raise UnstorableJSON(f"{where}: key {_quoted(key)} contains NUL")
                 stack.append(
                     (child, f"{where}.{key}" if key.isidentifier() else f"{where}[{_quoted(key)}]")
                 )

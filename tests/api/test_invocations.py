@@ -185,11 +185,8 @@ def test_event_body_over_1_mib_is_413(client, created, invoker):
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        (b'{"n": 123456789012345678901234567890}', "$.n: integer does not fit in 64 bits"),
-        (b"-9223372036854775809", "$: integer does not fit in 64 bits"),
         (b'["\\ud800"]', '$[0]: string "\\ud800" is not valid Unicode'),
         (b'{"\\udfff": 1}', "is not valid Unicode"),
-        (b'{"a\\u0000b": 1}', 'key "a\\u0000b" contains NUL'),
         (b'{"x": 1e999}', "$.x: inf is not a finite number"),
         (b"-1e999", "$: -inf is not a finite number"),
     ],
@@ -209,8 +206,18 @@ def test_invocation_data_the_catalogue_cannot_store_is_refused_with_422_and_wher
     assert invoker.calls == []
 
 
-def test_invocation_data_at_the_64_bit_limits_is_run(client, created, invoker):
-    data = [2**63 - 1, -(2**63), 1.5e308, "\U0001f600", {"$where": "a.b"}]
+def test_invocation_data_past_the_64_bit_limits_and_with_keys_mongodb_refuses_is_run(
+    client, created, invoker
+):
+    data = [
+        2**63 - 1,
+        -(2**63),
+        123456789012345678901234567890,
+        -(2**64),
+        1.5e308,
+        "\U0001f600",
+        {"$where": "a.b", "a\u0000b": 1},
+    ]
     result = client.simulate_post(f"/v1/functions/{created['id']}/invocations", json=data)
 
     assert result.status_code == 200, result.text

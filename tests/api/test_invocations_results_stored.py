@@ -2,7 +2,8 @@
 
 Real containers on the real Docker Engine, through the API's sync invocation and
 the real invoker; the catalogue is mongomock, and also the MongoDB named by
-MONGO_URL (marked ``mongo``), which refuses keys and values mongomock accepts.
+the real server (marked ``mongo``: the session's FerretDB, or MONGO_URL), which refuses
+keys and values mongomock accepts.
 Each result reads back exactly as the function returned it, or the execution
 failed and says why.
 """
@@ -10,7 +11,6 @@ failed and says why.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import tempfile
 import uuid
@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import TEST_HOST
 from falcon.testing import TestClient
 
 from catalog_api.app import create_app
@@ -88,19 +89,10 @@ def handler(event, context):
 
 @pytest.fixture(params=["mongomock", pytest.param("mongodb", marks=pytest.mark.mongo)])
 def catalogue(request) -> Iterator[Catalogue]:
-    name = f"lambda_os_test_{uuid.uuid4().hex[:12]}"
     if request.param == "mongomock":
-        yield connect(None, name)
+        yield connect(None, f"lambda_os_test_{uuid.uuid4().hex[:12]}")
         return
-    url = os.environ.get("MONGO_URL")
-    if not url:
-        pytest.skip("MONGO_URL not set: real MongoDB suite skipped")
-    import pymongo
-
-    yield connect(url, name)
-    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=5000)
-    client.drop_database(name)
-    client.close()
+    yield request.getfixturevalue("real_catalogue")
 
 
 @pytest.fixture
@@ -144,7 +136,7 @@ def invoke(catalogue: Catalogue, provisioner: Any):
         info,
     )
     invoker = Invoker(catalogue, provisioner, NoPublisher())
-    client = TestClient(create_app(catalogue, Settings(), invoker=invoker))
+    client = TestClient(create_app(catalogue, Settings(allowed_hosts=TEST_HOST), invoker=invoker))
 
     def post(case: str) -> tuple[dict[str, Any], dict[str, Any]]:
         data = {"case": case, **HOSTILE_EVENT}

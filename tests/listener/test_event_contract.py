@@ -73,16 +73,8 @@ def test_invalid_event_is_a_permanent_error():
         (b'{"event_source": "s", "event_type": "t", "data": NaN}', "not JSON"),
         (b'{"event_source": "s", "event_type": "t", "function_id": []}', "function_id must be"),
         (
-            b'{"event_source": "s", "event_type": "t", "data": 123456789012345678901234567890}',
-            "cannot store: $.data: integer does not fit in 64 bits signed",
-        ),
-        (
             b'{"event_source": "s", "event_type": "t", "data": {"k": "\\ud800"}}',
             'cannot store: $.data.k: string "\\ud800" is not valid Unicode',
-        ),
-        (
-            b'{"event_source": "s", "event_type": "t", "data": {"a\\u0000": 1}}',
-            'cannot store: $.data: key "a\\u0000" contains NUL',
         ),
         (
             b'{"event_source": "s", "event_type": "t", "data": [1e999]}',
