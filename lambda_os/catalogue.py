@@ -70,7 +70,7 @@ _REOPENED_FIELDS = (
     "retry_at",
     "result",
     "finished_at",
-    "swept_at",
+    "requeued_at",
 )
 
 # Every change an execution record can go through, and the method that makes it.
@@ -484,7 +484,7 @@ class Catalogue:
         with _converted():
             doc = self._executions.find_one_and_update(
                 {"_id": execution_id, "status": "queued"},
-                {"$set": {**lease, "started_at": now, "retry_at": None, "swept_at": None}},
+                {"$set": {**lease, "started_at": now, "retry_at": None}},
                 return_document=pymongo.ReturnDocument.AFTER,
             )
             if doc is not None:
@@ -519,7 +519,7 @@ class Catalogue:
                     "lease_until": stale.get("lease_until"),
                 },
                 {
-                    "$set": {**lease, "started_at": now, "retry_at": None, "swept_at": None},
+                    "$set": {**lease, "started_at": now, "retry_at": None},
                     "$inc": {"attempt": 1},
                     "$push": {"attempts": cut_off},
                 },
@@ -556,7 +556,7 @@ class Catalogue:
             stored = ExecutionRecord.stored_changes(changes)
             entry = ExecutionRecord.stored_changes({"attempts": previous})
         update = {
-            "$set": {**stored, "status": "queued", **_NO_LEASE, "swept_at": None},
+            "$set": {**stored, "status": "queued", **_NO_LEASE},
             "$inc": {"attempt": 1},
             "$push": entry,
         }
@@ -564,7 +564,15 @@ class Catalogue:
 
     def release_execution(self, lease: Lease) -> bool:
         """running → queued, the same attempt: the run could not start (no attempt spent)."""
-        update = {"$set": {"status": "queued", "started_at": None, **_NO_LEASE}}
+        # Its message goes back to the queue now: the sweeper waits from here.
+        update = {
+            "$set": {
+                "status": "queued",
+                "started_at": None,
+                "requeued_at": self._clock(),
+                **_NO_LEASE,
+            }
+        }
         return bool(self._fenced_update(lease, update))
 
     def fail_queued_execution(
@@ -593,10 +601,19 @@ class Catalogue:
         """queued → failed for every queued execution of a deleted function; how many."""
         with _converted():
             stored = ExecutionRecord.stored_changes({"error": error})
+            queued = [
+                doc["_id"]
+                for doc in self._executions.find(
+                    {"function_id": function_id, "status": "queued"}, {"_id": 1}
+                )
+            ]
             result = self._executions.update_many(
-                {"function_id": function_id, "status": "queued"},
+                {"_id": {"$in": queued}, "status": "queued"},
                 {"$set": {"status": "failed", **stored, "finished_at": self._clock()}},
             )
+        if self._keep_finished is not None:
+            for execution_id in queued:
+                self._forget_oldest_finished(execution_id)
         return result.modified_count
 
     def mark_dead_lettered(self, execution_id: str, dead_letter_id: str) -> bool:
@@ -635,7 +652,7 @@ class Catalogue:
                         "retry_at": None,
                         "result": None,
                         "finished_at": None,
-                        "swept_at": None,
+                        "requeued_at": self._clock(),  # the replay publishes its event now
                     },
                     "$push": {"attempts": previous},
                 },
@@ -669,10 +686,12 @@ class Catalogue:
         message lost, or its event dropped) and not swept since. The sweeper puts
         each one's work back on the queue (``mark_swept`` first, so only one does).
         """
-        not_swept_since = {"$or": [{"swept_at": None}, {"swept_at": {"$lt": queued_before}}]}
+        not_requeued_since = {
+            "$or": [{"requeued_at": None}, {"requeued_at": {"$lt": queued_before}}]
+        }
         query = {
             "$or": [
-                {"status": "running", "lease_until": {"$lt": now}, **not_swept_since},
+                {"status": "running", "lease_until": {"$lt": now}, **not_requeued_since},
                 {
                     "status": "queued",
                     "$and": [
@@ -682,7 +701,7 @@ class Catalogue:
                                 {"retry_at": None, "created_at": {"$lt": queued_before}},
                             ]
                         },
-                        not_swept_since,
+                        not_requeued_since,
                     ],
                 },
             ]
@@ -692,13 +711,14 @@ class Catalogue:
         return [ExecutionRecord.from_document(doc) for doc in docs]
 
     def mark_swept(self, record: ExecutionRecord, now: datetime) -> bool:
-        """Note that the sweeper re-queued this record's work; False if another did, or it moved.
+        """Note that the sweeper puts this record's work back on the queue; False if another did.
 
-        Keyed on the state the sweeper read (status, attempt, lease), so two
-        sweepers never both publish, and a record that moved on is left alone.
-        A lapsed ``running`` record stays running: the listener that gets the work
-        takes it over (``acquire_execution``); its lease is pushed out so the next
-        sweep does not send it again.
+        Keyed on the state the sweeper read (status, attempt, lease, when it was
+        last requeued), so two sweepers never both publish, and a record that
+        moved on is left alone. It sets ``requeued_at``, so the record is not
+        sent again before ``queued_before`` passes it. A lapsed ``running`` record
+        stays running: the listener that gets the work takes it over
+        (``acquire_execution``).
         """
         condition: dict[str, Any] = {
             "_id": record.id,
@@ -706,9 +726,9 @@ class Catalogue:
             "attempt": record.attempt,
             "leased_by": record.leased_by,
             "lease_until": record.lease_until,
-            "swept_at": record.swept_at,
+            "requeued_at": record.requeued_at,
         }
-        changes: dict[str, Any] = {"swept_at": now}
+        changes: dict[str, Any] = {"requeued_at": now}
         with _converted():
             result = self._executions.update_one(condition, {"$set": changes})
         return bool(result.matched_count)
@@ -789,16 +809,19 @@ class Catalogue:
     def dead_letter_execution(
         self, execution_id: str, record: DeadLetterRecord
     ) -> DeadLetterRecord | None:
-        """Name a dead letter on a finished execution, then store it; None if one is named.
+        """Store a dead letter and name it on its finished execution; None if one was named.
 
-        The execution is marked first (``mark_dead_lettered``, once), so two
-        listeners that both find its last attempt failed never both dead-letter it.
+        Stored first, so an execution never names a dead letter that is not
+        there; then named once (``mark_dead_lettered``), so of two listeners that
+        both find its last attempt failed only one dead-letters it (the other's
+        copy is removed again).
         """
-        now = record.created_at or self._clock()
-        record = dataclasses.replace(record, id=record.id or self._dead_letter_id(now))
-        if not self.mark_dead_lettered(execution_id, record.id):
-            return None
-        return self.add_dead_letter(record)
+        stored = self.add_dead_letter(record)
+        if self.mark_dead_lettered(execution_id, stored.id):
+            return stored
+        with _converted():
+            self._deadletters.delete_one({"_id": stored.id})  # another listener's is the one
+        return None
 
     def _dead_letter_id(self, now: datetime) -> str:
         # Time first and a counter for the same millisecond: ids sort oldest first.

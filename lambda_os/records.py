@@ -171,8 +171,9 @@ class ExecutionRecord(Stored):
     (status, error, timings) when it was retried or cut off. ``first_attempt`` is
     where the current retry budget starts (a replay from the dead letters starts
     a new one). ``lease_until`` and ``leased_by`` say which listener runs it now
-    and until when; ``swept_at`` when the sweeper last put its work back on the
-    queue. Those three stay out of the API.
+    and until when; ``requeued_at`` when its work last went back on the queue
+    (a release, a replay, the sweeper), which the sweeper waits from. Those three
+    stay out of the API.
     """
 
     id: str
@@ -199,7 +200,7 @@ class ExecutionRecord(Stored):
     dead_letter_id: str | None = None
     lease_until: datetime | None = None
     leased_by: str | None = None
-    swept_at: datetime | None = None
+    requeued_at: datetime | None = None
 
     free_form = ("event", "result", "error", "attempts")
 
@@ -228,7 +229,7 @@ class ExecutionRecord(Stored):
 _API_EXECUTION_FIELDS = tuple(
     f.name
     for f in dataclasses.fields(ExecutionRecord)
-    if f.name not in ("lease_until", "leased_by", "first_attempt", "swept_at")
+    if f.name not in ("lease_until", "leased_by", "first_attempt", "requeued_at")
 )
 
 DEAD_LETTER_KINDS = ("malformed", "retries exhausted", "internal error")

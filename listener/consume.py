@@ -400,7 +400,7 @@ class Session:
                 headers.pop(DEFERRALS_HEADER, None)
                 queue = self._topology.retry_queue(record.attempt)
             else:
-                headers.pop(ATTEMPT_HEADER, None)
+                # A retry message keeps its attempt: it stays the message of that attempt.
                 deferrals = _count(headers.get(DEFERRALS_HEADER)) + 1
                 headers[DEFERRALS_HEADER] = deferrals
                 queue = self._topology.retry_queue(deferrals + 1)
@@ -500,6 +500,8 @@ class Session:
         )
         try:
             stored = self._dead_letters.dead_letter_execution(record.id, letter)
+        except TransientError:
+            raise  # the event comes back, and its dead letter is recorded then
         except LambdaError as exc:
             LOGGER.error("event %s: cannot record the dead letter: %s", event.id, exc.description)
             return Exhausted(step, body, copy, None)
@@ -635,20 +637,20 @@ class Session:
         with self._guard.hold(event.id):
             try:
                 steps = self._handle(event)
+                exhausted = [
+                    item
+                    for item in (
+                        self._record_exhausted(properties, event, step)
+                        for step in steps
+                        if step.dead_letter is not None
+                    )
+                    if item is not None
+                ]
             except TransientError:
                 # Pause before the requeue so an engine outage does not spin the event
                 # round the broker; this holds a worker, not the connection's thread.
                 self._halt.wait(self._transient_delay_s)
                 raise
-            exhausted = [
-                item
-                for item in (
-                    self._record_exhausted(properties, event, step)
-                    for step in steps
-                    if step.dead_letter is not None
-                )
-                if item is not None
-            ]
         if steps:
             self._counters.add("matched")
             self._counters.add("executions", len(steps))

@@ -90,6 +90,8 @@ MAX_REASON_DETAIL = 300
 # How long a run's outcome write is tried through a catalogue outage before the
 # event goes back to the queue (and the function would run again).
 PERSIST_FOR_S = 120.0
+# Runs cut off by a dead or stalled listener that do not use up the retry budget.
+MAX_TAKEOVERS = 5
 _T = TypeVar("_T")
 # An error's message and traceback as stored, each: a function can raise with any
 # text, and every retry keeps the previous error in ``attempts``, so uncapped they
@@ -197,6 +199,7 @@ class _Run:
     owner: str
     lease_margin_s: float
     retry_delay_s: Callable[[int], float] | None
+    gone: str | None = None  # why the version the record was made for cannot run
 
     @property
     def retries(self) -> bool:
@@ -330,6 +333,11 @@ def _step(run: _Run, record: ExecutionRecord) -> Step:
             record.status,
         )
         return Step(record, dead_letter=_exhausted(record) if run.retries else None)
+    now = run.clock()
+    if event.attempt is None and record.awaiting_retry and record.retry_at > now:
+        # Another copy of the event (a redelivery, a sweep) must not run the next
+        # attempt before its backoff ends: its own retry message will.
+        return Step(record, defer=True)
     if record.function_version != run.function.version:
         # Matched before a deploy (or retried across one): it runs the version it was made for.
         try:
@@ -340,8 +348,7 @@ def _step(run: _Run, record: ExecutionRecord) -> Step:
                 ),
             )
         except NotFound as exc:
-            LOGGER.warning("event %s: %s", event.id, exc.description)
-    now = run.clock()
+            run = dataclasses.replace(run, gone=exc.description)
     acquired = run.catalogue.acquire_execution(record.id, run.owner, now, run.lease_until(now))
     if acquired is None:
         current = run.catalogue.get_execution(record.id)
@@ -376,6 +383,8 @@ def _run_leased(run: _Run, record: ExecutionRecord, now: datetime) -> Step:
 
     invocation = _invocation(catalogue, function, event, record, started=renew_if_waited)
     try:
+        if run.gone is not None:
+            raise PermanentError(run.gone)
         outcome = run.provisioner.run(invocation)
     except LeaseLost as exc:
         LOGGER.warning("event %s: %s; another listener runs it", event.id, exc.description)
@@ -417,8 +426,11 @@ def _run_leased(run: _Run, record: ExecutionRecord, now: datetime) -> Step:
         }
         final = _finish(run, record, lease, _failed_changes(run, error))
         return Step(final, dead_letter=_exhausted(final) if run.retries else None)
-    used = record.attempt - record.first_attempt + 1
-    if outcome.status != "succeeded" and run.retry_delay_s and used <= function.max_retries:
+    if (
+        outcome.status != "succeeded"
+        and run.retry_delay_s
+        and retries_used(record) <= function.max_retries
+    ):
         return _queue_retry(run, record, lease, outcome, run.retry_delay_s)
     final = _finish(run, record, lease, _outcome_changes(outcome))
     LOGGER.info(
@@ -432,6 +444,24 @@ def _run_leased(run: _Run, record: ExecutionRecord, now: datetime) -> Step:
         final.attempt,
     )
     return Step(final, dead_letter=_exhausted(final) if run.retries else None)
+
+
+def retries_used(record: ExecutionRecord) -> int:
+    """The runs of this retry budget that count against ``max_retries``, this one included.
+
+    A run cut off because its listener died or stalled (``interrupted``) is not
+    the function's failure and does not count, up to ``MAX_TAKEOVERS`` of them:
+    past that, something about the event itself keeps ending its listeners.
+    """
+    runs = record.attempt - record.first_attempt + 1
+    interrupted = sum(
+        1
+        for entry in record.attempts
+        if entry.get("status") == "interrupted"
+        and isinstance(entry.get("attempt"), int)
+        and entry["attempt"] >= record.first_attempt
+    )
+    return runs - min(interrupted, MAX_TAKEOVERS)
 
 
 def _failed_changes(run: _Run, error: dict[str, Any]) -> dict[str, Any]:
@@ -473,7 +503,7 @@ def _finish(
             },
         )
         changes["logs"] = ""
-        stored = run.catalogue.finish_execution(lease, changes)
+        stored = _persist(lambda: run.catalogue.finish_execution(lease, changes), run.event)
     if stored:
         return with_changes(record, **changes, **NO_LEASE)
     current = run.catalogue.get_execution(record.id)

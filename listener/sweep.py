@@ -14,8 +14,10 @@ wins) and publishes its event again, addressed to that one function. Whichever
 listener gets the message takes the record through the catalogue's state
 machine as any delivery does: a lapsed lease is taken over as the next attempt,
 a queued record is run, and a record that moved on meanwhile makes the message
-a no-op. A record whose event data was too large to keep cannot be re-run and
-ends ``failed``, saying so. Each pass also removes the replaced function
+a no-op. A record whose event data was too large to keep cannot be re-run: it
+ends ``failed``, saying so, if it is still stranded a whole ``queued_after`` after
+it was first found (its own message may still come). A record whose function
+was deleted ends ``failed`` (``function deleted``). Each pass also removes the replaced function
 versions that no queued or running execution references any more.
 """
 
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from lambda_os.errors import InvalidEvent, LambdaError
+from lambda_os.errors import InvalidEvent, LambdaError, NotFound
 from lambda_os.records import ExecutionRecord, utcnow
 from listener.events import encode_event
 
@@ -48,6 +50,8 @@ class SweptStore(Protocol):
     def fail_stranded(self, record: ExecutionRecord, error: dict[str, Any]) -> bool: ...
 
     def prune_retired_versions(self, retired_before: datetime) -> int: ...
+
+    def get_function(self, function_id: str) -> Any: ...
 
 
 class EventPublisher(Protocol):
@@ -95,12 +99,30 @@ class Sweeper:
             except LambdaError as exc:
                 LOGGER.warning("sweep failed: %s", exc.description)
                 continue
+            except Exception:
+                # One bad record or a bug must not end this listener's sweeping for good.
+                LOGGER.exception("sweep failed")
+                continue
             if count:
                 LOGGER.info("sweep: %d stranded executions put back", count)
 
     def _put_back(self, record: ExecutionRecord, now: datetime) -> bool:
+        try:
+            self._catalogue.get_function(record.function_id)
+        except NotFound:
+            error = {
+                "type": "NotFound",
+                "message": f"function {record.function_id!r} was deleted before this "
+                "execution could run again",
+                "reason": "function deleted",
+            }
+            return self._catalogue.fail_stranded(record, error)
         event = record.event
         if isinstance(event, dict) and event.get("truncated") is True and "limit_bytes" in event:
+            if record.requeued_at is None:
+                # Its own message may still be on its way (a redelivery, a deferral):
+                # only a record still stranded a whole ``queued_after`` later is lost.
+                return self._catalogue.mark_swept(record, now)
             error = {
                 "type": "EventNotKept",
                 "message": "its run was lost and the event was too large to keep, so it "

@@ -4,9 +4,19 @@ so that importing it cannot pick up another suite's conftest)."""
 from __future__ import annotations
 
 import io
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
 import uuid
 import zipfile
 
+import falcon.testing
+import pytest
+
+# The Host header falcon's TestClient sends, which the tests' settings allow.
+TEST_HOST = falcon.testing.helpers.DEFAULT_HOST
 HELLO = b'def handler(event, context):\n    return {"hello": event}\n'
 # The read time-out of the ``served_api`` fixture: short, so slow-client tests end quickly.
 SERVED_READ_TIMEOUT_S = 1.0
@@ -44,3 +54,25 @@ def make_zip(entries: dict[str, bytes]) -> bytes:
 
 def function_fields(**overrides: str) -> dict[str, str]:
     return {"name": "hello", "event_source": "demo", "event_type": "greeting", **overrides}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(base: str, server: subprocess.Popen, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            detail = server.stderr.read() if server.stderr else "(stderr not captured)"
+            pytest.fail(f"gunicorn exited with {server.returncode}: {detail}")
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"gunicorn did not answer /healthz on {base} within {timeout_s}s")

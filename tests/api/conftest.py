@@ -7,19 +7,22 @@ body reading, error handlers) without a socket.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import falcon.testing.helpers
 import pytest
-from api_helpers import HELLO, SERVED_READ_TIMEOUT_S, encode_multipart, function_fields
+from api_helpers import (
+    HELLO,
+    SERVED_READ_TIMEOUT_S,
+    TEST_HOST,
+    encode_multipart,
+    free_port,
+    function_fields,
+    wait_until_healthy,
+)
 from falcon.testing import Result, TestClient
 
 from catalog_api.app import create_app
@@ -27,7 +30,6 @@ from lambda_os.catalogue import Catalogue
 from lambda_os.settings import Settings
 
 # The Host falcon's TestClient sends, allowed as a deployment allows its own name.
-TEST_HOST = falcon.testing.helpers.DEFAULT_HOST
 
 
 @pytest.fixture
@@ -68,28 +70,6 @@ def created(upload: Callable[..., Result]) -> dict[str, Any]:
 
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_healthy(base: str, server: subprocess.Popen, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            detail = server.stderr.read() if server.stderr else "(stderr not captured)"
-            pytest.fail(f"gunicorn exited with {server.returncode}: {detail}")
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"gunicorn did not answer /healthz on {base} within {timeout_s}s")
 
 
 @pytest.fixture(scope="module")

@@ -441,3 +441,21 @@ def test_server_errors_become_ours_at_the_seam(store, error, expected):
     store._functions = Failing()
     with pytest.raises(expected):
         store.update_function("f", {"memory_mb": 256})
+
+
+def test_work_put_back_on_the_queue_is_not_swept_again_until_it_has_waited(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    hour_ago = now - timedelta(hours=1)
+    started, _ = store.start_execution(
+        execution(created_at=hour_ago), "a", hour_ago, now + timedelta(hours=1)
+    )
+    store.release_execution(Lease.of(started))  # the engine was down: its message is requeued
+
+    assert store.stranded_executions(now, queued_before=now - timedelta(minutes=5)) == []
+    later = now + timedelta(minutes=10)
+    assert [r.id for r in store.stranded_executions(later, later - timedelta(minutes=5))] == [
+        started.id
+    ]
+    # Taking the lease does not reset when it was last put back.
+    leased = store.acquire_execution(started.id, "b", now, now + timedelta(hours=1))
+    assert leased.requeued_at == store.get_execution(started.id).requeued_at is not None

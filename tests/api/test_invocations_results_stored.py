@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import TEST_HOST
+from api_helpers import TEST_HOST
 from falcon.testing import TestClient
 
 from catalog_api.app import create_app

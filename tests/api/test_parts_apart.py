@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pika
 import pytest
-from conftest import free_port, wait_until_healthy
+from api_helpers import free_port, wait_until_healthy
 from test_live_curl import run_walkthrough
 
 from listener.topology import Topology, delete

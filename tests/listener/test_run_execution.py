@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from listener_helpers import FakeProvisioner, add_function, force_fields
 
 from lambda_os.errors import PermanentError, TransientError
+from lambda_os.records import execution_id_for
 from lambda_os.storable import stored_size
 from listener.events import Event, parse_event
 from listener.execute import MAX_STORED_EVENT_BYTES, claim, run_event, run_execution
@@ -470,3 +472,78 @@ def test_an_event_matched_before_a_deploy_runs_the_version_it_matched(catalogue)
     assert (invocation.function_version, invocation.code_sha256) == (1, function.code_sha256)
     assert invocation.load_package() == catalogue.get_package(function).data
     assert step.record.status == "succeeded" and step.record.function_version == 1
+
+
+def test_a_copy_of_an_event_waiting_for_its_retry_does_not_run_the_next_attempt_early(catalogue):
+    from datetime import timedelta
+
+    from lambda_os.records import utcnow
+    from listener.execute import claim, execute_step
+
+    function = add_function(catalogue, "echo", max_retries=2)
+    record, _ = claim(catalogue, function, event())
+    failed = execute_step(
+        catalogue,
+        FakeProvisioner(status="failed"),
+        function,
+        event(),
+        record,
+        retry_delay_s=lambda attempt: 60.0,
+    )
+    assert failed.retry and failed.record.retry_at > utcnow()
+    provisioner = FakeProvisioner()
+
+    early = execute_step(catalogue, provisioner, function, event(), failed.record)
+    due = execute_step(
+        catalogue,
+        provisioner,
+        function,
+        event(),
+        failed.record,
+        clock=lambda: utcnow() + timedelta(seconds=61),
+    )
+
+    assert early.defer and not early.reply
+    assert due.record.status == "succeeded" and len(provisioner.runs) == 1
+
+
+def test_runs_cut_off_by_dead_listeners_do_not_use_up_the_retry_budget():
+    from lambda_os.records import ExecutionRecord
+    from listener.execute import MAX_TAKEOVERS, retries_used
+
+    cut = [{"attempt": n, "status": "interrupted"} for n in (1, 2)]
+    record = ExecutionRecord(
+        id="x", function_id="f", function_version=1, event_id="e", attempt=3, attempts=cut
+    )
+    assert retries_used(record) == 1  # two takeovers, then this run
+    failed = [{"attempt": 1, "status": "failed"}, {"attempt": 2, "status": "interrupted"}]
+    assert retries_used(dataclasses.replace(record, attempts=failed)) == 2
+    many = [{"attempt": n, "status": "interrupted"} for n in range(1, 10)]
+    endless = dataclasses.replace(record, attempt=10, attempts=many)
+    assert retries_used(endless) == 10 - MAX_TAKEOVERS  # past the cap they count
+
+
+def test_an_execution_whose_version_is_no_longer_kept_fails_saying_so_and_runs_nothing(catalogue):
+    from datetime import timedelta
+
+    from lambda_os.packages import inspect_package
+    from lambda_os.records import utcnow
+    from listener.execute import claim, execute_step
+
+    function = add_function(catalogue, "echo")
+    record, _ = claim(catalogue, function, event())
+    source = b"def handler(event, context):\n    return 2\n"
+    info = inspect_package(source, "main.py", "main.handler")
+    v2 = catalogue.replace_code(function.id, source, info)
+    catalogue.fail_queued_execution(record.id, 1, {"reason": "test"})  # so v1 is unused
+    catalogue.prune_retired_versions(utcnow() + timedelta(days=1))
+    reopened, _ = catalogue.create_execution(
+        dataclasses.replace(record, event_id="e2", id=execution_id_for("e2", function.id))
+    )
+    provisioner = FakeProvisioner()
+
+    step = execute_step(catalogue, provisioner, v2, event(), reopened)
+
+    assert provisioner.runs == []
+    assert (step.record.status, step.record.error["reason"]) == ("failed", "cannot run")
+    assert "no longer kept" in step.record.error["message"]

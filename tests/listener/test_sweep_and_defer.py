@@ -101,7 +101,13 @@ def test_a_stranded_record_whose_event_was_too_large_to_keep_ends_failed_saying_
         lease_until=long_ago,
         event={"truncated": True, "size_bytes": 10**6, "limit_bytes": 65536},
     )
-    listener = make_listener(broker_settings, catalogue, FakeProvisioner(), sweep_interval_s=0.2)
+    listener = make_listener(
+        broker_settings,
+        catalogue,
+        FakeProvisioner(),
+        sweep_interval_s=0.2,
+        sweep_queued_after_s=1.0,
+    )
 
     with running(listener):
         wait_for(lambda: catalogue.get_execution(record.id).finished, what="the record to end")
@@ -145,3 +151,52 @@ def test_a_redelivery_whose_run_is_leased_elsewhere_waits_in_a_delay_queue_not_o
     counters = listener.counters.snapshot()
     assert counters["requeued"] == 0  # never nacked back to spin on a worker
     assert len(provisioner.runs) == 1
+
+
+class PublishesNothing:
+    def publish(self, body, **properties):
+        raise AssertionError("this sweep has nothing to publish")
+
+
+def test_a_stranded_record_of_a_deleted_function_ends_failed_and_is_not_sent_again(catalogue):
+    from listener.sweep import Sweeper
+
+    function = add_function(catalogue, "echo")
+    long_ago = utcnow() - timedelta(hours=1)
+    record = stranded(catalogue, function, "orphan", status="queued", attempt=2, retry_at=long_ago)
+    catalogue._functions.delete_one({"_id": function.id})  # deleted while it waited
+    catalogue._functions_changed()
+
+    assert Sweeper(catalogue, PublishesNothing(), queued_after_s=60).sweep_once() == 1
+
+    ended = catalogue.get_execution(record.id)
+    assert (ended.status, ended.error["reason"]) == ("failed", "function deleted")
+
+
+def test_a_large_event_is_given_up_only_when_still_stranded_a_whole_wait_later(catalogue):
+    from listener.sweep import Sweeper
+
+    function = add_function(catalogue, "echo")
+    now = utcnow()
+    record = stranded(
+        catalogue,
+        function,
+        "big",
+        status="running",
+        leased_by="gone",
+        lease_until=now - timedelta(seconds=1),
+        event={"truncated": True, "size_bytes": 10**6, "limit_bytes": 65536},
+    )
+    clock = [now]
+    sweeper = Sweeper(catalogue, PublishesNothing(), queued_after_s=60, clock=lambda: clock[0])
+
+    sweeper.sweep_once()  # its own message may still come: only noted
+    assert catalogue.get_execution(record.id).status == "running"
+    clock[0] = now + timedelta(seconds=30)
+    sweeper.sweep_once()
+    assert catalogue.get_execution(record.id).status == "running"
+    clock[0] = now + timedelta(seconds=61)
+    sweeper.sweep_once()
+
+    ended = catalogue.get_execution(record.id)
+    assert (ended.status, ended.error["reason"]) == ("failed", "event lost")
