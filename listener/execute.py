@@ -137,7 +137,10 @@ class Step:
     again then (never a nack-and-requeue, which would spin). ``dead_letter``: the
     last attempt failed; dead-letter the event for this function with this reason.
     ``reply``: the record goes to ``reply_to`` (only final records, and not for a
-    stale retry).
+    stale retry). ``route``: a router placed the execution on a host; publish the
+    event addressed to that function to this queue (the host's own), confirmed,
+    before the ack. ``wait_for_room``: with ``defer``, no host has room (or the
+    function is at its concurrency): wait in the short delay queues only.
     """
 
     record: ExecutionRecord
@@ -145,6 +148,8 @@ class Step:
     defer: bool = False
     dead_letter: str | None = None
     reply: bool = True
+    route: str | None = None
+    wait_for_room: bool = False
 
     def __post_init__(self) -> None:
         if not self.record.finished:
@@ -332,7 +337,7 @@ def _step(run: _Run, record: ExecutionRecord) -> Step:
             record.id,
             record.status,
         )
-        return Step(record, dead_letter=_exhausted(record) if run.retries else None)
+        return Step(record, dead_letter=exhausted_reason(record) if run.retries else None)
     if record.function_version != run.function.version:
         # Matched before a deploy (or retried across one): it runs the version it was made for.
         try:
@@ -349,7 +354,7 @@ def _step(run: _Run, record: ExecutionRecord) -> Step:
     if acquired is None:
         current = run.catalogue.get_execution(record.id)
         if current.finished:
-            return Step(current, dead_letter=_exhausted(current) if run.retries else None)
+            return Step(current, dead_letter=exhausted_reason(current) if run.retries else None)
         LOGGER.info(
             "event %s: execution %s is %s under %r until %s; looking again later",
             event.id,
@@ -419,8 +424,8 @@ def _run_leased(run: _Run, record: ExecutionRecord, now: datetime) -> Step:
             "reason": INTERNAL_ERROR,
         }
         final = _finish(run, record, lease, _failed_changes(run, error))
-        return Step(final, dead_letter=_exhausted(final) if run.retries else None)
-    used = record.attempt - record.first_attempt + 1
+        return Step(final, dead_letter=exhausted_reason(final) if run.retries else None)
+    used = spent_attempts(record)
     if outcome.status != "succeeded" and run.retry_delay_s and used <= function.max_retries:
         return _queue_retry(run, record, lease, outcome, run.retry_delay_s)
     final = _finish(run, record, lease, _outcome_changes(outcome))
@@ -434,7 +439,7 @@ def _run_leased(run: _Run, record: ExecutionRecord, now: datetime) -> Step:
         outcome.duration_ms,
         final.attempt,
     )
-    return Step(final, dead_letter=_exhausted(final) if run.retries else None)
+    return Step(final, dead_letter=exhausted_reason(final) if run.retries else None)
 
 
 def _failed_changes(run: _Run, error: dict[str, Any]) -> dict[str, Any]:
@@ -574,14 +579,29 @@ def _queue_retry(
     return Step(queued, retry=True, reply=False)
 
 
-def _exhausted(record: ExecutionRecord) -> str | None:
+def spent_attempts(record: ExecutionRecord) -> int:
+    """The runs that count against ``max_retries``: this one and the earlier failed ones.
+
+    A run cut off because its listener or host died (``interrupted``, taken over)
+    is the platform's failure, not the function's, so it spends no retry.
+    """
+    interrupted = sum(
+        1
+        for entry in record.attempts
+        if entry.get("status") == "interrupted"
+        and (entry.get("attempt") or 0) >= record.first_attempt
+    )
+    return record.attempt - record.first_attempt + 1 - interrupted
+
+
+def exhausted_reason(record: ExecutionRecord) -> str | None:
     """The dead-letter reason for a record whose last attempt failed, if none was sent yet."""
     if record.status not in ("failed", "timed_out") or record.dead_letter_id is not None:
         return None
     error = record.error or {}
     if error.get("reason") in NOT_RETRIED:
         return None
-    attempts = record.attempt - record.first_attempt + 1
+    attempts = spent_attempts(record)
     detail = f"{error.get('type', record.status)}: {error.get('message', '')}"[:MAX_REASON_DETAIL]
     if error.get("reason") in PLATFORM_FAULTS:
         return f"{error['reason']}: {detail}"
