@@ -262,6 +262,7 @@ class RouterParts:
     """A cluster router: a listener that places, and the keeper of its registry view."""
 
     listener: Any
+    router: Any
     keeper: Any
     mover: Any
 
@@ -287,7 +288,7 @@ def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
         name="lambda-os router",
         **listener_options,
     )
-    return RouterParts(listener, keeper, mover)
+    return RouterParts(listener, router, keeper, mover)
 
 
 def run_router(settings: Settings, **listener_options: Any) -> int:
