@@ -27,7 +27,8 @@ crashed) is retried up to the function's ``max_retries`` when the caller passes
 ``retry_delay_s`` (the listener does; a synchronous API invocation does not). The
 record goes back to ``queued`` with ``attempt`` up by one and the failed run kept
 in ``attempts``, and ``Step.retry`` tells the listener to publish the retry
-message to a delay queue. After the last attempt the record stays failed and
+message to a delay queue. A run cut off because its listener or host died
+(taken over: ``interrupted`` in ``attempts``) spends none of those retries. After the last attempt the record stays failed and
 ``Step.dead_letter`` carries the reason.
 
 ``TransientError`` from the provisioner puts the record back to ``queued`` and

@@ -19,6 +19,11 @@ function and recorded in the catalogue's dead letters, as every dead letter is.
 A sweeper thread (``sweep``) publishes again the events of executions that
 nothing would run any more.
 
+The same class serves a cluster: a router is a ``Listener`` with no provisioner
+whose ``handle`` places each execution on a host (``listener.route``), and a
+host's worker is one consuming its own queue (``Topology.for_host``) with the
+local provisioner and leases named after the host (``lambda_os.serve``).
+
 The first SIGTERM or SIGINT sets the stop flag: no new message is started,
 prefetched ones go back to the queue, in-flight events finish and are acked,
 then the connection closes. A second one stops at once: ``SystemExit`` unwinds
