@@ -269,13 +269,16 @@ class RouterParts:
 
 def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
     """The router's parts on the real catalogue and broker; ``listener_options`` go to it."""
-    from listener.execute import process_owner
+    import socket
+    import uuid
+
     from listener.relocate import BrokerQueueMover
     from listener.route import RegistryKeeper, Router
     from listener.service import Listener
 
     catalogue = _cluster_catalogue(settings, "a cluster router")
-    router = Router(catalogue, process_owner())
+    # Its own name, even beside another router in one process: the shares count names.
+    router = Router(catalogue, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
     mover = BrokerQueueMover(settings)
     keeper = RegistryKeeper(
         catalogue, router, mover, settings.heartbeat_interval_s, settings.host_lost_after
@@ -295,6 +298,7 @@ def run_router(settings: Settings, **listener_options: Any) -> int:
     """``lambda-os listener`` with ``placement=cluster``: place every execution on a host."""
     parts = router_parts(settings, **listener_options)
     stop = threading.Event()
+    parts.keeper.join(stop)
     keeper = threading.Thread(target=parts.keeper.run, args=(stop,), name="registry", daemon=True)
     keeper.start()
     parts.listener.install_signal_handlers()

@@ -118,6 +118,10 @@ class Router:
     def hosts(self) -> tuple[HostRecord, ...]:
         return self._hosts
 
+    def share_view(self) -> RouterShare:
+        """This router's share as its keeper last computed it."""
+        return self._share
+
     def handle(self, event: Event) -> list[Step]:
         """Every function the event runs, each recorded and placed (or waiting)."""
         return [self._route(function, event) for function in match(self._catalogue, event)]
@@ -247,6 +251,16 @@ class RegistryKeeper:
                         moved,
                     )
         return lost
+
+    def join(self, stop: threading.Event) -> None:
+        """Register this router, then wait one interval before it places anything.
+
+        By then every live router has counted it in and shrunk its own share, so
+        the shares of a host still add up to its slots while a router joins.
+        """
+        self.keep_once()
+        if not stop.wait(self._interval_s):
+            self.keep_once()
 
     def run(self, stop: threading.Event) -> None:
         """Keep until ``stop``; a failed pass is logged and tried again. Leaves on stop."""

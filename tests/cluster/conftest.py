@@ -60,18 +60,28 @@ class LiveCluster:
         self._logs: list[Any] = []
         self._state_dirs: list[str] = []
         self._stop = threading.Event()
-        self._parts = router_parts(settings)
-        self._threads = [
-            threading.Thread(target=self._parts.keeper.run, args=(self._stop,), daemon=True),
-            threading.Thread(target=self._parts.listener.run, daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._routers: list[Any] = []
+        self._threads: list[threading.Thread] = []
+        self.add_router()
         self.connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
         self.channel = self.connection.channel()
         self.channel.confirm_delivery()
         self.replies = f"test.cluster.replies.{uuid.uuid4().hex[:10]}"
         self.channel.queue_declare(self.replies, durable=False)
+
+    def add_router(self) -> Any:
+        """Another router on the same queues and catalogue, joined as ``run_router`` joins."""
+        parts = router_parts(self.settings)
+        parts.keeper.join(self._stop)
+        threads = [
+            threading.Thread(target=parts.keeper.run, args=(self._stop,), daemon=True),
+            threading.Thread(target=parts.listener.run, daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        self._routers.append(parts)
+        self._threads += threads
+        return parts.router
 
     def start_worker(self, host_id: str) -> None:
         state_dir = tempfile.mkdtemp(prefix="lc-", dir="/tmp")
@@ -104,8 +114,8 @@ class LiveCluster:
         wanted = set(host_ids)
         while time.monotonic() < deadline:
             active = {h.id for h in self.catalogue.list_hosts("active")}
-            seen = {h.id for h in self._parts.router.hosts}
-            if wanted <= active and wanted <= seen:
+            views = [{h.id for h in parts.router.hosts} for parts in self._routers]
+            if wanted <= active and all(wanted <= seen for seen in views):
                 return
             time.sleep(0.2)
         pytest.fail(f"hosts {sorted(wanted)} did not register; see {self.work}/*.log")
@@ -187,11 +197,13 @@ class LiveCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        self._parts.listener.stop()
+        for parts in self._routers:
+            parts.listener.stop()
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
-        self._parts.mover.close()
+        for parts in self._routers:
+            parts.mover.close()
         for log in self._logs:
             log.close()
         if self.connection.is_open:

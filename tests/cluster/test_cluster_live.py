@@ -115,3 +115,29 @@ def test_a_killed_host_loses_no_event_and_its_invocations_finish_elsewhere(live_
     assert live_cluster.catalogue.get_host(home).state == "lost"
     time.sleep(0.5)
     assert set(live_cluster.reply_ids()) == sent
+
+
+def test_two_routers_on_one_catalogue_never_over_fill_a_host(live_cluster):
+    second = live_cluster.add_router()
+    live_cluster.start_worker("alpha")
+    live_cluster.wait_for_hosts("alpha")
+    fn = live_cluster.function("shared")
+    assert second.share_view().routers == 2
+
+    for n in range(8):
+        live_cluster.send(fn, n, sleep=1.0)
+    peak = 0
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline:
+        records = live_cluster.catalogue.list_executions({"function_id": fn.id}, 100).items
+        unfinished = [r for r in records if not r.finished and r.placed_on == "alpha"]
+        peak = max(peak, len(unfinished))
+        if sum(1 for r in records if r.finished) == 8:
+            break
+        time.sleep(0.05)
+
+    records = live_cluster.finished(fn, 8)
+    assert [r.status for r in records] == ["succeeded"] * 8
+    assert peak <= 2  # the host's 2 slots, one each ...
+    assert len({r.placed_by for r in records}) == 2  # ... and both routers placed on it
+    assert max_overlap(records) <= 2
