@@ -9,9 +9,11 @@ from __future__ import annotations
 import collections
 import time
 
+import cluster_helpers
 import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.mongo]
+live_cluster = cluster_helpers.live_cluster
 
 
 def eventually(check, timeout_s: float = 5.0) -> bool:

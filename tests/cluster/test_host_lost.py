@@ -9,16 +9,19 @@ from datetime import timedelta
 
 import pika
 import pytest
-from test_registry import event, function
 
+from lambda_os.packages import inspect_package
 from lambda_os.records import HostRecord, utcnow
 from lambda_os.settings import Settings
+from listener.events import Event
 from listener.execute import new_record
 from listener.relocate import BrokerQueueMover
 from listener.route import RegistryKeeper, Router
 from listener.topology import Topology, declare, declare_host_queue, delete
 
 pytestmark = [pytest.mark.integration]
+
+HANDLER = b"def handler(event, context):\n    return event\n"
 
 
 @pytest.fixture
@@ -44,10 +47,16 @@ def test_a_silent_host_is_marked_lost_its_queue_moved_back_and_its_leases_ended(
     )
     gone = HostRecord(id="gone", queue=topology.consumed_queue, slots_total=2, lease_owner="gone:1")
     catalogue.register_host(gone)
-    fn = function(catalogue)
+    fields = {"name": "f", "runtime": "python3.11", "event_source": "s", "event_type": "t"}
+    fn = catalogue.create_function(
+        {**fields, "owner": "tests"}, HANDLER, inspect_package(HANDLER, "main.py", "main.handler")
+    )
     now = utcnow()
     running, _ = catalogue.start_execution(
-        new_record(fn, event(1, fn)), "gone:1", now, now + timedelta(minutes=5)
+        new_record(fn, Event(id="e", event_source="s", event_type="t")),
+        "gone:1",
+        now,
+        now + timedelta(minutes=5),
     )
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()

@@ -1,5 +1,9 @@
 """A live cluster for the suite: a router in this process, worker processes on the local engine.
 
+Not a conftest: the API suites import their own ``conftest`` by name, which a
+second one on the path would shadow; tests import the ``live_cluster`` fixture
+from here.
+
 Every test gets its own queues and catalogue database (on the session's FerretDB,
 or ``MONGO_URL``); each worker process its own host id and short state directory
 under /tmp (the agent's socket path must fit in 108 bytes). The router runs as it
