@@ -19,6 +19,9 @@ Layout:
   nothing.
 - ``deadletters``: one document per message the listener gave up on; ids begin
   with the time, so listings come oldest first.
+- ``hosts``: the cluster's hosts (``lambda-os worker``), one document each, ``_id``
+  = host id, changed only through ``HOST_TRANSITIONS``; ``routers``: the live
+  routers (cluster-mode listeners), which split every host's slots among them.
 """
 
 from __future__ import annotations
@@ -45,7 +48,10 @@ from lambda_os.records import (
     DeadLetterRecord,
     ExecutionRecord,
     FunctionRecord,
+    HostBeat,
+    HostRecord,
     Lease,
+    RouterRecord,
     execution_id_for,
     utcnow,
     with_changes,
@@ -53,11 +59,13 @@ from lambda_os.records import (
 
 ASCENDING = pymongo.ASCENDING
 # The catalogue's own collections (GridFS keeps packages in two more).
-COLLECTIONS = ("functions", "function_versions", "executions", "deadletters")
+COLLECTIONS = ("functions", "function_versions", "executions", "deadletters", "hosts", "routers")
 _SEQUENCE = itertools.count()
 
 
 _NO_LEASE = {"lease_until": None, "leased_by": None}
+_NOT_PLACED = {"placed_on": None, "placed_by": None, "placed_at": None}
+_UNFINISHED = {"$in": ["queued", "running"]}
 # What an earlier run leaves in ``attempts`` when a replay reopens the record.
 _ATTEMPT_FIELDS = ("attempt", "status", "error", "started_at", "finished_at", "duration_ms")
 # What ``reopen_execution`` changes, so ``undo_reopen`` can put them back.
@@ -92,6 +100,17 @@ TRANSITIONS: tuple[tuple[str, str, str, str], ...] = (
     ("queued", "final", "undo_reopen", "queued at the reopened attempt"),
     ("queued/running", "same", "mark_swept", "the state the sweeper read"),
     ("queued/running", "failed", "fail_stranded", "the state the sweeper read"),
+    ("queued/running", "same, placed on a host", "place_execution", "the state the router read"),
+    ("queued/running", "same, not placed", "unplace_execution", "the placement it made"),
+    ("running", "running, lease lapsed now", "lapse_leases_of", "leased by a lost host's runs"),
+)
+
+# Every change a host record can go through; no other code writes host records.
+HOST_TRANSITIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("(new)/any", "active", "register_host", "none: a host (re)registers itself"),
+    ("active/draining", "same", "heartbeat_host", "not lost"),
+    ("active", "draining", "drain_host", "active"),
+    ("active/draining", "lost", "mark_lost_hosts", "the heartbeat read is older than the cutoff"),
 )
 
 
@@ -141,6 +160,8 @@ class Catalogue:
         self._versions = database["function_versions"]
         self._executions = database["executions"]
         self._deadletters = database["deadletters"]
+        self._hosts = database["hosts"]
+        self._routers = database["routers"]
         self._packages = gridfs.GridFS(database, collection="packages")
         self._clock = clock
         self._ids = ids
@@ -178,7 +199,11 @@ class Catalogue:
             self._executions.create_index(
                 [("status", ASCENDING), ("lease_until", ASCENDING)], name="status_lease"
             )
+            self._executions.create_index(
+                [("placed_on", ASCENDING), ("status", ASCENDING)], name="placed_status"
+            )
             self._versions.create_index([("function_id", ASCENDING)], name="function")
+            self._hosts.create_index([("state", ASCENDING)], name="state")
             self._deadletters.create_index(
                 [("event_id", ASCENDING), ("function_id", ASCENDING)], name="event_function"
             )
@@ -556,7 +581,7 @@ class Catalogue:
             stored = ExecutionRecord.stored_changes(changes)
             entry = ExecutionRecord.stored_changes({"attempts": previous})
         update = {
-            "$set": {**stored, "status": "queued", **_NO_LEASE},
+            "$set": {**stored, "status": "queued", **_NO_LEASE, **_NOT_PLACED},
             "$inc": {"attempt": 1},
             "$push": entry,
         }
@@ -793,6 +818,196 @@ class Catalogue:
         self, filters: dict[str, str], limit: int, marker: str | None = None
     ) -> Page:
         return self._page(self._executions, dict(filters), limit, marker, ExecutionRecord)
+
+    # -- executions: placement on the cluster's hosts ---------------------
+
+    def place_execution(
+        self, record: ExecutionRecord, host_id: str, router_id: str
+    ) -> ExecutionRecord | None:
+        """queued/running → the same, placed on ``host_id`` by ``router_id``; None if it moved.
+
+        Keyed on the state the router read (status, attempt, lease), so a record
+        that moved on meanwhile is left alone. ``placed_at`` is the catalogue
+        server's clock (``$currentDate``), so every router ranks placements in the
+        order the server applied them (``placed_before``).
+        """
+        condition = {
+            "_id": record.id,
+            "status": record.status,
+            "attempt": record.attempt,
+            "leased_by": record.leased_by,
+            "lease_until": record.lease_until,
+        }
+        with _converted():
+            doc = self._executions.find_one_and_update(
+                condition,
+                {
+                    "$set": {"placed_on": host_id, "placed_by": router_id},
+                    "$currentDate": {"placed_at": True},
+                },
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+        return None if doc is None else ExecutionRecord.from_document(doc)
+
+    def unplace_execution(self, record: ExecutionRecord) -> bool:
+        """Take back a placement ``place_execution`` made, while it is the one recorded."""
+        condition = {
+            "_id": record.id,
+            "status": record.status,
+            "attempt": record.attempt,
+            "placed_on": record.placed_on,
+            "placed_at": record.placed_at,
+        }
+        with _converted():
+            result = self._executions.update_one(condition, {"$set": dict(_NOT_PLACED)})
+        return bool(result.matched_count)
+
+    def placed_before(self, record: ExecutionRecord) -> int:
+        """How many other unfinished executions of its function were placed no later than it.
+
+        Running ones count whenever they were placed: they hold a slot now.
+        """
+        query = {
+            "function_id": record.function_id,
+            "status": _UNFINISHED,
+            "placed_at": {"$lte": record.placed_at},
+            "_id": {"$ne": record.id},
+        }
+        with _converted():
+            return self._executions.count_documents(query)
+
+    def placed_count(self, function_id: str, excluding: str = "") -> int:
+        """Unfinished executions of the function placed on a host (in its queue, or running),
+        but for the execution ``excluding`` (the one being placed)."""
+        query = {
+            "function_id": function_id,
+            "status": _UNFINISHED,
+            "placed_on": {"$ne": None},
+            "_id": {"$ne": excluding},
+        }
+        with _converted():
+            return self._executions.count_documents(query)
+
+    def placements_on(self, host_ids: Iterable[str]) -> list[tuple[str, str | None]]:
+        """(host, router) of every unfinished execution placed on these hosts."""
+        query = {"status": _UNFINISHED, "placed_on": {"$in": list(host_ids)}}
+        with _converted():
+            docs = self._executions.find(query, {"placed_on": 1, "placed_by": 1})
+            return [(doc["placed_on"], doc.get("placed_by")) for doc in docs]
+
+    def lapse_leases_of(self, lease_owner: str, now: datetime) -> int:
+        """running → running with the lease ending ``now``: its host was marked lost.
+
+        The sweeper then finds them at its next pass and publishes their events
+        again; the host that gets one takes it over as the next attempt (an
+        ``interrupted`` one, which spends no retry). How many.
+        """
+        if not lease_owner:
+            return 0
+        with _converted():
+            result = self._executions.update_many(
+                {"status": "running", "leased_by": lease_owner, "lease_until": {"$gt": now}},
+                {"$set": {"lease_until": now}},
+            )
+        return result.modified_count
+
+    # -- hosts and routers: the cluster's registry ---------------------------
+
+    def register_host(self, record: HostRecord) -> HostRecord:
+        """(new) or any → active: a host says it is here, with what it has; the stored record."""
+        now = self._clock()
+        record = dataclasses.replace(
+            record, state="active", registered_at=now, heartbeat_at=now, lost_at=None
+        )
+        with _converted():
+            self._hosts.replace_one({"_id": record.id}, record.to_document(), upsert=True)
+        return record
+
+    def heartbeat_host(self, host_id: str, beat: HostBeat) -> bool:
+        """active/draining → the same, with this heartbeat's figures; False if it is lost.
+
+        A lost host does not come back by heartbeating: its queue was emptied and
+        its runs handed over, so it must ``register_host`` again, knowingly.
+        """
+        changes = {
+            "free_memory_mb": beat.free_memory_mb,
+            "free_slots": beat.free_slots,
+            "running": beat.running,
+            "warm": list(beat.warm),
+            "heartbeat_at": self._clock(),
+        }
+        with _converted():
+            result = self._hosts.update_one(
+                {"_id": host_id, "state": {"$in": ["active", "draining"]}}, {"$set": changes}
+            )
+        return bool(result.matched_count)
+
+    def drain_host(self, host_id: str) -> bool:
+        """active → draining: routers place nothing more on it; False if it was not active."""
+        with _converted():
+            result = self._hosts.update_one(
+                {"_id": host_id, "state": "active"}, {"$set": {"state": "draining"}}
+            )
+        return bool(result.matched_count)
+
+    def mark_lost_hosts(self, heartbeat_before: datetime) -> list[HostRecord]:
+        """active/draining → lost for every host silent since before ``heartbeat_before``.
+
+        Each is one write keyed on the heartbeat read, so of two routers only one
+        marks a host lost (and recovers its work), and a host whose heartbeat came
+        in between is left alone. The hosts this call marked.
+        """
+        query = {
+            "state": {"$in": ["active", "draining"]},
+            "heartbeat_at": {"$lt": heartbeat_before},
+        }
+        marked = []
+        with _converted():
+            for doc in list(self._hosts.find(query)):
+                now = self._clock()
+                result = self._hosts.update_one(
+                    {"_id": doc["_id"], "state": doc["state"], "heartbeat_at": doc["heartbeat_at"]},
+                    {"$set": {"state": "lost", "lost_at": now}},
+                )
+                if result.matched_count:
+                    marked.append(
+                        HostRecord.from_document({**doc, "state": "lost", "lost_at": now})
+                    )
+        return marked
+
+    def get_host(self, host_id: str) -> HostRecord:
+        with _converted():
+            doc = self._hosts.find_one({"_id": host_id})
+        if doc is None:
+            raise NotFound(f"host {host_id!r} is not registered")
+        return HostRecord.from_document(doc)
+
+    def list_hosts(self, state: str | None = None) -> list[HostRecord]:
+        """Every registered host (or those in ``state``), by id."""
+        query = {} if state is None else {"state": state}
+        with _converted():
+            docs = list(self._hosts.find(query).sort("_id", ASCENDING))
+        return [HostRecord.from_document(doc) for doc in docs]
+
+    def heartbeat_router(self, router_id: str) -> None:
+        """A router says it is live; the first call registers it."""
+        with _converted():
+            self._routers.replace_one(
+                {"_id": router_id},
+                RouterRecord(router_id, heartbeat_at=self._clock()).to_document(),
+                upsert=True,
+            )
+
+    def live_routers(self, heartbeat_since: datetime) -> list[str]:
+        """Ids of the routers heard from since ``heartbeat_since``, sorted."""
+        with _converted():
+            docs = self._routers.find({"heartbeat_at": {"$gte": heartbeat_since}}, {"_id": 1})
+            return sorted(doc["_id"] for doc in docs)
+
+    def remove_router(self, router_id: str) -> None:
+        """A router stopping cleanly: the others take its share at once."""
+        with _converted():
+            self._routers.delete_one({"_id": router_id})
 
     # -- dead letters ------------------------------------------------------
 

@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from lambda_os import function_cli, send
+from lambda_os import function_cli, hosts_cli, send
 from lambda_os import settings as settings_module
 from testing_service import bench
 
@@ -27,7 +27,20 @@ def build_parser() -> argparse.ArgumentParser:
             "api",
             "serve the REST API with gunicorn (needs MONGO_URL to share the catalogue)",
         ),
-        ("listener", "consume events from RabbitMQ and run the matching functions"),
+        (
+            "listener",
+            (
+                "consume events from RabbitMQ and run the matching functions "
+                "(or, with --placement cluster, place them on the cluster's hosts)"
+            ),
+        ),
+        (
+            "worker",
+            (
+                "a cluster host: run what the routers place in this host's own queue, "
+                "on the local Docker Engine, and heartbeat (needs MONGO_URL)"
+            ),
+        ),
         (
             "standalone",
             "API and listener in one process; the in-memory catalogue unless MONGO_URL is set",
@@ -38,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     send_help = "publish one event to RabbitMQ and print each execution's outcome"
     sub = commands.add_parser("send", help=send_help, description=send_help)
     send.add_arguments(sub)
+    settings_module.add_arguments(sub)
+    hosts_help = "list the cluster's hosts through the API: state, slots, memory, warm functions"
+    sub = commands.add_parser("hosts", help=hosts_help, description=hosts_help)
+    hosts_cli.add_arguments(sub)
     settings_module.add_arguments(sub)
     function_help = "manage functions through the API: create, list, get, update-code, …"
     sub = commands.add_parser("function", help=function_help, description=function_help)
@@ -62,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return send.run_send(settings, args)
     if args.command == "function":
         return function_cli.run_function(settings, args)
+    if args.command == "hosts":
+        return hosts_cli.run_hosts(settings, args)
     if args.command == "bench":
         return bench.run_bench(settings, args)
     from lambda_os import serve
@@ -69,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runners = {
         "api": serve.run_api,
         "listener": serve.run_listener,
+        "worker": serve.run_worker,
         "standalone": serve.run_standalone,
     }
     return runners[args.command](settings)

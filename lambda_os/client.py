@@ -117,3 +117,7 @@ class ApiClient:
 
     def delete(self, function_id: str) -> None:
         self._request("DELETE", f"/v1/functions/{function_id}")
+
+    def hosts(self) -> dict[str, Any]:
+        """``GET /v1/hosts``: the cluster's registered hosts."""
+        return self._request("GET", "/v1/hosts")

@@ -172,8 +172,10 @@ class ExecutionRecord(Stored):
     where the current retry budget starts (a replay from the dead letters starts
     a new one). ``lease_until`` and ``leased_by`` say which listener runs it now
     and until when; ``requeued_at`` when its work last went back on the queue
-    (a release, a replay, the sweeper), which the sweeper waits from. Those three
-    stay out of the API.
+    (a release, a replay, the sweeper), which the sweeper waits from.
+    ``placed_on`` names the host whose queue holds its invocation (cluster
+    placement only), ``placed_by`` the router that put it there and ``placed_at``
+    when, by the catalogue server's clock. Those six stay out of the API.
     """
 
     id: str
@@ -201,6 +203,9 @@ class ExecutionRecord(Stored):
     lease_until: datetime | None = None
     leased_by: str | None = None
     requeued_at: datetime | None = None
+    placed_on: str | None = None
+    placed_by: str | None = None
+    placed_at: datetime | None = None
 
     free_form = ("event", "result", "error", "attempts")
 
@@ -225,11 +230,20 @@ class ExecutionRecord(Stored):
 
 
 # In declaration order, without what stays internal (the lease, the sweep, the retry
-# budget's start).
+# budget's start, the placement).
+_INTERNAL_EXECUTION_FIELDS = frozenset(
+    {
+        "lease_until",
+        "leased_by",
+        "first_attempt",
+        "requeued_at",
+        "placed_on",
+        "placed_by",
+        "placed_at",
+    }
+)
 _API_EXECUTION_FIELDS = tuple(
-    f.name
-    for f in dataclasses.fields(ExecutionRecord)
-    if f.name not in ("lease_until", "leased_by", "first_attempt", "requeued_at")
+    f.name for f in dataclasses.fields(ExecutionRecord) if f.name not in _INTERNAL_EXECUTION_FIELDS
 )
 
 DEAD_LETTER_KINDS = ("malformed", "retries exhausted", "internal error")
@@ -294,3 +308,59 @@ class Lease:
         if record.status != "running" or record.leased_by is None or record.lease_until is None:
             raise ValueError(f"execution {record.id} is {record.status}, not leased")
         return cls(record.id, record.leased_by, record.attempt, record.lease_until)
+
+
+HOST_STATES = ("active", "draining", "lost")
+
+
+@dataclass(frozen=True)
+class HostRecord(Stored):
+    """One host that runs functions for the cluster: what it has, and what it said last.
+
+    ``queue`` is its own invocation queue; ``lease_owner`` the name its runs take
+    leases under, so the executions of a lost host can be found. ``slots_total``
+    and ``memory_total_mb`` are fixed at registration; the ``free_*``, ``running``
+    and ``warm`` (``function_id:version`` of its warm containers) fields are its
+    last heartbeat's. ``state`` is ``active`` (routers place on it), ``draining``
+    (it finishes what it has, routers place nothing more) or ``lost`` (it missed
+    its heartbeats; it must register again to come back).
+    """
+
+    id: str
+    queue: str
+    server_id: str | None = None
+    state: str = "active"
+    memory_total_mb: int = 0
+    slots_total: int = 0
+    free_memory_mb: int = 0
+    free_slots: int = 0
+    running: int = 0
+    warm: list[str] = field(default_factory=list)
+    lease_owner: str = ""
+    registered_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    lost_at: datetime | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("registered_at", "heartbeat_at", "lost_at"):
+            out[key] = iso(getattr(self, key))
+        return out
+
+
+@dataclass(frozen=True)
+class RouterRecord(Stored):
+    """A live router (a cluster-mode listener): routers split every host's slots among them."""
+
+    id: str
+    heartbeat_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class HostBeat:
+    """What a host says in each heartbeat: what it has free, what runs, what is warm."""
+
+    free_memory_mb: int
+    free_slots: int
+    running: int
+    warm: tuple[str, ...] = ()

@@ -136,9 +136,23 @@ def run_api(settings: Settings) -> int:
     return 0
 
 
+PLACEMENTS = ("local", "cluster")
+
+
 def run_listener(settings: Settings) -> int:
-    """The listener alone, in the foreground; SIGTERM finishes what is in flight."""
+    """The listener alone, in the foreground; SIGTERM finishes what is in flight.
+
+    With ``placement=cluster`` it is a router: it runs nothing itself and places
+    every execution on a registered host (``run_router``).
+    """
     from listener.service import Listener
+
+    if settings.placement not in PLACEMENTS:
+        raise SystemExit(
+            f"--placement must be one of {', '.join(PLACEMENTS)}, not {settings.placement!r}"
+        )
+    if settings.placement == "cluster":
+        return run_router(settings)
 
     catalogue = _catalogue(settings)
     provisioner = _provisioner(settings)
@@ -235,3 +249,132 @@ def watch_listener(
         return
     LOGGER.error("the listener stopped with exit code %s; stopping lambda-os standalone", code)
     on_death()
+
+
+def _cluster_catalogue(settings: Settings, command: str) -> Catalogue:
+    if not settings.mongo_url:
+        raise SystemExit(f"{command} shares the catalogue with the cluster: set MONGO_URL")
+    return _catalogue(settings)
+
+
+@dataclasses.dataclass(frozen=True)
+class RouterParts:
+    """A cluster router: a listener that places, and the keeper of its registry view."""
+
+    listener: Any
+    router: Any
+    keeper: Any
+    mover: Any
+
+
+def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
+    """The router's parts on the real catalogue and broker; ``listener_options`` go to it."""
+    import socket
+    import uuid
+
+    from listener.relocate import BrokerQueueMover
+    from listener.route import RegistryKeeper, Router
+    from listener.service import Listener
+
+    catalogue = _cluster_catalogue(settings, "a cluster router")
+    # Its own name, even beside another router in one process: the shares count names.
+    router = Router(catalogue, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    mover = BrokerQueueMover(settings)
+    keeper = RegistryKeeper(
+        catalogue, router, mover, settings.heartbeat_interval_s, settings.host_lost_after
+    )
+    listener = Listener(
+        settings,
+        catalogue,
+        None,
+        handle=router.handle,
+        name="lambda-os router",
+        **listener_options,
+    )
+    return RouterParts(listener, router, keeper, mover)
+
+
+def run_router(settings: Settings, **listener_options: Any) -> int:
+    """``lambda-os listener`` with ``placement=cluster``: place every execution on a host."""
+    parts = router_parts(settings, **listener_options)
+    stop = threading.Event()
+    parts.keeper.join(stop)
+    keeper = threading.Thread(target=parts.keeper.run, args=(stop,), name="registry", daemon=True)
+    keeper.start()
+    parts.listener.install_signal_handlers()
+    try:
+        return parts.listener.run()
+    finally:
+        stop.set()
+        keeper.join(timeout=10)
+        parts.mover.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerParts:
+    """A cluster host: a listener on its own queue with the local provisioner, its heartbeat."""
+
+    listener: Any
+    heartbeat: Any
+    provisioner: Any
+
+
+def worker_parts(settings: Settings, **listener_options: Any) -> WorkerParts:
+    """The host's parts on the real catalogue, broker and Docker Engine."""
+    import socket
+    import uuid
+
+    from lambda_os.records import HostRecord
+    from listener.heartbeat import CountingProvisioner, Heartbeat
+    from listener.service import Listener
+    from listener.topology import Topology
+
+    catalogue = _cluster_catalogue(settings, "lambda-os worker")
+    host_id = settings.host_id or socket.gethostname()
+    topology = Topology.from_settings(settings).for_host(host_id)
+    provisioner = CountingProvisioner(_provisioner(settings))
+    # Its runs' leases name the host, so a router that finds it lost can end them.
+    owner = f"{host_id}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    host = HostRecord(
+        id=host_id,
+        queue=topology.consumed_queue,
+        server_id=settings.server_id or None,
+        memory_total_mb=settings.host_memory_mb,
+        slots_total=settings.concurrency,
+        free_memory_mb=settings.host_memory_mb,
+        free_slots=settings.concurrency,
+        lease_owner=owner,
+    )
+    listener = Listener(
+        # The routers sweep; a host only runs what is in its queue.
+        dataclasses.replace(settings, sweep_interval_s=0),
+        catalogue,
+        provisioner,
+        topology=topology,
+        owner=owner,
+        name=f"lambda-os worker {host_id}",
+        **listener_options,
+    )
+    heartbeat = Heartbeat(catalogue, host, provisioner, settings.heartbeat_interval_s)
+    return WorkerParts(listener, heartbeat, provisioner)
+
+
+def run_worker(settings: Settings, **listener_options: Any) -> int:
+    """``lambda-os worker``: serve this host's queue; drain on a clean stop."""
+    parts = worker_parts(settings, **listener_options)
+    stop = threading.Event()
+    beating = threading.Thread(
+        target=parts.heartbeat.run,
+        args=(stop, parts.listener.consuming),
+        name="heartbeat",
+        daemon=True,
+    )
+    beating.start()
+    parts.listener.install_signal_handlers()
+    try:
+        return parts.listener.run()
+    finally:
+        parts.heartbeat.drain()
+        stop.set()
+        beating.join(timeout=10)
+        parts.provisioner.close()

@@ -45,6 +45,11 @@ class Settings:
     embedded_catalogue: str = "ferretdb"
     sweep_interval_s: float = 15.0
     sweep_queued_after_s: float = 300.0
+    placement: str = "local"
+    host_id: str = ""
+    server_id: str = ""
+    heartbeat_interval_s: float = 3.0
+    host_lost_after: int = 3
     log_level: str = "INFO"
 
     @classmethod
@@ -194,6 +199,35 @@ OPTIONS: tuple[Option, ...] = (
         "LAMBDA_OS_SWEEP_QUEUED_AFTER_S",
         "seconds a queued execution may wait (past its retry time) before the sweeper "
         "publishes its event again",
+    ),
+    Option(
+        "placement",
+        "LAMBDA_OS_PLACEMENT",
+        "where `listener` runs functions: `local` (on this host's Docker Engine) or `cluster` "
+        "(it runs nothing itself: it places each execution on a registered host's queue, "
+        "served there by `lambda-os worker`; needs MONGO_URL)",
+    ),
+    Option(
+        "host_id",
+        "LAMBDA_OS_HOST_ID",
+        "`worker`: this host's id in the cluster and the suffix of its queue "
+        "<events_queue>.host.<id>; empty means the machine's host name",
+    ),
+    Option(
+        "server_id",
+        "LAMBDA_OS_SERVER_ID",
+        "`worker`: the Nova server id of this host, recorded in the registry; empty for none",
+    ),
+    Option(
+        "heartbeat_interval_s",
+        "LAMBDA_OS_HEARTBEAT_INTERVAL_S",
+        "seconds between a worker's heartbeats, and between a cluster router's registry passes",
+    ),
+    Option(
+        "host_lost_after",
+        "LAMBDA_OS_HOST_LOST_AFTER",
+        "heartbeat intervals a host (or router) may stay silent before routers mark it lost "
+        "and move its work to other hosts",
     ),
     Option(
         "log_level",

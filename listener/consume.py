@@ -28,7 +28,9 @@ What happens to a message:
 - no function matches: acked and counted.
 - run: acked after the records are stored; replies go to ``reply_to`` first.
   A retry (``Step.retry``) or a deferral (``Step.defer``: another listener holds
-  the run) is published to a delay queue first. An execution whose last attempt
+  the run, or, for a router, no host has room) is published to a delay queue
+  first, and a router's invocation (``Step.route``) to its host's queue, each
+  confirmed by the broker before the ack. An execution whose last attempt
   failed is dead-lettered: the worker names and records the dead letter in the
   catalogue, this thread only publishes it.
 - ``TransientError`` (engine or catalogue down): after a short pause on the
@@ -75,6 +77,8 @@ EVENT_ID_HEADER = "x-lambda-event-id"
 ATTEMPT_HEADER = "x-lambda-attempt"
 DEAD_LETTER_ID_HEADER = "x-lambda-dead-letter-id"
 DEFERRALS_HEADER = "x-lambda-deferrals"
+# A deferral for want of room waits at most in this many tiers' queue (4 s).
+ROOM_WAIT_TIERS = 3
 # Replies carry the records as the API returns them; ``str`` covers any value JSON lacks.
 _REPLY_JSON = json.JSONEncoder(default=str)
 COUNTER_NAMES = (
@@ -86,6 +90,7 @@ COUNTER_NAMES = (
     "executions",
     "retries",
     "deferred",
+    "placed",
     "requeued",
     "replies",
 )
@@ -231,7 +236,7 @@ class Session:
         # confirm would only make every reply wait a broker round trip on this thread.
         self._replies = self._connection.channel()
         self._channel, self._out = channel, out
-        queue = self._topology.events_queue
+        queue = self._topology.consumed_queue
         LOGGER.info("consuming %s with prefetch %d", queue, self._prefetch)
         consuming = False
         for method, properties, body in channel.consume(queue, inactivity_timeout=1):
@@ -387,15 +392,24 @@ class Session:
         the same without an attempt, in a delay queue that doubles with each
         deferral (``x-lambda-deferrals``): it looks again once the holder should
         have finished or its lease lapsed, holding no worker meanwhile. Each comes
-        back to the events queue when its TTL ends. On refusal the caller requeues
-        the original: its redelivery runs the queued records at once.
+        back to the events queue when its TTL ends; one waiting for room
+        (``wait_for_room``) never waits more than 4 s at a time. A routed step
+        gets the event addressed to its function, a retry's attempt kept, in its
+        host's queue. On refusal the caller requeues the original: its redelivery
+        runs (or places) the queued records at once.
         """
         for step in steps:
-            if not (step.retry or step.defer):
+            if not (step.retry or step.defer or step.route):
                 continue
             record = step.record
             headers = own_headers(properties.headers)
-            if step.retry:
+            if step.route:
+                # The invocation for one host: a retry's attempt travels with it.
+                headers.pop(DEFERRALS_HEADER, None)
+                if event.attempt is not None:
+                    headers[ATTEMPT_HEADER] = event.attempt
+                queue = step.route
+            elif step.retry:
                 headers[ATTEMPT_HEADER] = record.attempt
                 headers.pop(DEFERRALS_HEADER, None)
                 queue = self._topology.retry_queue(record.attempt)
@@ -403,7 +417,9 @@ class Session:
                 # A retry message keeps its attempt: it stays the message of that attempt.
                 deferrals = _count(headers.get(DEFERRALS_HEADER)) + 1
                 headers[DEFERRALS_HEADER] = deferrals
-                queue = self._topology.retry_queue(deferrals + 1)
+                # Waiting for room looks again soon (1, 2, then 4 s): slots free by the second.
+                tier = min(deferrals, ROOM_WAIT_TIERS) if step.wait_for_room else deferrals
+                queue = self._topology.retry_queue(tier + 1)
             copy = _copy_properties(properties, headers, message_id=event.id)
             try:
                 self._out.basic_publish(
@@ -423,6 +439,10 @@ class Session:
                     exc,
                 )
                 return False
+            if step.route:
+                self._counters.add("placed")
+                LOGGER.debug("event %s: execution %s placed in %s", event.id, record.id, queue)
+                continue
             self._counters.add("retries" if step.retry else "deferred")
             LOGGER.info(
                 "event %s: %s of execution %s waits in %s",

@@ -27,7 +27,8 @@ crashed) is retried up to the function's ``max_retries`` when the caller passes
 ``retry_delay_s`` (the listener does; a synchronous API invocation does not). The
 record goes back to ``queued`` with ``attempt`` up by one and the failed run kept
 in ``attempts``, and ``Step.retry`` tells the listener to publish the retry
-message to a delay queue. After the last attempt the record stays failed and
+message to a delay queue. A run cut off because its listener or host died
+(taken over: ``interrupted`` in ``attempts``) spends none of those retries. After the last attempt the record stays failed and
 ``Step.dead_letter`` carries the reason.
 
 ``TransientError`` from the provisioner puts the record back to ``queued`` and
@@ -139,7 +140,10 @@ class Step:
     again then (never a nack-and-requeue, which would spin). ``dead_letter``: the
     last attempt failed; dead-letter the event for this function with this reason.
     ``reply``: the record goes to ``reply_to`` (only final records, and not for a
-    stale retry).
+    stale retry). ``route``: a router placed the execution on a host; publish the
+    event addressed to that function to this queue (the host's own), confirmed,
+    before the ack. ``wait_for_room``: with ``defer``, no host has room (or the
+    function is at its concurrency): wait in the short delay queues only.
     """
 
     record: ExecutionRecord
@@ -147,6 +151,8 @@ class Step:
     defer: bool = False
     dead_letter: str | None = None
     reply: bool = True
+    route: str | None = None
+    wait_for_room: bool = False
 
     def __post_init__(self) -> None:
         if not self.record.finished:
@@ -332,7 +338,7 @@ def _step(run: _Run, record: ExecutionRecord) -> Step:
             record.id,
             record.status,
         )
-        return Step(record, dead_letter=_exhausted(record) if run.retries else None)
+        return Step(record, dead_letter=exhausted_reason(record) if run.retries else None)
     now = run.clock()
     if event.attempt is None and record.awaiting_retry and record.retry_at > now:
         # Another copy of the event (a redelivery, a sweep) must not run the next
@@ -353,7 +359,7 @@ def _step(run: _Run, record: ExecutionRecord) -> Step:
     if acquired is None:
         current = run.catalogue.get_execution(record.id)
         if current.finished:
-            return Step(current, dead_letter=_exhausted(current) if run.retries else None)
+            return Step(current, dead_letter=exhausted_reason(current) if run.retries else None)
         LOGGER.info(
             "event %s: execution %s is %s under %r until %s; looking again later",
             event.id,
@@ -425,12 +431,9 @@ def _run_leased(run: _Run, record: ExecutionRecord, now: datetime) -> Step:
             "reason": INTERNAL_ERROR,
         }
         final = _finish(run, record, lease, _failed_changes(run, error))
-        return Step(final, dead_letter=_exhausted(final) if run.retries else None)
-    if (
-        outcome.status != "succeeded"
-        and run.retry_delay_s
-        and retries_used(record) <= function.max_retries
-    ):
+        return Step(final, dead_letter=exhausted_reason(final) if run.retries else None)
+    used = spent_attempts(record)
+    if outcome.status != "succeeded" and run.retry_delay_s and used <= function.max_retries:
         return _queue_retry(run, record, lease, outcome, run.retry_delay_s)
     final = _finish(run, record, lease, _outcome_changes(outcome))
     LOGGER.info(
@@ -443,25 +446,7 @@ def _run_leased(run: _Run, record: ExecutionRecord, now: datetime) -> Step:
         outcome.duration_ms,
         final.attempt,
     )
-    return Step(final, dead_letter=_exhausted(final) if run.retries else None)
-
-
-def retries_used(record: ExecutionRecord) -> int:
-    """The runs of this retry budget that count against ``max_retries``, this one included.
-
-    A run cut off because its listener died or stalled (``interrupted``) is not
-    the function's failure and does not count, up to ``MAX_TAKEOVERS`` of them:
-    past that, something about the event itself keeps ending its listeners.
-    """
-    runs = record.attempt - record.first_attempt + 1
-    interrupted = sum(
-        1
-        for entry in record.attempts
-        if entry.get("status") == "interrupted"
-        and isinstance(entry.get("attempt"), int)
-        and entry["attempt"] >= record.first_attempt
-    )
-    return runs - min(interrupted, MAX_TAKEOVERS)
+    return Step(final, dead_letter=exhausted_reason(final) if run.retries else None)
 
 
 def _failed_changes(run: _Run, error: dict[str, Any]) -> dict[str, Any]:
@@ -601,14 +586,32 @@ def _queue_retry(
     return Step(queued, retry=True, reply=False)
 
 
-def _exhausted(record: ExecutionRecord) -> str | None:
+def spent_attempts(record: ExecutionRecord) -> int:
+    """The runs that count against ``max_retries``: this one and the earlier failed ones.
+
+    A run cut off because its listener or host died (``interrupted``, taken over)
+    is the platform's failure, not the function's, so it spends no retry, up to
+    ``MAX_TAKEOVERS`` of them: past that, something about the event itself keeps
+    ending its listeners, and the takeovers count.
+    """
+    interrupted = sum(
+        1
+        for entry in record.attempts
+        if entry.get("status") == "interrupted"
+        and isinstance(entry.get("attempt"), int)
+        and entry["attempt"] >= record.first_attempt
+    )
+    return record.attempt - record.first_attempt + 1 - min(interrupted, MAX_TAKEOVERS)
+
+
+def exhausted_reason(record: ExecutionRecord) -> str | None:
     """The dead-letter reason for a record whose last attempt failed, if none was sent yet."""
     if record.status not in ("failed", "timed_out") or record.dead_letter_id is not None:
         return None
     error = record.error or {}
     if error.get("reason") in NOT_RETRIED:
         return None
-    attempts = record.attempt - record.first_attempt + 1
+    attempts = spent_attempts(record)
     detail = f"{error.get('type', record.status)}: {error.get('message', '')}"[:MAX_REASON_DETAIL]
     if error.get("reason") in PLATFORM_FAULTS:
         return f"{error['reason']}: {detail}"

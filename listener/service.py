@@ -19,6 +19,11 @@ function and recorded in the catalogue's dead letters, as every dead letter is.
 A sweeper thread (``sweep``) publishes again the events of executions that
 nothing would run any more.
 
+The same class serves a cluster: a router is a ``Listener`` with no provisioner
+whose ``handle`` places each execution on a host (``listener.route``), and a
+host's worker is one consuming its own queue (``Topology.for_host``) with the
+local provisioner and leases named after the host (``lambda_os.serve``).
+
 The first SIGTERM or SIGINT sets the stop flag: no new message is started,
 prefetched ones go back to the queue, in-flight events finish and are acked,
 then the connection closes. A second one stops at once: ``SystemExit`` unwinds
@@ -115,7 +120,7 @@ class Listener:
         self,
         settings: Settings,
         catalogue: Any,
-        provisioner: Provisioner,
+        provisioner: Provisioner | None,
         *,
         connect: Callable[[], Any] | None = None,
         backoff: Backoff | None = None,
@@ -123,14 +128,26 @@ class Listener:
         name: str = "lambda-os listener",
         topology: Topology | None = None,
         lease_margin_s: float = LEASE_MARGIN_S,
+        owner: str | None = None,
+        handle: Callable[[Event], list[Step]] | None = None,
     ) -> None:
+        """``provisioner`` runs the events here; a router has none and passes ``handle``
+        (what it does with each event, as ``run_event`` would) instead. ``owner`` names
+        the leases its runs take (a cluster host's worker: one its registry record
+        names)."""
+        if (provisioner is None) == (handle is None):
+            raise ValueError("a listener takes either a provisioner or a handle")
         self._topology = topology or Topology.from_settings(settings)
         self._lease_margin_s = lease_margin_s
         self._catalogue = catalogue
         self._halt = threading.Event()
         self._stop = threading.Event()
-        self._provisioner = _HaltAware(provisioner, self._halt)
-        self._capacity = max(1, provisioner.capacity)
+        self._provisioner = None if provisioner is None else _HaltAware(provisioner, self._halt)
+        self._capacity = max(
+            1, settings.concurrency if provisioner is None else provisioner.capacity
+        )
+        self._owner = owner
+        self._custom_handle = handle
         if connect is None:
             params = connection_parameters(settings.amqp_url, name)
             if params.heartbeat is None:
@@ -196,13 +213,21 @@ class Listener:
         self._consuming.set()
         self._backoff.reset()
 
+    def consuming(self) -> bool:
+        """Whether a session is consuming now (its queues are declared); any thread."""
+        return self._consuming.is_set()
+
     def state(self) -> dict[str, Any]:
         """For ``/healthz``: whether it consumes now, and what it has done; any thread."""
         if self._stop.is_set():
             status = "stopping"
         else:
             status = "consuming" if self._consuming.is_set() else "connecting"
-        return {"status": status, "queue": self._topology.events_queue, **self.counters.snapshot()}
+        return {
+            "status": status,
+            "queue": self._topology.consumed_queue,
+            **self.counters.snapshot(),
+        }
 
     def _start_sweeper(self) -> threading.Thread | None:
         """The sweeper's thread, on a publisher connection of its own; None when switched off."""
@@ -244,12 +269,16 @@ class Listener:
         )
 
     def _handle(self, event: Event) -> list[Step]:
+        if self._custom_handle is not None:
+            return self._custom_handle(event)
+        assert self._provisioner is not None
         return run_event(
             self._catalogue,
             self._provisioner,
             event,
             lease_margin_s=self._lease_margin_s,
             retry_delay_s=self._retry_delay_s,
+            owner=self._owner,
         )
 
     def _retry_delay_s(self, attempt: int) -> float:

@@ -12,6 +12,10 @@ tests all declare through ``declare`` here and nowhere else.
   original routing key, so one binding catches them all.
 - ``<dead_letter_queue>``: durable, classic, no consumer of ours; an operator
   reads it, and ``POST /v1/deadletters/{id}/replay`` sends one back.
+- ``<events_queue>.host.<host_id>``: a cluster host's own invocation queue,
+  declared as the events queue is; the routers publish there what they placed on
+  that host, and only that host's worker consumes it. Its retries and deferrals
+  go back through the delay queues to ``<events_queue>``, to be placed again.
 - ``<events_queue>.retry.<ms>ms``: the delay queues for retries, one per backoff
   tier, each with its own ``x-message-ttl`` and the default exchange as
   dead-letter exchange routing back to ``<events_queue>``. No consumer reads
@@ -33,6 +37,7 @@ later means a new queue name (the declaration must match), which the settings al
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +53,19 @@ class Topology:
     events_queue: str
     dead_letter_queue: str
     retry_delays_ms: tuple[int, ...] = RETRY_DELAYS_MS
+    consume_queue: str = ""  # a host's own queue, for a worker; empty: the events queue
+
+    @property
+    def consumed_queue(self) -> str:
+        """The queue this process consumes: its host's own, or the events queue."""
+        return self.consume_queue or self.events_queue
+
+    def host_queue(self, host_id: str) -> str:
+        return f"{self.events_queue}.host.{host_id}"
+
+    def for_host(self, host_id: str) -> Topology:
+        """The same topology, consumed from ``host_id``'s own queue."""
+        return dataclasses.replace(self, consume_queue=self.host_queue(host_id))
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -107,6 +125,13 @@ def declare(channel: Any, topology: Topology) -> None:
             durable=True,
             arguments=topology.retry_arguments(delay_ms),
         )
+    if topology.consume_queue:
+        declare_host_queue(channel, topology, topology.consume_queue)
+
+
+def declare_host_queue(channel: Any, topology: Topology, queue: str) -> None:
+    """A host's invocation queue, with the events queue's arguments (its dead letters)."""
+    channel.queue_declare(queue=queue, durable=True, arguments=topology.events_arguments)
 
 
 def delete(channel: Any, topology: Topology) -> None:
@@ -115,4 +140,6 @@ def delete(channel: Any, topology: Topology) -> None:
     channel.queue_delete(queue=topology.dead_letter_queue)
     for delay_ms in topology.retry_delays_ms:
         channel.queue_delete(queue=topology.retry_queue_for(delay_ms))
+    if topology.consume_queue:
+        channel.queue_delete(queue=topology.consume_queue)
     channel.exchange_delete(exchange=topology.dead_letter_exchange)

@@ -69,6 +69,18 @@ class Outcome:
     container_id: str = ""
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What a backend holds now, for its host's heartbeat: memory left, versions kept warm.
+
+    ``warm`` names each function version with an idle warm container as
+    ``function_id:version``.
+    """
+
+    free_memory_mb: int
+    warm: tuple[str, ...] = ()
+
+
 class Provisioner(Protocol):
     """What the listener and the API need from a backend."""
 
@@ -89,3 +101,9 @@ class Provisioner(Protocol):
     def close(self) -> None:
         """Stop and remove every container this backend started."""
         ...
+
+
+class Reporting(Protocol):
+    """A backend that can say what it holds (``DockerProvisioner``); a cluster host needs one."""
+
+    def usage(self) -> Usage: ...

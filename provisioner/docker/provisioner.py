@@ -31,7 +31,7 @@ from lambda_os.errors import PermanentError, TransientError
 from lambda_os.records import utcnow
 from lambda_os.settings import Settings
 from lambda_os.storable import MAX_STORED_DEPTH, NOT_STORABLE
-from provisioner.base import Invocation, Outcome
+from provisioner.base import Invocation, Outcome, Usage
 from provisioner.docker.cache import PackageCache
 from provisioner.docker.channel import (
     ChannelClosed,
@@ -430,6 +430,13 @@ class DockerProvisioner:
                 container.destroy()
             except (TransientError, PermanentError) as exc:
                 LOGGER.warning("could not remove container %s: %s", container.name, exc)
+
+    def usage(self) -> Usage:
+        """Memory left in the budget and the function versions warm now (a host's heartbeat)."""
+        with self._lock:
+            free = self._inventory.budget_mb - self._inventory.held_mb
+            warm = sorted({f"{key[0]}:{key[1]}" for key, _container in self._inventory.warm()})
+        return Usage(free_memory_mb=max(0, free), warm=tuple(warm))
 
     def expire_idle(self) -> int:
         """Remove warm containers idle for longer than ``warm_idle_s``; return how many."""

@@ -509,18 +509,18 @@ def test_a_copy_of_an_event_waiting_for_its_retry_does_not_run_the_next_attempt_
 
 def test_runs_cut_off_by_dead_listeners_do_not_use_up_the_retry_budget():
     from lambda_os.records import ExecutionRecord
-    from listener.execute import MAX_TAKEOVERS, retries_used
+    from listener.execute import MAX_TAKEOVERS, spent_attempts
 
     cut = [{"attempt": n, "status": "interrupted"} for n in (1, 2)]
     record = ExecutionRecord(
         id="x", function_id="f", function_version=1, event_id="e", attempt=3, attempts=cut
     )
-    assert retries_used(record) == 1  # two takeovers, then this run
+    assert spent_attempts(record) == 1  # two takeovers, then this run
     failed = [{"attempt": 1, "status": "failed"}, {"attempt": 2, "status": "interrupted"}]
-    assert retries_used(dataclasses.replace(record, attempts=failed)) == 2
+    assert spent_attempts(dataclasses.replace(record, attempts=failed)) == 2
     many = [{"attempt": n, "status": "interrupted"} for n in range(1, 10)]
     endless = dataclasses.replace(record, attempt=10, attempts=many)
-    assert retries_used(endless) == 10 - MAX_TAKEOVERS  # past the cap they count
+    assert spent_attempts(endless) == 10 - MAX_TAKEOVERS  # past the cap they count
 
 
 def test_an_execution_whose_version_is_no_longer_kept_fails_saying_so_and_runs_nothing(catalogue):
