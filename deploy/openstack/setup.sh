@@ -108,13 +108,13 @@ wait_http() { # NAME URL
   exit 1
 }
 once() { # STEP COMMAND...: run unless done for these package versions already
-  local stamp
+  local step=$1 stamp
   stamp=$(dpkg-query -W -f='${Version} ' python3-keystone python3-nova python3-glance \
     python3-placement 2>/dev/null)
-  [ "$(cat "$done_dir/$1" 2>/dev/null)" = "$stamp" ] && return 0
+  [ "$(cat "$done_dir/$step" 2>/dev/null)" = "$stamp" ] && return 0
   shift
   "$@"
-  echo "$stamp" >"$done_dir/$1"
+  echo "$stamp" >"$done_dir/$step"
 }
 
 # --- secrets: made once, kept with the state ------------------------------------------------
@@ -181,3 +181,241 @@ make_rabbit() {
 once rabbitmq make_rabbit
 transport_url="rabbit://$rabbit_user:$RABBIT_PASSWORD@127.0.0.1:5672/$rabbit_vhost"
 phase "RabbitMQ vhost $rabbit_vhost"
+
+# --- Keystone: Debian's, under uwsgi ----------------------------------------------------------
+keystone_url=http://127.0.0.1:5000
+config "$etc/keystone/keystone.conf" keystone <<CONF
+[DEFAULT]
+log_file = $OS_LOGS/keystone-app.log
+[database]
+connection = $(db keystone)
+[identity]
+# bcrypt's default 12 rounds cost a quarter second per log-in; a test cloud needs no such cost.
+password_hash_rounds = 4
+[token]
+provider = fernet
+[fernet_tokens]
+key_repository = $OS_STATE/keystone/fernet-keys
+[fernet_receipts]
+key_repository = $OS_STATE/keystone/fernet-keys
+[credential]
+key_repository = $OS_STATE/keystone/credential-keys
+CONF
+keystone_manage() { keystone-manage --config-file "$etc/keystone/keystone.conf" "$@"; }
+init_keystone() {
+  say "Keystone: database, keys, bootstrap"
+  mkdir -p "$OS_STATE/keystone"
+  keystone_manage db_sync
+  keystone_manage fernet_setup --keystone-user root --keystone-group root
+  keystone_manage credential_setup --keystone-user root --keystone-group root
+  keystone_manage bootstrap --bootstrap-password "$ADMIN_PASSWORD" \
+    --bootstrap-username admin --bootstrap-project-name admin --bootstrap-role-name admin \
+    --bootstrap-service-name keystone --bootstrap-region-id RegionOne \
+    --bootstrap-admin-url "$keystone_url/v3/" --bootstrap-internal-url "$keystone_url/v3/" \
+    --bootstrap-public-url "$keystone_url/v3/"
+}
+once keystone init_keystone >>"$OS_LOGS/keystone-manage.log" 2>&1
+uwsgi_app() { # NAME PORT WSGI-FILE ENV=VALUE: one process, a few threads: a test cloud's load
+  local name=$1 port=$2 app=$3 env=$4
+  start "$name" uwsgi --plugin python3 --http-socket "127.0.0.1:$port" --wsgi-file "$app" \
+    --master --processes 1 --threads 4 --enable-threads --lazy-apps --die-on-term \
+    --buffer-size 65535 --add-header 'Connection: close' --env "$env" --procname-prefix "lambda-os-$name "
+}
+restart_if_changed keystone
+if ! alive keystone || ! http_up "$keystone_url/v3"; then
+  uwsgi_app keystone 5000 /usr/bin/keystone-wsgi-public "OS_KEYSTONE_CONFIG_DIR=$etc/keystone"
+fi
+wait_http keystone "$keystone_url/v3"
+phase "Keystone"
+
+# What the tests and the seam read: an openrc and a clouds.yaml for the admin user.
+config "$OS_STATE/admin-openrc" <<CONF
+export OS_AUTH_URL=$keystone_url/v3
+export OS_USERNAME=admin
+export OS_PASSWORD=$ADMIN_PASSWORD
+export OS_PROJECT_NAME=admin
+export OS_USER_DOMAIN_NAME=Default
+export OS_PROJECT_DOMAIN_NAME=Default
+export OS_REGION_NAME=RegionOne
+export OS_IDENTITY_API_VERSION=3
+CONF
+config "$OS_STATE/clouds.yaml" <<CONF
+clouds:
+  lambda-os-test:
+    auth:
+      auth_url: $keystone_url/v3
+      username: admin
+      password: $ADMIN_PASSWORD
+      project_name: admin
+      user_domain_name: Default
+      project_domain_name: Default
+    region_name: RegionOne
+    interface: public
+    identity_api_version: 3
+CONF
+
+# --- the service users, endpoints, and (later) the image and flavor ----------------------------
+catalogue() {
+  ADMIN_PASSWORD=$ADMIN_PASSWORD SERVICE_PASSWORD=$SERVICE_PASSWORD "$py" "$here/bootstrap.py" "$@"
+}
+once catalogue catalogue services
+phase "Keystone users and endpoints"
+
+authtoken() { # USER: the [keystone_authtoken] section of a service
+  cat <<CONF
+[keystone_authtoken]
+www_authenticate_uri = $keystone_url
+auth_url = $keystone_url
+auth_type = password
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = $1
+password = $SERVICE_PASSWORD
+CONF
+}
+
+# --- Placement ------------------------------------------------------------------------------------
+config "$etc/placement/placement.conf" placement <<CONF
+[DEFAULT]
+log_file = $OS_LOGS/placement-app.log
+[placement_database]
+connection = $(db placement)
+[api]
+auth_strategy = keystone
+$(authtoken placement)
+CONF
+once placement placement-manage --config-file "$etc/placement/placement.conf" db sync
+restart_if_changed placement
+if ! alive placement || ! http_up http://127.0.0.1:8778/; then
+  uwsgi_app placement 8778 /usr/bin/placement-api "OS_PLACEMENT_CONFIG_DIR=$etc/placement"
+fi
+
+# --- Glance: eventlet glance-api, file store -----------------------------------------------------
+mkdir -p "$OS_STATE/glance"/{images,staging,tasks}
+config "$etc/glance/glance-api.conf" glance <<CONF
+[DEFAULT]
+bind_host = 127.0.0.1
+bind_port = 9292
+workers = 1
+log_file = $OS_LOGS/glance-app.log
+enabled_backends = fs:file
+[database]
+connection = $(db glance)
+$(authtoken glance)
+[paste_deploy]
+flavor = keystone
+config_file = /etc/glance/glance-api-paste.ini
+[glance_store]
+default_backend = fs
+[fs]
+filesystem_store_datadir = $OS_STATE/glance/images
+[os_glance_staging_store]
+filesystem_store_datadir = $OS_STATE/glance/staging
+[os_glance_tasks_store]
+filesystem_store_datadir = $OS_STATE/glance/tasks
+[oslo_concurrency]
+lock_path = $OS_STATE/glance
+CONF
+once glance glance-manage --config-file "$etc/glance/glance-api.conf" db_sync \
+  >>"$OS_LOGS/glance-manage.log" 2>&1
+restart_if_changed glance
+if ! alive glance || ! http_up http://127.0.0.1:9292/; then
+  start glance glance-api --config-file "$etc/glance/glance-api.conf"
+fi
+wait_http placement http://127.0.0.1:8778/
+wait_http glance http://127.0.0.1:9292/
+phase "Placement and Glance"
+
+# --- Nova: api, conductor, scheduler, and one compute on the fake virt driver --------------------
+mkdir -p "$OS_STATE/nova/instances" "$OS_STATE/nova/tmp"
+config "$etc/nova/nova.conf" nova-api nova-conductor nova-scheduler nova-compute <<CONF
+[DEFAULT]
+transport_url = $transport_url
+state_path = $OS_STATE/nova
+instances_path = $OS_STATE/nova/instances
+my_ip = 127.0.0.1
+host = lambda-os-compute-1
+compute_driver = fake.FakeDriver
+enabled_apis = osapi_compute
+osapi_compute_listen = 127.0.0.1
+osapi_compute_listen_port = 8774
+osapi_compute_workers = 1
+# Periodic tasks start at once rather than after a random delay of up to a minute.
+periodic_fuzzy_delay = 0
+[api]
+auth_strategy = keystone
+[api_database]
+connection = $(db nova_api)
+[database]
+connection = $(db nova)
+$(authtoken nova)
+[placement]
+region_name = RegionOne
+auth_type = password
+auth_url = $keystone_url/v3
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = nova
+password = $SERVICE_PASSWORD
+[glance]
+region_name = RegionOne
+[neutron]
+region_name = RegionOne
+[scheduler]
+# A new compute is mapped into the cell within seconds, without nova-manage discover_hosts.
+discover_hosts_in_cells_interval = 2
+[conductor]
+workers = 1
+[quota]
+# The default of 10 instances (and 20 cores, 50 GiB) is far below what a scaling test boots.
+instances = -1
+cores = -1
+ram = -1
+[wsgi]
+api_paste_config = /etc/nova/api-paste.ini
+[oslo_concurrency]
+lock_path = $OS_STATE/nova/tmp
+[oslo_messaging_notifications]
+driver = noop
+[vnc]
+enabled = false
+[cinder]
+os_region_name = RegionOne
+CONF
+nova_manage() { nova-manage --config-file "$etc/nova/nova.conf" "$@"; }
+init_nova() {
+  say "Nova: databases and cells"
+  nova_manage api_db sync
+  nova_manage cell_v2 list_cells | grep -q ' cell0 ' \
+    || nova_manage cell_v2 map_cell0 --database_connection "$(db nova_cell0)"
+  nova_manage cell_v2 list_cells | grep -q ' cell1 ' \
+    || nova_manage cell_v2 create_cell --name cell1 --verbose
+  nova_manage db sync
+}
+once nova init_nova >>"$OS_LOGS/nova-manage.log" 2>&1 \
+  || { tail -n 30 "$OS_LOGS/nova-manage.log" >&2; exit 1; }
+phase "Nova databases"
+for service in nova-api nova-conductor nova-scheduler nova-compute; do
+  restart_if_changed "$service"
+done
+if ! alive nova-api || ! http_up http://127.0.0.1:8774/; then
+  start nova-api nova-api --config-file "$etc/nova/nova.conf"
+fi
+for service in nova-conductor nova-scheduler; do
+  alive "$service" || start "$service" "$service" --config-file "$etc/nova/nova.conf"
+done
+# The nova-compute package would pull a hypervisor (libvirt, QEMU); the fake driver needs none,
+# so the service runs from python3-nova's own entry point.
+alive nova-compute || start nova-compute "$py" -c 'from nova.cmd.compute import main; main()' \
+  --config-file "$etc/nova/nova.conf"
+wait_http nova-api http://127.0.0.1:8774/
+catalogue flavor image compute
+phase "Nova services"
+
+free_mb=$(ps -o rss= -p "$(cat "$run_dir"/*.pid | tr '\n' ',' | sed 's/,$//')" \
+  | awk '{s += $1} END {print int(s / 1024)}')
+say "ready in $((SECONDS - total_start)) s: Keystone, Placement, Glance, Nova (fake driver) on" \
+  "127.0.0.1, ${free_mb} MiB resident; OS_CLIENT_CONFIG_FILE=$OS_STATE/clouds.yaml" \
+  "OS_CLOUD=lambda-os-test"
