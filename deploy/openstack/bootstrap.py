@@ -4,7 +4,7 @@ Run with Debian's /usr/bin/python3, whose keystoneauth1 comes with python3-nova,
 set-up needs neither the project's virtualenv nor the openstack command (whose start-up
 costs a second or two per call). Every step looks before it creates, so it can run again.
 
-    bootstrap.py services | image | flavor | compute
+    bootstrap.py services | image | flavor | network | compute
 """
 
 from __future__ import annotations
@@ -23,9 +23,13 @@ SERVICES = {
     "placement": ("placement", "placement", "http://127.0.0.1:8778"),
     "glance": ("image", "glance", "http://127.0.0.1:9292"),
     "nova": ("compute", "nova", "http://127.0.0.1:8774/v2.1"),
+    "neutron": ("network", "neutron", "http://127.0.0.1:9696"),
 }
 IMAGE = "lambda-os-host"
 FLAVOR = "lambda-os-host"
+NETWORK = "lambda-os-hosts"
+# Loopback addresses: whatever connects to a test host's address stays on this machine.
+CIDR = "127.77.0.0/24"
 
 
 def admin() -> session.Session:
@@ -99,6 +103,20 @@ def flavor(sess: session.Session) -> None:
         sess.post("/flavors", json=body, endpoint_filter=filt)
 
 
+def network(sess: session.Session) -> None:
+    """A shared network with one subnet, for boots that ask for a network."""
+    filt = {"service_type": "network", "interface": "public"}
+    found = sess.get(f"/v2.0/networks?name={NETWORK}", endpoint_filter=filt).json()["networks"]
+    if found and found[0]["subnets"]:
+        return
+    net = found[0] if found else sess.post(
+        "/v2.0/networks", json={"network": {"name": NETWORK, "shared": True}},
+        endpoint_filter=filt,
+    ).json()["network"]
+    subnet = {"name": NETWORK, "network_id": net["id"], "cidr": CIDR, "ip_version": 4}
+    sess.post("/v2.0/subnets", json={"subnet": subnet}, endpoint_filter=filt)
+
+
 def compute(sess: session.Session, timeout_s: float = 90.0) -> None:
     """Wait until a compute service is up and its host is mapped, so a boot can be scheduled."""
     filt = {"service_type": "compute", "interface": "public"}
@@ -115,7 +133,8 @@ def compute(sess: session.Session, timeout_s: float = 90.0) -> None:
 
 
 if __name__ == "__main__":
-    steps = {"services": services, "image": image, "flavor": flavor, "compute": compute}
+    steps = {"services": services, "image": image, "flavor": flavor, "network": network,
+             "compute": compute}
     admin_session = admin()
     for step in sys.argv[1:]:
         steps[step](admin_session)

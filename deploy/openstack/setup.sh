@@ -217,6 +217,8 @@ init_keystone() {
 once keystone init_keystone >>"$OS_LOGS/keystone-manage.log" 2>&1
 uwsgi_app() { # NAME PORT WSGI-FILE ENV=VALUE: one process, a few threads: a test cloud's load
   local name=$1 port=$2 app=$3 env=$4
+  # The WSGI file's path is part of the configuration: a new checkout must restart it.
+  echo "$app" >"$run_dir/$name.app"
   start "$name" uwsgi --plugin python3 --http-socket "127.0.0.1:$port" --wsgi-file "$app" \
     --master --processes 1 --threads 4 --enable-threads --lazy-apps --die-on-term \
     --buffer-size 65535 --add-header 'Connection: close' --env "$env" --procname-prefix "lambda-os-$name "
@@ -258,7 +260,8 @@ CONF
 catalogue() {
   ADMIN_PASSWORD=$ADMIN_PASSWORD SERVICE_PASSWORD=$SERVICE_PASSWORD "$py" "$here/bootstrap.py" "$@"
 }
-once catalogue catalogue services
+# Again whenever bootstrap.py changes (a service added to the catalogue, say).
+once "catalogue-$(sha1sum <"$here/bootstrap.py" | cut -c1-12)" catalogue services
 phase "Keystone users and endpoints"
 
 authtoken() { # USER: the [keystone_authtoken] section of a service
@@ -323,9 +326,25 @@ restart_if_changed glance
 if ! alive glance || ! http_up http://127.0.0.1:9292/; then
   start glance glance-api --config-file "$etc/glance/glance-api.conf"
 fi
+
+# --- Neutron: the project's stand-in (deploy/openstack/neutron.py), under uwsgi -----------------
+mkdir -p "$etc/neutron" "$OS_STATE/neutron"
+config "$etc/neutron/standin.json" neutron <<CONF
+{"state": "$OS_STATE/neutron/state.json",
+ "keystone_authtoken": {"www_authenticate_uri": "$keystone_url", "auth_url": "$keystone_url",
+  "auth_type": "password", "project_domain_name": "Default", "user_domain_name": "Default",
+  "project_name": "service", "username": "neutron", "password": "$SERVICE_PASSWORD"}}
+CONF
+[ "$(cat "$run_dir/neutron.app" 2>/dev/null)" = "$here/neutron.py" ] || changed+=(neutron)
+[ "$here/neutron.py" -nt "$run_dir/neutron.pid" ] && changed+=(neutron)
+restart_if_changed neutron
+if ! alive neutron || ! http_up http://127.0.0.1:9696/; then
+  uwsgi_app neutron 9696 "$here/neutron.py" "NEUTRON_STANDIN_CONF=$etc/neutron/standin.json"
+fi
 wait_http placement http://127.0.0.1:8778/
 wait_http glance http://127.0.0.1:9292/
-phase "Placement and Glance"
+wait_http neutron http://127.0.0.1:9696/
+phase "Placement, Glance and the Neutron stand-in"
 
 # --- Nova: api, conductor, scheduler, and one compute on the fake virt driver --------------------
 mkdir -p "$OS_STATE/nova/instances" "$OS_STATE/nova/tmp"
@@ -363,6 +382,13 @@ password = $SERVICE_PASSWORD
 region_name = RegionOne
 [neutron]
 region_name = RegionOne
+auth_type = password
+auth_url = $keystone_url/v3
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = neutron
+password = $SERVICE_PASSWORD
 [scheduler]
 # A new compute is mapped into the cell within seconds, without nova-manage discover_hosts.
 discover_hosts_in_cells_interval = 2
@@ -411,7 +437,7 @@ done
 alive nova-compute || start nova-compute "$py" -c 'from nova.cmd.compute import main; main()' \
   --config-file "$etc/nova/nova.conf"
 wait_http nova-api http://127.0.0.1:8774/
-catalogue flavor image compute
+catalogue flavor image network compute
 phase "Nova services"
 
 free_mb=$(ps -o rss= -p "$(cat "$run_dir"/*.pid | tr '\n' ',' | sed 's/,$//')" \
