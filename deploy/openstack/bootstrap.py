@@ -56,26 +56,39 @@ def one(sess: session.Session, collection: str, **filters: str) -> dict | None:
 
 def services(sess: session.Session) -> None:
     """The service project, one admin user per service, and each service's endpoints."""
-    project = one(sess, "projects", name="service") or identity(
-        sess, "POST", "/projects", json={"project": {"name": "service", "domain_id": "default"}}
-    ).json()["project"]
+    project = (
+        one(sess, "projects", name="service")
+        or identity(
+            sess, "POST", "/projects", json={"project": {"name": "service", "domain_id": "default"}}
+        ).json()["project"]
+    )
     role = one(sess, "roles", name="admin")
     for user_name, (kind, name, url) in SERVICES.items():
-        body = {"name": user_name, "domain_id": "default",
-                "password": os.environ["SERVICE_PASSWORD"]}
+        body = {
+            "name": user_name,
+            "domain_id": "default",
+            "password": os.environ["SERVICE_PASSWORD"],
+        }
         user = one(sess, "users", name=user_name)
         if user is None:
             user = identity(sess, "POST", "/users", json={"user": body}).json()["user"]
         else:  # the password may be new (state wiped but not the database, or the reverse)
             identity(sess, "PATCH", f"/users/{user['id']}", json={"user": body})
         identity(sess, "PUT", f"/projects/{project['id']}/users/{user['id']}/roles/{role['id']}")
-        service = one(sess, "services", type=kind) or identity(
-            sess, "POST", "/services", json={"service": {"type": kind, "name": name}}
-        ).json()["service"]
+        service = (
+            one(sess, "services", type=kind)
+            or identity(
+                sess, "POST", "/services", json={"service": {"type": kind, "name": name}}
+            ).json()["service"]
+        )
         for interface in ("public", "internal", "admin"):
             if one(sess, "endpoints", service_id=service["id"], interface=interface) is None:
-                endpoint = {"service_id": service["id"], "interface": interface,
-                            "url": url, "region_id": REGION}
+                endpoint = {
+                    "service_id": service["id"],
+                    "interface": interface,
+                    "url": url,
+                    "region_id": REGION,
+                }
                 identity(sess, "POST", "/endpoints", json={"endpoint": endpoint})
 
 
@@ -87,11 +100,14 @@ def image(sess: session.Session) -> None:
         return
     for stale in found:  # a half-made one from a run that was cut off
         sess.delete(f"/v2/images/{stale['id']}", endpoint_filter=filt)
-    body = {"name": IMAGE, "disk_format": "raw", "container_format": "bare",
-            "visibility": "public"}
+    body = {"name": IMAGE, "disk_format": "raw", "container_format": "bare", "visibility": "public"}
     made = sess.post("/v2/images", json=body, endpoint_filter=filt).json()
-    sess.put(f"/v2/images/{made['id']}/file", data=bytes(1024), endpoint_filter=filt,
-             headers={"Content-Type": "application/octet-stream"})
+    sess.put(
+        f"/v2/images/{made['id']}/file",
+        data=bytes(1024),
+        endpoint_filter=filt,
+        headers={"Content-Type": "application/octet-stream"},
+    )
 
 
 def flavor(sess: session.Session) -> None:
@@ -109,10 +125,15 @@ def network(sess: session.Session) -> None:
     found = sess.get(f"/v2.0/networks?name={NETWORK}", endpoint_filter=filt).json()["networks"]
     if found and found[0]["subnets"]:
         return
-    net = found[0] if found else sess.post(
-        "/v2.0/networks", json={"network": {"name": NETWORK, "shared": True}},
-        endpoint_filter=filt,
-    ).json()["network"]
+    net = (
+        found[0]
+        if found
+        else sess.post(
+            "/v2.0/networks",
+            json={"network": {"name": NETWORK, "shared": True}},
+            endpoint_filter=filt,
+        ).json()["network"]
+    )
     subnet = {"name": NETWORK, "network_id": net["id"], "cidr": CIDR, "ip_version": 4}
     sess.post("/v2.0/subnets", json={"subnet": subnet}, endpoint_filter=filt)
 
@@ -133,8 +154,13 @@ def compute(sess: session.Session, timeout_s: float = 90.0) -> None:
 
 
 if __name__ == "__main__":
-    steps = {"services": services, "image": image, "flavor": flavor, "network": network,
-             "compute": compute}
+    steps = {
+        "services": services,
+        "image": image,
+        "flavor": flavor,
+        "network": network,
+        "compute": compute,
+    }
     admin_session = admin()
     for step in sys.argv[1:]:
         steps[step](admin_session)

@@ -32,8 +32,13 @@ from urllib.parse import parse_qs
 # Aliases Nova looks for. Without "binding-extended" it binds a port by PUT, the older
 # path, which needs no binding objects here.
 EXTENSIONS = ("security-group", "quotas", "binding", "port-security", "project-id")
-KINDS = {"networks": "network", "subnets": "subnet", "ports": "port",
-         "security-groups": "security_group", "floatingips": "floatingip"}
+KINDS = {
+    "networks": "network",
+    "subnets": "subnet",
+    "ports": "port",
+    "security-groups": "security_group",
+    "floatingips": "floatingip",
+}
 
 
 class Store:
@@ -96,31 +101,50 @@ class Neutron:
         for group in groups.values():
             if group["name"] == "default" and group["project_id"] == project:
                 return group
-        group = {"id": str(uuid.uuid4()), "name": "default", "description": "default",
-                 "project_id": project, "tenant_id": project, "security_group_rules": [],
-                 "stateful": True, "tags": []}
+        group = {
+            "id": str(uuid.uuid4()),
+            "name": "default",
+            "description": "default",
+            "project_id": project,
+            "tenant_id": project,
+            "security_group_rules": [],
+            "stateful": True,
+            "tags": [],
+        }
         groups[group["id"]] = group
         return group
 
     def list(self, kind: str, project: str, filters: dict[str, list[str]]) -> dict:
         if kind == "security-groups":
             self.default_group(project)
-        items = [only(i, filters.get("fields", [])) for i in self.store.data[kind].values()
-                 if matches(i, filters)]
+        items = [
+            only(i, filters.get("fields", []))
+            for i in self.store.data[kind].values()
+            if matches(i, filters)
+        ]
         return {kind.replace("-", "_"): items}
 
     def show(self, kind: str, item_id: str) -> dict:
         item = self.store.data[kind].get(item_id)
         if item is None:
-            raise Error("404 Not Found", f"{KINDS[kind].title()}NotFound",
-                        f"{KINDS[kind]} {item_id} could not be found.")
+            raise Error(
+                "404 Not Found",
+                f"{KINDS[kind].title()}NotFound",
+                f"{KINDS[kind]} {item_id} could not be found.",
+            )
         return {KINDS[kind]: item}
 
     def create(self, kind: str, project: str, body: dict) -> dict:
         fields = dict(body[KINDS[kind]])
         project = fields.get("project_id") or fields.get("tenant_id") or project
-        base = {"id": str(uuid.uuid4()), "name": "", "project_id": project, "tenant_id": project,
-                "tags": [], "description": ""}
+        base = {
+            "id": str(uuid.uuid4()),
+            "name": "",
+            "project_id": project,
+            "tenant_id": project,
+            "tags": [],
+            "description": "",
+        }
         item = {**base, **getattr(self, "new_" + KINDS[kind])(fields, project), **fields}
         item["project_id"] = item["tenant_id"] = project
         self.store.data[kind][item["id"]] = item
@@ -146,31 +170,59 @@ class Neutron:
             self.store.data["networks"][item["network_id"]]["subnets"].remove(item_id)
 
     def new_network(self, fields: dict, project: str) -> dict:
-        return {"admin_state_up": True, "status": "ACTIVE", "subnets": [], "shared": False,
-                "mtu": 1500, "router:external": False, "port_security_enabled": True,
-                "provider:network_type": "local", "provider:physical_network": None,
-                "provider:segmentation_id": None, "availability_zones": ["nova"]}
+        return {
+            "admin_state_up": True,
+            "status": "ACTIVE",
+            "subnets": [],
+            "shared": False,
+            "mtu": 1500,
+            "router:external": False,
+            "port_security_enabled": True,
+            "provider:network_type": "local",
+            "provider:physical_network": None,
+            "provider:segmentation_id": None,
+            "availability_zones": ["nova"],
+        }
 
     def new_subnet(self, fields: dict, project: str) -> dict:
         if fields.get("network_id") not in self.store.data["networks"]:
             raise Error("404 Not Found", "NetworkNotFound", "network not found")
         net = ipaddress.ip_network(fields["cidr"])
         hosts = list(net.hosts())
-        return {"ip_version": net.version, "gateway_ip": str(hosts[0]), "enable_dhcp": False,
-                "allocation_pools": [{"start": str(hosts[1]), "end": str(hosts[-1])}],
-                "dns_nameservers": [], "host_routes": [], "ipv6_ra_mode": None,
-                "ipv6_address_mode": None, "subnetpool_id": None}
+        return {
+            "ip_version": net.version,
+            "gateway_ip": str(hosts[0]),
+            "enable_dhcp": False,
+            "allocation_pools": [{"start": str(hosts[1]), "end": str(hosts[-1])}],
+            "dns_nameservers": [],
+            "host_routes": [],
+            "ipv6_ra_mode": None,
+            "ipv6_address_mode": None,
+            "subnetpool_id": None,
+        }
 
     def new_port(self, fields: dict, project: str) -> dict:
         network = self.show("networks", fields["network_id"])["network"]
-        return {"admin_state_up": True, "status": "DOWN", "device_id": "", "device_owner": "",
-                "mac_address": "fa:16:3e:%02x:%02x:%02x" % tuple(random.randbytes(3)),
-                "fixed_ips": self.addresses(network, fields.get("fixed_ips")),
-                "security_groups": [self.default_group(project)["id"]],
-                "binding:host_id": "", "binding:vif_type": "unbound", "binding:vif_details": {},
-                "binding:vnic_type": "normal", "binding:profile": {},
-                "allowed_address_pairs": [], "extra_dhcp_opts": [], "dns_name": "",
-                "port_security_enabled": True, "qos_policy_id": None, "resource_request": None}
+        return {
+            "admin_state_up": True,
+            "status": "DOWN",
+            "device_id": "",
+            "device_owner": "",
+            "mac_address": "fa:16:3e:" + ":".join(f"{b:02x}" for b in random.randbytes(3)),
+            "fixed_ips": self.addresses(network, fields.get("fixed_ips")),
+            "security_groups": [self.default_group(project)["id"]],
+            "binding:host_id": "",
+            "binding:vif_type": "unbound",
+            "binding:vif_details": {},
+            "binding:vnic_type": "normal",
+            "binding:profile": {},
+            "allowed_address_pairs": [],
+            "extra_dhcp_opts": [],
+            "dns_name": "",
+            "port_security_enabled": True,
+            "qos_policy_id": None,
+            "resource_request": None,
+        }
 
     def addresses(self, network: dict, asked: Iterable[dict] | None) -> list[dict]:
         """The next free address of the network's first subnet, unless some were asked for."""
@@ -179,21 +231,29 @@ class Neutron:
         if not network["subnets"]:
             return []
         subnet = self.store.data["subnets"][network["subnets"][0]]
-        used = {ip["ip_address"] for port in self.store.data["ports"].values()
-                for ip in port["fixed_ips"]}
+        used = {
+            ip["ip_address"]
+            for port in self.store.data["ports"].values()
+            for ip in port["fixed_ips"]
+        }
         pool = subnet["allocation_pools"][0]
         start, end = ipaddress.ip_address(pool["start"]), ipaddress.ip_address(pool["end"])
         candidate = start
         while str(candidate) in used:
             candidate += 1
             if candidate > end:
-                raise Error("409 Conflict", "IpAddressGenerationFailure",
-                            f"no more addresses on network {network['id']}")
+                raise Error(
+                    "409 Conflict",
+                    "IpAddressGenerationFailure",
+                    f"no more addresses on network {network['id']}",
+                )
         return [{"subnet_id": subnet["id"], "ip_address": str(candidate)}]
 
 
-ROUTE = re.compile(r"^/v2\.0/(networks|subnets|ports|security-groups|floatingips)"
-                   r"(?:/([^/]+?))?(?:\.json)?/?$")
+ROUTE = re.compile(
+    r"^/v2\.0/(networks|subnets|ports|security-groups|floatingips)"
+    r"(?:/([^/]+?))?(?:\.json)?/?$"
+)
 
 
 def make_app(neutron: Neutron) -> Callable:
@@ -206,8 +266,10 @@ def make_app(neutron: Neutron) -> Callable:
         # answers health checks without a token; everything else needs a valid one.
         if path not in ("", "/") and environ.get("HTTP_X_IDENTITY_STATUS") != "Confirmed":
             data = b'{"error": {"code": 401, "title": "Unauthorized"}}'
-            start_response("401 Unauthorized", [("Content-Type", "application/json"),
-                                                ("Content-Length", str(len(data)))])
+            start_response(
+                "401 Unauthorized",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+            )
             return [data]
         try:
             with neutron.store.lock:
@@ -215,28 +277,47 @@ def make_app(neutron: Neutron) -> Callable:
                 if method != "GET":
                     neutron.store.save()
         except Error as exc:
-            status, body = exc.status, {"NeutronError": {"type": exc.kind,
-                                                         "message": exc.message, "detail": ""}}
+            status, body = (
+                exc.status,
+                {"NeutronError": {"type": exc.kind, "message": exc.message, "detail": ""}},
+            )
         data = b"" if body is None else json.dumps(body).encode()
-        start_response(status, [("Content-Type", "application/json"),
-                                ("Content-Length", str(len(data)))])
+        start_response(
+            status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        )
         return [data]
 
     return app
 
 
-def route(neutron: Neutron, method: str, path: str, project: str,
-          filters: dict[str, list[str]], environ: dict) -> tuple[str, Any]:
+def route(
+    neutron: Neutron,
+    method: str,
+    path: str,
+    project: str,
+    filters: dict[str, list[str]],
+    environ: dict,
+) -> tuple[str, Any]:
     if path in ("", "/"):
         return "200 OK", {"versions": [{"id": "v2.0", "status": "CURRENT", "links": []}]}
     if path.rstrip("/") in ("/v2.0/extensions", "/v2.0/extensions.json"):
-        return "200 OK", {"extensions": [{"alias": a, "name": a, "description": a,
-                                          "updated": "2013-01-01T00:00:00-00:00", "links": []}
-                                         for a in EXTENSIONS]}
+        return "200 OK", {
+            "extensions": [
+                {
+                    "alias": a,
+                    "name": a,
+                    "description": a,
+                    "updated": "2013-01-01T00:00:00-00:00",
+                    "links": [],
+                }
+                for a in EXTENSIONS
+            ]
+        }
     quota = re.match(r"^/v2\.0/quotas/([^/]+?)(?:\.json)?$", path)
     if quota and method == "GET":
-        return "200 OK", {"quota": {k: -1 for k in ("network", "subnet", "port",
-                                                    "security_group", "floatingip")}}
+        return "200 OK", {
+            "quota": {k: -1 for k in ("network", "subnet", "port", "security_group", "floatingip")}
+        }
     found = ROUTE.match(path)
     if not found:
         raise Error("404 Not Found", "HTTPNotFound", f"no resource at {path}")

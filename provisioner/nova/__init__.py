@@ -12,7 +12,7 @@ from lambda_os.settings import Settings, openstack_environment
 from provisioner.nova.auth import Credentials, from_clouds_yaml, from_environment, make_session
 from provisioner.nova.cloud import NovaCloud
 
-__all__ = ["NovaCloud", "connect", "credentials"]
+__all__ = ["NovaCloud", "connect", "credentials", "make_session"]
 
 
 def credentials(settings: Settings, os_variables: Mapping[str, str] | None = None) -> Credentials:
