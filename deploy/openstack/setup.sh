@@ -14,6 +14,7 @@ mkdir -p "$OS_STATE" "$OS_LOGS"
 chmod 711 "$OS_STATE"
 
 say() { printf '==> openstack: %s\n' "$*"; }
+trap 'echo "deploy/openstack/setup.sh failed at line $LINENO; logs in $OS_LOGS" >&2' ERR
 phase_start=$SECONDS
 phase() {
   local now=$SECONDS
@@ -178,12 +179,25 @@ make_rabbit() {
   fi
   rabbitmqctl -q set_permissions -p "$rabbit_vhost" "$rabbit_user" '.*' '.*' '.*'
 }
-once rabbitmq make_rabbit
 transport_url="rabbit://$rabbit_user:$RABBIT_PASSWORD@127.0.0.1:5672/$rabbit_vhost"
-phase "RabbitMQ vhost $rabbit_vhost"
 
-# --- Keystone: Debian's, under uwsgi ----------------------------------------------------------
 keystone_url=http://127.0.0.1:5000
+
+authtoken() { # USER: the [keystone_authtoken] section of a service
+  cat <<CONF
+[keystone_authtoken]
+www_authenticate_uri = $keystone_url
+auth_url = $keystone_url
+auth_type = password
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = $1
+password = $SERVICE_PASSWORD
+CONF
+}
+
+# --- configuration: every file first, so the slow schema steps can run side by side ---------
 config "$etc/keystone/keystone.conf" keystone <<CONF
 [DEFAULT]
 log_file = $OS_LOGS/keystone-app.log
@@ -201,84 +215,7 @@ key_repository = $OS_STATE/keystone/fernet-keys
 [credential]
 key_repository = $OS_STATE/keystone/credential-keys
 CONF
-keystone_manage() { keystone-manage --config-file "$etc/keystone/keystone.conf" "$@"; }
-init_keystone() {
-  say "Keystone: database, keys, bootstrap"
-  mkdir -p "$OS_STATE/keystone"
-  keystone_manage db_sync
-  keystone_manage fernet_setup --keystone-user root --keystone-group root
-  keystone_manage credential_setup --keystone-user root --keystone-group root
-  keystone_manage bootstrap --bootstrap-password "$ADMIN_PASSWORD" \
-    --bootstrap-username admin --bootstrap-project-name admin --bootstrap-role-name admin \
-    --bootstrap-service-name keystone --bootstrap-region-id RegionOne \
-    --bootstrap-admin-url "$keystone_url/v3/" --bootstrap-internal-url "$keystone_url/v3/" \
-    --bootstrap-public-url "$keystone_url/v3/"
-}
-once keystone init_keystone >>"$OS_LOGS/keystone-manage.log" 2>&1
-uwsgi_app() { # NAME PORT WSGI-FILE ENV=VALUE: one process, a few threads: a test cloud's load
-  local name=$1 port=$2 app=$3 env=$4
-  # The WSGI file's path is part of the configuration: a new checkout must restart it.
-  echo "$app" >"$run_dir/$name.app"
-  start "$name" uwsgi --plugin python3 --http-socket "127.0.0.1:$port" --wsgi-file "$app" \
-    --master --processes 1 --threads 4 --enable-threads --lazy-apps --die-on-term \
-    --buffer-size 65535 --add-header 'Connection: close' --env "$env" --procname-prefix "lambda-os-$name "
-}
-restart_if_changed keystone
-if ! alive keystone || ! http_up "$keystone_url/v3"; then
-  uwsgi_app keystone 5000 /usr/bin/keystone-wsgi-public "OS_KEYSTONE_CONFIG_DIR=$etc/keystone"
-fi
-wait_http keystone "$keystone_url/v3"
-phase "Keystone"
-
-# What the tests and the seam read: an openrc and a clouds.yaml for the admin user.
-config "$OS_STATE/admin-openrc" <<CONF
-export OS_AUTH_URL=$keystone_url/v3
-export OS_USERNAME=admin
-export OS_PASSWORD=$ADMIN_PASSWORD
-export OS_PROJECT_NAME=admin
-export OS_USER_DOMAIN_NAME=Default
-export OS_PROJECT_DOMAIN_NAME=Default
-export OS_REGION_NAME=RegionOne
-export OS_IDENTITY_API_VERSION=3
-CONF
-config "$OS_STATE/clouds.yaml" <<CONF
-clouds:
-  lambda-os-test:
-    auth:
-      auth_url: $keystone_url/v3
-      username: admin
-      password: $ADMIN_PASSWORD
-      project_name: admin
-      user_domain_name: Default
-      project_domain_name: Default
-    region_name: RegionOne
-    interface: public
-    identity_api_version: 3
-CONF
-
-# --- the service users, endpoints, and (later) the image and flavor ----------------------------
-catalogue() {
-  ADMIN_PASSWORD=$ADMIN_PASSWORD SERVICE_PASSWORD=$SERVICE_PASSWORD "$py" "$here/bootstrap.py" "$@"
-}
-# Again whenever bootstrap.py changes (a service added to the catalogue, say).
-once "catalogue-$(sha1sum <"$here/bootstrap.py" | cut -c1-12)" catalogue services
-phase "Keystone users and endpoints"
-
-authtoken() { # USER: the [keystone_authtoken] section of a service
-  cat <<CONF
-[keystone_authtoken]
-www_authenticate_uri = $keystone_url
-auth_url = $keystone_url
-auth_type = password
-project_domain_name = Default
-user_domain_name = Default
-project_name = service
-username = $1
-password = $SERVICE_PASSWORD
-CONF
-}
-
-# --- Placement ------------------------------------------------------------------------------------
+# Placement, under uwsgi
 config "$etc/placement/placement.conf" placement <<CONF
 [DEFAULT]
 log_file = $OS_LOGS/placement-app.log
@@ -288,13 +225,7 @@ connection = $(db placement)
 auth_strategy = keystone
 $(authtoken placement)
 CONF
-once placement placement-manage --config-file "$etc/placement/placement.conf" db sync
-restart_if_changed placement
-if ! alive placement || ! http_up http://127.0.0.1:8778/; then
-  uwsgi_app placement 8778 /usr/bin/placement-api "OS_PLACEMENT_CONFIG_DIR=$etc/placement"
-fi
-
-# --- Glance: eventlet glance-api, file store -----------------------------------------------------
+# Glance: eventlet glance-api, file store
 mkdir -p "$OS_STATE/glance"/{images,staging,tasks}
 config "$etc/glance/glance-api.conf" glance <<CONF
 [DEFAULT]
@@ -320,14 +251,7 @@ filesystem_store_datadir = $OS_STATE/glance/tasks
 [oslo_concurrency]
 lock_path = $OS_STATE/glance
 CONF
-once glance glance-manage --config-file "$etc/glance/glance-api.conf" db_sync \
-  >>"$OS_LOGS/glance-manage.log" 2>&1
-restart_if_changed glance
-if ! alive glance || ! http_up http://127.0.0.1:9292/; then
-  start glance glance-api --config-file "$etc/glance/glance-api.conf"
-fi
-
-# --- Neutron: the project's stand-in (deploy/openstack/neutron.py), under uwsgi -----------------
+# Neutron: the project's stand-in (deploy/openstack/neutron.py), under uwsgi
 mkdir -p "$etc/neutron" "$OS_STATE/neutron"
 config "$etc/neutron/standin.json" neutron <<CONF
 {"state": "$OS_STATE/neutron/state.json",
@@ -335,18 +259,7 @@ config "$etc/neutron/standin.json" neutron <<CONF
   "auth_type": "password", "project_domain_name": "Default", "user_domain_name": "Default",
   "project_name": "service", "username": "neutron", "password": "$SERVICE_PASSWORD"}}
 CONF
-[ "$(cat "$run_dir/neutron.app" 2>/dev/null)" = "$here/neutron.py" ] || changed+=(neutron)
-[ "$here/neutron.py" -nt "$run_dir/neutron.pid" ] && changed+=(neutron)
-restart_if_changed neutron
-if ! alive neutron || ! http_up http://127.0.0.1:9696/; then
-  uwsgi_app neutron 9696 "$here/neutron.py" "NEUTRON_STANDIN_CONF=$etc/neutron/standin.json"
-fi
-wait_http placement http://127.0.0.1:8778/
-wait_http glance http://127.0.0.1:9292/
-wait_http neutron http://127.0.0.1:9696/
-phase "Placement, Glance and the Neutron stand-in"
-
-# --- Nova: api, conductor, scheduler, and one compute on the fake virt driver --------------------
+# Nova
 mkdir -p "$OS_STATE/nova/instances" "$OS_STATE/nova/tmp"
 config "$etc/nova/nova.conf" nova-api nova-conductor nova-scheduler nova-compute <<CONF
 [DEFAULT]
@@ -410,6 +323,17 @@ enabled = false
 [cinder]
 os_region_name = RegionOne
 CONF
+
+# --- the database schemas and the RabbitMQ vhost, side by side while Keystone starts ---------
+jobs=()
+job_names=()
+background() { # NAME COMMAND...: its output in NAME's log; the script waits for it later
+  local name=$1
+  shift
+  ("$@") >>"$OS_LOGS/$name.log" 2>&1 &
+  jobs+=($!)
+  job_names+=("$name")
+}
 nova_manage() { nova-manage --config-file "$etc/nova/nova.conf" "$@"; }
 init_nova() {
   say "Nova: databases and cells"
@@ -420,9 +344,110 @@ init_nova() {
     || nova_manage cell_v2 create_cell --name cell1 --verbose
   nova_manage db sync
 }
-once nova init_nova >>"$OS_LOGS/nova-manage.log" 2>&1 \
-  || { tail -n 30 "$OS_LOGS/nova-manage.log" >&2; exit 1; }
-phase "Nova databases"
+background rabbitmq-setup once rabbitmq make_rabbit
+background placement-manage once placement \
+  placement-manage --config-file "$etc/placement/placement.conf" db sync
+background glance-manage once glance \
+  glance-manage --config-file "$etc/glance/glance-api.conf" db_sync
+background nova-manage once nova init_nova
+
+# --- Keystone: Debian's, under uwsgi -----------------------------------------------------------
+keystone_manage() { keystone-manage --config-file "$etc/keystone/keystone.conf" "$@"; }
+init_keystone() {
+  say "Keystone: database, keys, bootstrap"
+  mkdir -p "$OS_STATE/keystone"
+  keystone_manage db_sync
+  keystone_manage fernet_setup --keystone-user root --keystone-group root
+  keystone_manage credential_setup --keystone-user root --keystone-group root
+  keystone_manage bootstrap --bootstrap-password "$ADMIN_PASSWORD" \
+    --bootstrap-username admin --bootstrap-project-name admin --bootstrap-role-name admin \
+    --bootstrap-service-name keystone --bootstrap-region-id RegionOne \
+    --bootstrap-admin-url "$keystone_url/v3/" --bootstrap-internal-url "$keystone_url/v3/" \
+    --bootstrap-public-url "$keystone_url/v3/"
+}
+once keystone init_keystone >>"$OS_LOGS/keystone-manage.log" 2>&1
+uwsgi_app() { # NAME PORT WSGI-FILE ENV=VALUE: one process, a few threads: a test cloud's load
+  local name=$1 port=$2 app=$3 env=$4
+  # The WSGI file's path is part of the configuration: a new checkout must restart it.
+  echo "$app" >"$run_dir/$name.app"
+  start "$name" uwsgi --plugin python3 --http-socket "127.0.0.1:$port" --wsgi-file "$app" \
+    --master --processes 1 --threads 4 --enable-threads --lazy-apps --die-on-term \
+    --buffer-size 65535 --add-header 'Connection: close' --env "$env" --procname-prefix "lambda-os-$name "
+}
+restart_if_changed keystone
+if ! alive keystone || ! http_up "$keystone_url/v3"; then
+  uwsgi_app keystone 5000 /usr/bin/keystone-wsgi-public "OS_KEYSTONE_CONFIG_DIR=$etc/keystone"
+fi
+wait_http keystone "$keystone_url/v3"
+phase "Keystone"
+
+# What the tests and the seam read: an openrc and a clouds.yaml for the admin user.
+config "$OS_STATE/admin-openrc" <<CONF
+export OS_AUTH_URL=$keystone_url/v3
+export OS_USERNAME=admin
+export OS_PASSWORD=$ADMIN_PASSWORD
+export OS_PROJECT_NAME=admin
+export OS_USER_DOMAIN_NAME=Default
+export OS_PROJECT_DOMAIN_NAME=Default
+export OS_REGION_NAME=RegionOne
+export OS_IDENTITY_API_VERSION=3
+CONF
+config "$OS_STATE/clouds.yaml" <<CONF
+clouds:
+  lambda-os-test:
+    auth:
+      auth_url: $keystone_url/v3
+      username: admin
+      password: $ADMIN_PASSWORD
+      project_name: admin
+      user_domain_name: Default
+      project_domain_name: Default
+    region_name: RegionOne
+    interface: public
+    identity_api_version: 3
+CONF
+
+# --- the service users, endpoints, and (later) the image and flavor ----------------------------
+catalogue() {
+  ADMIN_PASSWORD=$ADMIN_PASSWORD SERVICE_PASSWORD=$SERVICE_PASSWORD "$py" "$here/bootstrap.py" "$@"
+}
+# Again whenever bootstrap.py changes (a service added to the catalogue, say).
+once "catalogue-$(sha1sum <"$here/bootstrap.py" | cut -c1-12)" catalogue services
+phase "Keystone users and endpoints"
+
+for i in "${!jobs[@]}"; do
+  wait "${jobs[i]}" || {
+    tail -n 30 "$OS_LOGS/${job_names[i]}.log" >&2
+    echo "${job_names[i]} failed" >&2
+    exit 1
+  }
+done
+phase "database schemas and RabbitMQ vhost"
+
+# --- Placement, Glance, Neutron -----------------------------------------------------------------
+restart_if_changed placement
+if ! alive placement || ! http_up http://127.0.0.1:8778/; then
+  uwsgi_app placement 8778 /usr/bin/placement-api "OS_PLACEMENT_CONFIG_DIR=$etc/placement"
+fi
+
+restart_if_changed glance
+if ! alive glance || ! http_up http://127.0.0.1:9292/; then
+  start glance glance-api --config-file "$etc/glance/glance-api.conf"
+fi
+
+[ "$(cat "$run_dir/neutron.app" 2>/dev/null)" = "$here/neutron.py" ] || changed+=(neutron)
+[ "$here/neutron.py" -nt "$run_dir/neutron.pid" ] && changed+=(neutron)
+restart_if_changed neutron
+if ! alive neutron || ! http_up http://127.0.0.1:9696/; then
+  uwsgi_app neutron 9696 "$here/neutron.py" "NEUTRON_STANDIN_CONF=$etc/neutron/standin.json"
+fi
+wait_http placement http://127.0.0.1:8778/
+wait_http glance http://127.0.0.1:9292/
+wait_http neutron http://127.0.0.1:9696/
+phase "Placement, Glance and the Neutron stand-in"
+
+
+# --- Nova: api, conductor, scheduler, and one compute on the fake virt driver ------------------
 for service in nova-api nova-conductor nova-scheduler nova-compute; do
   restart_if_changed "$service"
 done
