@@ -74,7 +74,11 @@ class Cloud(Protocol):
     """
 
     def boot(self, spec: ServerSpec) -> Server:
-        """Ask for a server and return it as first reported (usually ``BUILD``)."""
+        """Ask for a server and return it as first reported (usually ``BUILD``).
+
+        A ``TransientError`` does not prove that no server was made (the answer may
+        have been lost): look for the host id in ``servers()`` before booting it again.
+        """
         ...
 
     def servers(self) -> list[Server]:

@@ -37,6 +37,12 @@ class NovaCloud:
         region_name: str | None = None,
         interface: str | None = None,
     ) -> None:
+        # The platform is also a server tag, and Nova's tags are 1-60 characters without
+        # "/" or "," (a comma would split the list filter).
+        if not 0 < len(platform) <= 60 or "/" in platform or "," in platform:
+            raise PermanentError(
+                f"platform name {platform!r} must be 1-60 characters without '/' or ','"
+            )
         self.platform = platform
         self._nova = nova_client.Client(
             MICROVERSION,
@@ -71,8 +77,8 @@ class NovaCloud:
     def servers(self) -> list[Server]:
         """This platform's servers: the project's, filtered by the platform's metadata."""
         with converted("listing servers"):
-            # The tag narrows the list on the server side; the metadata decides, as a tag
-            # can be edited by anyone with the project's credentials and is not shown here.
+            # The tag narrows the list on Nova's side; the metadata, which the seam promises
+            # and which holds the host id, decides.
             found = self._nova.servers.list(search_opts={"tags": self.platform}, limit=-1)
         return [_server(s._info) for s in found if s.metadata.get(PLATFORM_KEY) == self.platform]
 

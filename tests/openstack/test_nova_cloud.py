@@ -76,7 +76,7 @@ def test_an_unknown_flavor_is_a_permanent_error_that_names_it(cloud, openstack_s
 
 
 def test_an_unknown_network_is_a_permanent_error(cloud, openstack_settings):
-    with pytest.raises(PermanentError):
+    with pytest.raises(PermanentError, match="network 'no-such-network' not found"):
         cloud.boot(spec(openstack_settings, network="no-such-network"))
 
 

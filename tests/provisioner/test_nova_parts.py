@@ -116,3 +116,12 @@ def test_a_refused_connection_is_transient_and_a_tls_failure_permanent():
         raise ks_exceptions.ConnectFailure("refused")
     with pytest.raises(PermanentError, match="TLS"), converted("listing servers"):
         raise ks_exceptions.SSLError("bad certificate")
+
+
+def test_a_platform_name_that_cannot_be_a_server_tag_is_refused():
+    from keystoneauth1 import session
+
+    from provisioner.nova import NovaCloud
+
+    with pytest.raises(PermanentError, match="without '/' or ','"):
+        NovaCloud(session.Session(), platform="a,b")
