@@ -58,10 +58,13 @@ done_dir=$OS_STATE/done
 mkdir -p "$run_dir" "$etc"/{keystone,placement,glance,nova} "$done_dir"
 py=/usr/bin/python3 # Debian's, where python3-nova and friends are installed
 
-alive() { # NAME: its recorded process is running
+started_at() { # PID: the kernel's start time of the process, so a reused pid is told apart
+  awk '{print $22}' "/proc/$1/stat" 2>/dev/null
+}
+alive() { # NAME: its recorded process is still the one this script started
   local pid
   pid=$(cat "$run_dir/$1.pid" 2>/dev/null) || return 1
-  kill -0 "$pid" 2>/dev/null
+  [ -n "$pid" ] && [ "$(started_at "$pid")" = "$(cat "$run_dir/$1.started" 2>/dev/null)" ]
 }
 start() { # NAME COMMAND...: in its own session, so it outlives this script and its terminal
   local name=$1
@@ -69,17 +72,18 @@ start() { # NAME COMMAND...: in its own session, so it outlives this script and 
   say "starting $name (log $OS_LOGS/$name.log)"
   setsid nohup "$@" >>"$OS_LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$run_dir/$name.pid"
+  started_at $! >"$run_dir/$name.started"
 }
 stop() { # NAME: end the process this script started, and wait until it is gone
   local pid
   pid=$(cat "$run_dir/$1.pid" 2>/dev/null) || return 0
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$1"; then
     say "restarting $1: its configuration changed"
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL -- "-$pid" 2>/dev/null || true
   fi
-  rm -f "$run_dir/$1.pid"
+  rm -f "$run_dir/$1.pid" "$run_dir/$1.started"
 }
 changed=()
 config() { # FILE SERVICE...: write stdin to FILE; when it differs, the services must restart

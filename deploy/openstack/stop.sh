@@ -10,13 +10,15 @@ for pid_file in "$run_dir"/*.pid; do
   name=$(basename "$pid_file" .pid)
   [ "$name" = mariadbd ] && continue # mariadbd's own pid file; the group is "mariadb"
   pid=$(cat "$pid_file")
-  if kill -0 "$pid" 2>/dev/null; then
+  started=$(awk '{print $22}' "/proc/$pid/stat" 2>/dev/null || true)
+  # Only the process setup.sh started: after a reboot the pid may belong to another.
+  if [ -n "$started" ] && [ "$started" = "$(cat "$run_dir/$name.started" 2>/dev/null)" ]; then
     echo "==> stopping $name ($pid)"
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL -- "-$pid" 2>/dev/null || true
   fi
-  rm -f "$pid_file"
+  rm -f "$pid_file" "$run_dir/$name.started"
 done
 if [ "${1:-}" = --wipe ]; then
   rabbitmqctl -q delete_vhost lambda-os-openstack 2>/dev/null || true
