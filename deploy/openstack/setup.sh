@@ -27,7 +27,7 @@ total_start=$SECONDS
 # The service packages bring Debian's config, users and command-line tools; nova-compute is left
 # out because it pulls a hypervisor: the fake driver runs from python3-nova alone.
 packages=(mariadb-server keystone placement-api glance-api nova-api nova-conductor
-  nova-scheduler python3-nova uwsgi-core uwsgi-plugin-python3 python3-pymysql)
+  nova-scheduler python3-nova uwsgi-core uwsgi-plugin-python3 python3-pymysql curl openssl)
 need=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
