@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a small real OpenStack on this one Debian machine, as root, for the Nova seam's tests:
-# MariaDB, Keystone, Placement, Glance and Nova (api, conductor, scheduler, and a compute on the
-# fake virt driver), each in its own session so it outlives this script. Idempotent: a second
+# MariaDB, Keystone, Placement, Glance, a Neutron stand-in (neutron.py) and Nova (api, conductor,
+# scheduler, and a compute on the fake virt driver), each in its own session so it outlives this
+# script. Idempotent: a second
 # run finds every service answering and only checks. Config and state live under $OS_STATE,
 # logs under $OS_LOGS; it writes $OS_STATE/clouds.yaml (cloud lambda-os-test) and admin-openrc.
 set -euo pipefail
@@ -450,7 +451,6 @@ wait_http glance http://127.0.0.1:9292/
 wait_http neutron http://127.0.0.1:9696/
 phase "Placement, Glance and the Neutron stand-in"
 
-
 # --- Nova: api, conductor, scheduler, and one compute on the fake virt driver ------------------
 for service in nova-api nova-conductor nova-scheduler nova-compute; do
   restart_if_changed "$service"
@@ -469,8 +469,12 @@ wait_http nova-api http://127.0.0.1:8774/
 catalogue flavor image network compute
 phase "Nova services"
 
-free_mb=$(ps -o rss= -p "$(cat "$run_dir"/*.pid | tr '\n' ',' | sed 's/,$//')" \
-  | awk '{s += $1} END {print int(s / 1024)}')
-say "ready in $((SECONDS - total_start)) s: Keystone, Placement, Glance, Nova (fake driver) on" \
-  "127.0.0.1, ${free_mb} MiB resident; OS_CLIENT_CONFIG_FILE=$OS_STATE/clouds.yaml" \
-  "OS_CLOUD=lambda-os-test"
+# Each service leads its own session; its workers (uwsgi's, eventlet's forks) are in it too.
+sessions=$(for f in "$run_dir"/*.pid; do [ "$f" = "$run_dir/mariadbd.pid" ] || cat "$f"; done \
+  | paste -sd,)
+memory_mb=$(for pid in $(ps -o pid= -s "$sessions"); do
+  awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null
+done | awk '{s += $1} END {print int(s / 1024)}')
+say "ready in $((SECONDS - total_start)) s: MariaDB, Keystone, Placement, Glance, the Neutron" \
+  "stand-in and Nova (fake driver) on 127.0.0.1, ${memory_mb} MiB (PSS);" \
+  "OS_CLIENT_CONFIG_FILE=$OS_STATE/clouds.yaml OS_CLOUD=lambda-os-test"
