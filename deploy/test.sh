@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Sets up what is missing (deploy/setup.sh), runs the test suite against the real RabbitMQ and
-# Docker Engine, then starts `lambda-os standalone` on its own port and queue and runs the
-# bundled harness (python -m testing_service) against it. Extra arguments go to pytest.
+# Sets up what is missing (deploy/setup.sh, and the local test cloud of deploy/openstack/setup.sh),
+# runs the test suite against the real RabbitMQ, Docker Engine and OpenStack, then starts
+# `lambda-os standalone` on its own port and queue and runs the bundled harness
+# (python -m testing_service) against it. Extra arguments go to pytest.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 "$repo/deploy/setup.sh"
+# The Nova seam's tests (marker openstack) boot servers on it; quick when it is already up.
+"$repo/deploy/openstack/setup.sh"
 
 echo "==> pytest"
 # pytest exits 5 when it ran no test: that is a failure here too, and set -e sees it.

@@ -51,6 +51,12 @@ class Settings:
     heartbeat_interval_s: float = 3.0
     host_lost_after: int = 3
     log_level: str = "INFO"
+    os_cloud: str | None = None
+    os_client_config_file: str | None = None
+    cloud_image: str = "lambda-os-host"
+    cloud_flavor: str = "lambda-os-host"
+    cloud_network: str | None = None
+    cloud_platform: str = "lambda-os"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -234,7 +240,48 @@ OPTIONS: tuple[Option, ...] = (
         "LAMBDA_OS_LOG_LEVEL",
         "logging level (DEBUG, INFO, WARNING, ERROR)",
     ),
+    Option(
+        "os_cloud",
+        "OS_CLOUD",
+        "the clouds.yaml entry whose credentials the Nova hosts are managed with; when unset, "
+        "the usual OS_* variables (OS_AUTH_URL, OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME, ...)",
+    ),
+    Option(
+        "os_client_config_file",
+        "OS_CLIENT_CONFIG_FILE",
+        "the clouds.yaml to read; when unset, ./clouds.yaml, ~/.config/openstack/clouds.yaml "
+        "and /etc/openstack/clouds.yaml, the first that exists",
+    ),
+    Option("cloud_image", "LAMBDA_OS_CLOUD_IMAGE", "image (name or id) Nova hosts boot from"),
+    Option("cloud_flavor", "LAMBDA_OS_CLOUD_FLAVOR", "flavor (name or id) of Nova hosts"),
+    Option(
+        "cloud_network",
+        "LAMBDA_OS_CLOUD_NETWORK",
+        "network (name or id) Nova hosts are attached to; when unset, they boot with none",
+    ),
+    Option(
+        "cloud_platform",
+        "LAMBDA_OS_CLOUD_PLATFORM",
+        "the name in each Nova host's metadata that marks it as this platform's: servers "
+        "without it are never listed or deleted",
+    ),
 )
+
+
+def openstack_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The OS_* variables that describe credentials, for when no clouds.yaml entry is named.
+
+    They are the OpenStack tools' own convention (an admin-openrc sets them), too many
+    and too open-ended for one option each, so they pass through as they are, keyed by
+    the lower-case name without ``OS_`` (``OS_AUTH_URL`` -> ``auth_url``).
+    """
+    env = os.environ if env is None else env
+    own = {option.env for option in OPTIONS}
+    return {
+        name[3:].lower(): value
+        for name, value in env.items()
+        if name.startswith("OS_") and name not in own and value != ""
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

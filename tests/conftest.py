@@ -9,13 +9,20 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from lambda_os.catalogue import Catalogue, connect
 from lambda_os.catalogue_server import CatalogueServer, CatalogueServerError, find_binary
+from lambda_os.settings import Settings
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+# deploy/openstack/setup.sh writes this clouds.yaml, with the cloud lambda-os-test in it.
+OPENSTACK_CLOUDS_YAML = os.environ.get(
+    "OS_CLIENT_CONFIG_FILE", "/var/lib/lambda-os/openstack/clouds.yaml"
+)
+OPENSTACK_CLOUD = os.environ.get("OS_CLOUD", "lambda-os-test")
 RUNTIME_IMAGE = (
     os.environ.get("LAMBDA_OS_RUNTIME_IMAGE_PREFIX", "lambda-os/runtime") + ":python3.11"
 )
@@ -112,3 +119,30 @@ def runtime_image(docker_client) -> str:
 def unique(prefix: str) -> str:
     """A name no other test or run uses, for queues and functions."""
     return f"{prefix}.{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def openstack_settings() -> Settings:
+    """Settings naming a reachable OpenStack cloud (the local test cloud unless OS_CLOUD says).
+
+    Its project's token is fetched once here, so a cloud that is down skips or fails
+    the suite at once instead of test by test.
+    """
+    from keystoneauth1 import exceptions as ks_exceptions
+
+    from lambda_os.errors import LambdaError
+    from provisioner.nova import credentials, make_session
+
+    if not Path(OPENSTACK_CLOUDS_YAML).is_file():
+        missing(
+            f"no test cloud: {OPENSTACK_CLOUDS_YAML} is missing (run deploy/openstack/setup.sh)"
+        )
+    settings = Settings(os_cloud=OPENSTACK_CLOUD, os_client_config_file=OPENSTACK_CLOUDS_YAML)
+    try:
+        session = make_session(credentials(settings), timeout_s=10)
+        session.get_token()
+    except LambdaError as exc:
+        missing(f"the test cloud {OPENSTACK_CLOUD} is not usable: {exc}")
+    except ks_exceptions.ClientException as exc:  # raw: no seam converts a bare token fetch
+        missing(f"the test cloud {OPENSTACK_CLOUD} does not answer: {exc!r}")
+    return settings
