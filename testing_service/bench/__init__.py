@@ -1,4 +1,4 @@
-"""``lambda-os bench``: the platform measured side by side with what it replaces (issue #7).
+"""``lambda-os bench``: the platform measured side by side with what it replaces.
 
 One command, on one machine, prints a table and writes a JSON file:
 

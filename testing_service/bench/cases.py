@@ -1,4 +1,4 @@
-"""The seven cases of issue #7, each a function from the options to a dict of figures.
+"""The seven cases of the benchmark, each a function from the options to a dict of figures.
 
 Every case builds what it needs on queues and containers of its own, bounds
 itself by count and time, and removes what it made; see the package docstring

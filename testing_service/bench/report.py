@@ -1,4 +1,4 @@
-"""The targets of issue #7, the ratios against cases 1, 5 and 6, and the printed table."""
+"""The speed targets, the ratios against cases 1, 5 and 6, and the printed table."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def ratios(cases: dict[str, Any]) -> dict[str, Any]:
 
 
 def targets(cases: dict[str, Any], ratio: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue #7 with the measured figure and whether it is met (None: not run)."""
+    """Each speed target with the measured figure and whether it is met (None: not run)."""
     memory = cases.get("memory") or {}
     growth_100k = None
     if memory.get("events"):
