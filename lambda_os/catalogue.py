@@ -745,14 +745,7 @@ class Catalogue:
         stays running: the listener that gets the work takes it over
         (``acquire_execution``).
         """
-        condition: dict[str, Any] = {
-            "_id": record.id,
-            "status": record.status,
-            "attempt": record.attempt,
-            "leased_by": record.leased_by,
-            "lease_until": record.lease_until,
-            "requeued_at": record.requeued_at,
-        }
+        condition = {**_as_read(record), "requeued_at": record.requeued_at}
         changes: dict[str, Any] = {"requeued_at": now}
         with _converted():
             result = self._executions.update_one(condition, {"$set": changes})
@@ -763,13 +756,7 @@ class Catalogue:
 
         Keyed on the state the sweeper read, as ``mark_swept`` is.
         """
-        condition = {
-            "_id": record.id,
-            "status": record.status,
-            "attempt": record.attempt,
-            "leased_by": record.leased_by,
-            "lease_until": record.lease_until,
-        }
+        condition = _as_read(record)
         with _converted():
             stored = ExecutionRecord.stored_changes({"error": error})
             changes = {"status": "failed", **stored, "finished_at": self._clock(), **_NO_LEASE}
@@ -831,13 +818,7 @@ class Catalogue:
         server's clock (``$currentDate``), so every router ranks placements in the
         order the server applied them (``placed_before``).
         """
-        condition = {
-            "_id": record.id,
-            "status": record.status,
-            "attempt": record.attempt,
-            "leased_by": record.leased_by,
-            "lease_until": record.lease_until,
-        }
+        condition = _as_read(record)
         with _converted():
             doc = self._executions.find_one_and_update(
                 condition,
@@ -1084,6 +1065,17 @@ class Catalogue:
         items = [record_type.from_document(doc) for doc in docs[:limit]]
         next_marker = items[-1].id if len(docs) > limit else None
         return Page(items, next_marker)
+
+
+def _as_read(record: ExecutionRecord) -> dict[str, Any]:
+    """The condition that a stored execution is still in the state ``record`` was read in."""
+    return {
+        "_id": record.id,
+        "status": record.status,
+        "attempt": record.attempt,
+        "leased_by": record.leased_by,
+        "lease_until": record.lease_until,
+    }
 
 
 def _version_id(function_id: str, version: int) -> str:
