@@ -1,0 +1,173 @@
+"""The scaling rules on plain data: hosts, servers and a clock, no cloud and no catalogue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from lambda_os.records import HostRecord
+from provisioner.cloud import HOST_ID_KEY, PLATFORM_KEY, Server
+from provisioner.scaling import (
+    BOOT,
+    DELETE,
+    DRAIN,
+    NOTHING,
+    REPLACE,
+    Policy,
+    Situation,
+    decide,
+    memory_load,
+)
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+POLICY = Policy(min_hosts=1, max_hosts=3, cooldown_s=60, register_grace_s=300)
+
+
+def host(host_id: str, free: int = 2000, total: int = 4000, running: int = 0, state="active"):
+    return HostRecord(
+        id=host_id,
+        queue=f"q.{host_id}",
+        server_id=f"srv-{host_id}",
+        state=state,
+        memory_total_mb=total,
+        free_memory_mb=free,
+        running=running,
+        heartbeat_at=NOW,
+    )
+
+
+def server(host_id: str, age_s: float = 600, status: str = "ACTIVE") -> Server:
+    return Server(
+        id=f"srv-{host_id}",
+        name=host_id,
+        status=status,
+        metadata={PLATFORM_KEY: "p", HOST_ID_KEY: host_id},
+        addresses={},
+        created=NOW - timedelta(seconds=age_s),
+    )
+
+
+def situation(hosts, servers=None, placed=None, **more) -> Situation:
+    if servers is None:
+        servers = [server(h.id) for h in hosts]
+    return Situation(hosts=hosts, servers=servers, now=NOW, placed=placed or {}, **more)
+
+
+def test_memory_load_is_the_share_of_memory_in_use():
+    assert memory_load([host("a", free=1000), host("b", free=3000)]) == 0.5
+    assert memory_load([]) is None
+
+
+def test_load_within_the_marks_does_nothing():
+    decision = decide(situation([host("a", free=2000)]), POLICY)
+    assert decision.action == NOTHING
+    assert "within the marks" in decision.reason
+
+
+def test_no_hosts_at_all_boots_one_to_reach_the_minimum():
+    decision = decide(situation([]), POLICY)
+    assert decision.action == BOOT
+    assert "minimum" in decision.reason
+
+
+def test_load_above_the_high_mark_boots_a_host():
+    decision = decide(situation([host("a", free=800)]), POLICY)
+    assert decision.action == BOOT
+    assert "above the high mark" in decision.reason
+
+
+def test_load_above_the_high_mark_at_the_maximum_boots_nothing():
+    hosts = [host(h, free=100) for h in "abc"]
+    decision = decide(situation(hosts), POLICY)
+    assert decision.action == NOTHING
+    assert "maximum" in decision.reason
+
+
+def test_a_booted_server_not_yet_registered_counts_so_no_second_one_is_booted():
+    decision = decide(
+        situation([host("a", free=100)], [server("a"), server("b", age_s=10)]), POLICY
+    )
+    assert decision.action == NOTHING
+    assert "yet to register" in decision.reason
+
+
+def test_no_boot_within_the_cooldown_of_the_last_change():
+    recent = NOW - timedelta(seconds=30)
+    decision = decide(situation([host("a", free=100)], last_scaled_at=recent), POLICY)
+    assert decision.action == NOTHING
+    assert "cooling down" in decision.reason
+
+
+def test_an_execution_waiting_too_long_boots_a_host_even_at_low_memory_load():
+    waiting = NOW - timedelta(seconds=POLICY.waiting_after_s + 1)
+    decision = decide(situation([host("a", free=3000)], oldest_queued_at=waiting), POLICY)
+    assert decision.action == BOOT
+    assert "waited" in decision.reason
+
+
+def test_load_below_the_low_mark_drains_the_least_loaded_host():
+    hosts = [host("a", free=3000), host("b", free=3900), host("c", free=3500)]
+    decision = decide(situation(hosts), POLICY)
+    assert (decision.action, decision.host_id, decision.server_id) == (DRAIN, "b", "srv-b")
+    assert "below the low mark" in decision.reason
+
+
+def test_a_host_with_running_executions_is_never_drained():
+    hosts = [host("a", free=3000), host("b", free=3900, running=1)]
+    decision = decide(situation(hosts), POLICY)
+    assert decision.host_id == "a"
+
+
+def test_a_host_with_executions_placed_on_it_is_never_drained():
+    hosts = [host("a", free=3900), host("b", free=3900)]
+    decision = decide(situation(hosts, placed={"a": 1, "b": 2}), POLICY)
+    assert decision.action == NOTHING
+    assert "every host runs something" in decision.reason
+
+
+def test_the_minimum_host_is_never_drained():
+    decision = decide(situation([host("a", free=4000)]), POLICY)
+    assert decision.action == NOTHING
+
+
+def test_no_drain_that_would_push_the_others_above_the_high_mark():
+    # 10 % in use overall, but all of it on the small host that would be left.
+    hosts = [host("a", free=0, total=1000), host("b", free=9000, total=9000)]
+    decision = decide(situation(hosts), POLICY)
+    assert decision.action == NOTHING
+    assert "without b it would be 100%" in decision.reason
+
+
+def test_a_drained_idle_host_has_its_server_deleted():
+    hosts = [host("a"), host("b", state="draining")]
+    decision = decide(situation(hosts), POLICY)
+    assert (decision.action, decision.host_id, decision.server_id) == (DELETE, "b", "srv-b")
+    assert "drained and idle" in decision.reason
+
+
+def test_a_draining_host_that_still_runs_keeps_its_server():
+    hosts = [host("a"), host("b", state="draining", running=1)]
+    assert decide(situation(hosts), POLICY).action == NOTHING
+
+
+def test_an_active_host_whose_server_was_deleted_is_replaced():
+    hosts = [host("a"), host("b")]
+    decision = decide(situation(hosts, servers=[server("a")]), POLICY)
+    assert (decision.action, decision.host_id, decision.server_id) == (REPLACE, "b", "srv-b")
+    assert "gone from the cloud" in decision.reason
+
+
+def test_a_host_without_a_server_id_is_not_the_clouds_to_replace():
+    manual = HostRecord(id="m", queue="q.m", memory_total_mb=4000, free_memory_mb=2000)
+    assert decide(situation([manual], servers=[]), POLICY).action == NOTHING
+
+
+def test_a_server_that_never_registered_within_the_grace_period_is_deleted():
+    decision = decide(situation([host("a")], [server("a"), server("b", age_s=301)]), POLICY)
+    assert (decision.action, decision.server_id) == (DELETE, "srv-b")
+    assert "never registered" in decision.reason
+
+
+def test_a_server_in_error_is_deleted():
+    decision = decide(situation([host("a")], [server("a"), server("b", status="ERROR")]), POLICY)
+    assert (decision.action, decision.server_id) == (DELETE, "srv-b")
+    assert "ERROR" in decision.reason
