@@ -57,6 +57,14 @@ class Settings:
     cloud_flavor: str = "lambda-os-host"
     cloud_network: str | None = None
     cloud_platform: str = "lambda-os"
+    scale_high_mark: float = 0.70
+    scale_low_mark: float = 0.30
+    scale_min_hosts: int = 1
+    scale_max_hosts: int = 4
+    scale_cooldown_s: float = 120.0
+    scale_register_grace_s: float = 300.0
+    scale_waiting_after_s: float = 60.0
+    scale_interval_s: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -264,6 +272,41 @@ OPTIONS: tuple[Option, ...] = (
         "LAMBDA_OS_CLOUD_PLATFORM",
         "the name in each Nova host's metadata that marks it as this platform's: servers "
         "without it are never listed or deleted",
+    ),
+    Option(
+        "scale_high_mark",
+        "LAMBDA_OS_SCALE_HIGH_MARK",
+        "`controller`: share of the active hosts' memory in use (0-1) above which it boots a host",
+    ),
+    Option(
+        "scale_low_mark",
+        "LAMBDA_OS_SCALE_LOW_MARK",
+        "`controller`: share of memory in use below which it drains the least loaded idle host",
+    ),
+    Option("scale_min_hosts", "LAMBDA_OS_SCALE_MIN_HOSTS", "`controller`: fewest Nova hosts kept"),
+    Option("scale_max_hosts", "LAMBDA_OS_SCALE_MAX_HOSTS", "`controller`: most Nova hosts booted"),
+    Option(
+        "scale_cooldown_s",
+        "LAMBDA_OS_SCALE_COOLDOWN_S",
+        "`controller`: seconds after a boot or drain before the next one, so a change shows "
+        "in the heartbeats before it is judged again",
+    ),
+    Option(
+        "scale_register_grace_s",
+        "LAMBDA_OS_SCALE_REGISTER_GRACE_S",
+        "`controller`: seconds a booted server may take to register its worker before it is "
+        "deleted as broken",
+    ),
+    Option(
+        "scale_waiting_after_s",
+        "LAMBDA_OS_SCALE_WAITING_AFTER_S",
+        "`controller`: seconds an execution may stay queued before a host is booted whatever "
+        "the memory load",
+    ),
+    Option(
+        "scale_interval_s",
+        "LAMBDA_OS_SCALE_INTERVAL_S",
+        "`controller`: seconds between its reconcile passes",
     ),
 )
 

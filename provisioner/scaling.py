@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from lambda_os.records import HostRecord
+from lambda_os.settings import Settings
 from provisioner.cloud import Server
 
 BOOT = "boot"
@@ -53,6 +54,18 @@ class Policy:
     cooldown_s: float = 120.0
     register_grace_s: float = 300.0
     waiting_after_s: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(
+            high_mark=settings.scale_high_mark,
+            low_mark=settings.scale_low_mark,
+            min_hosts=settings.scale_min_hosts,
+            max_hosts=settings.scale_max_hosts,
+            cooldown_s=settings.scale_cooldown_s,
+            register_grace_s=settings.scale_register_grace_s,
+            waiting_after_s=settings.scale_waiting_after_s,
+        )
 
 
 @dataclass(frozen=True)

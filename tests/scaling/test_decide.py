@@ -171,3 +171,10 @@ def test_a_server_in_error_is_deleted():
     decision = decide(situation([host("a")], [server("a"), server("b", status="ERROR")]), POLICY)
     assert (decision.action, decision.server_id) == (DELETE, "srv-b")
     assert "ERROR" in decision.reason
+
+
+def test_the_policy_comes_from_the_settings_scale_options():
+    from lambda_os.settings import Settings
+
+    policy = Policy.from_settings(Settings(scale_high_mark=0.8, scale_max_hosts=9))
+    assert (policy.high_mark, policy.max_hosts, policy.low_mark) == (0.8, 9, 0.3)
