@@ -22,6 +22,8 @@ Layout:
 - ``hosts``: the cluster's hosts (``lambda-os worker``), one document each, ``_id``
   = host id, changed only through ``HOST_TRANSITIONS``; ``routers``: the live
   routers (cluster-mode listeners), which split every host's slots among them.
+- ``scaling_events``: the scaling controller's decisions with their reasons; ids
+  begin with the time, so listings come newest first by ``_id``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from lambda_os.records import (
     HostRecord,
     Lease,
     RouterRecord,
+    ScalingEvent,
     execution_id_for,
     utcnow,
     with_changes,
@@ -59,7 +62,15 @@ from lambda_os.records import (
 
 ASCENDING = pymongo.ASCENDING
 # The catalogue's own collections (GridFS keeps packages in two more).
-COLLECTIONS = ("functions", "function_versions", "executions", "deadletters", "hosts", "routers")
+COLLECTIONS = (
+    "functions",
+    "function_versions",
+    "executions",
+    "deadletters",
+    "hosts",
+    "routers",
+    "scaling_events",
+)
 _SEQUENCE = itertools.count()
 
 
@@ -162,6 +173,7 @@ class Catalogue:
         self._deadletters = database["deadletters"]
         self._hosts = database["hosts"]
         self._routers = database["routers"]
+        self._scaling_events = database["scaling_events"]
         self._packages = gridfs.GridFS(database, collection="packages")
         self._clock = clock
         self._ids = ids
@@ -989,6 +1001,44 @@ class Catalogue:
         """A router stopping cleanly: the others take its share at once."""
         with _converted():
             self._routers.delete_one({"_id": router_id})
+
+    def oldest_queued_at(self, now: datetime) -> datetime | None:
+        """When the oldest execution still waiting to run was created; None if none waits.
+
+        Executions queued for a retry later than ``now`` are not waiting yet.
+        """
+        query = {
+            "status": "queued",
+            "$or": [{"retry_at": None}, {"retry_at": {"$lte": now}}],
+        }
+        with _converted():
+            docs = list(
+                self._executions.find(query, {"created_at": 1}).sort("created_at", 1).limit(1)
+            )
+        return docs[0].get("created_at") if docs else None
+
+    # -- scaling events: the controller's decisions ---------------------------
+
+    def add_scaling_event(self, record: ScalingEvent) -> ScalingEvent:
+        """Store one of the controller's decisions; ``id`` and ``at`` are given if empty."""
+        now = record.at or self._clock()
+        record = dataclasses.replace(record, id=record.id or self._dead_letter_id(now), at=now)
+        with _converted():
+            self._scaling_events.insert_one(record.to_document())
+        return record
+
+    def list_scaling_events(self, limit: int = 100) -> list[ScalingEvent]:
+        """The controller's latest decisions, newest first."""
+        with _converted():
+            docs = list(self._scaling_events.find({}).sort("_id", pymongo.DESCENDING).limit(limit))
+        return [ScalingEvent.from_document(doc) for doc in docs]
+
+    def last_scaled_at(self, actions: Iterable[str]) -> datetime | None:
+        """When the controller last applied one of ``actions`` without an error (the cooldown)."""
+        query = {"action": {"$in": list(actions)}, "error": None}
+        with _converted():
+            docs = list(self._scaling_events.find(query).sort("_id", pymongo.DESCENDING).limit(1))
+        return docs[0]["at"] if docs else None
 
     # -- dead letters ------------------------------------------------------
 

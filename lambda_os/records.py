@@ -364,3 +364,26 @@ class HostBeat:
     free_slots: int
     running: int
     warm: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScalingEvent(Stored):
+    """One decision of the scaling controller, with its reason, as it applied it.
+
+    ``action`` is the decision's (``boot``, ``replace``, ``drain``, ``delete``);
+    ``error`` what the cloud or catalogue said when applying it failed, None when it
+    went through. Ids begin with the time, so they sort oldest first.
+    """
+
+    id: str
+    action: str
+    reason: str
+    host_id: str | None = None
+    server_id: str | None = None
+    error: str | None = None
+    at: datetime | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["at"] = iso(self.at)
+        return out

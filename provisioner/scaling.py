@@ -9,8 +9,9 @@ The rules, in order:
 1. A host the registry calls ``active`` whose server is gone from the cloud (deleted
    behind the platform's back) is replaced: routers must stop placing on it, and its
    capacity is booted again.
-2. A server in ``ERROR``, or one that booted but whose host never registered within the
-   grace period, is deleted: it costs money and serves nothing.
+2. A server in ``ERROR``, one that booted but whose host never registered within the
+   grace period, or one whose host was lost that long ago, is deleted: it costs money
+   and serves nothing.
 3. A ``draining`` host with nothing running and nothing placed on it has its server
    deleted: draining is how a host is taken out without losing work.
 4. Fewer hosts (registered or still booting) than the minimum: boot one.
@@ -125,6 +126,19 @@ def decide(situation: Situation, policy: Policy) -> Decision:
         if server.status == "ERROR":
             fault = f": {server.fault}" if server.fault else ""
             return Decision(DELETE, f"server is in ERROR{fault}", host_id, server.id)
+        lost = hosts.get(host_id)
+        if (
+            lost is not None
+            and lost.state == "lost"
+            and lost.lost_at
+            and now - lost.lost_at > grace
+        ):
+            return Decision(
+                DELETE,
+                f"host {host_id} was lost at {lost.lost_at:%H:%M:%S} and has not registered again",
+                host_id,
+                server.id,
+            )
         if host_id not in hosts and now - server.created > grace:
             return Decision(
                 DELETE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from lambda_os.records import HostRecord
@@ -178,3 +179,15 @@ def test_the_policy_comes_from_the_settings_scale_options():
 
     policy = Policy.from_settings(Settings(scale_high_mark=0.8, scale_max_hosts=9))
     assert (policy.high_mark, policy.max_hosts, policy.low_mark) == (0.8, 9, 0.3)
+
+
+def test_the_server_of_a_host_lost_longer_than_the_grace_period_is_deleted():
+    gone = dataclasses.replace(host("b", state="lost"), lost_at=NOW - timedelta(seconds=301))
+    decision = decide(situation([host("a"), gone]), POLICY)
+    assert (decision.action, decision.server_id) == (DELETE, "srv-b")
+    assert "was lost" in decision.reason
+
+
+def test_the_server_of_a_host_lost_moments_ago_is_kept_in_case_it_registers_again():
+    gone = dataclasses.replace(host("b", state="lost"), lost_at=NOW - timedelta(seconds=10))
+    assert decide(situation([host("a"), gone]), POLICY).action == NOTHING
