@@ -1,0 +1,196 @@
+"""The scaling controller: look at the registry and the cloud, decide, act, record why.
+
+``provisioner.scaling`` judges; this module gathers what it judges on and carries the
+decision out through the ``Cloud`` seam and the catalogue, recording each decision
+with its reason as a scaling event. It keeps no state that matters across restarts:
+what exists is read from ``Cloud.servers()`` (each server names its host in its
+metadata) and the registry on every pass, so a restarted controller boots no
+duplicates, and the cooldown is read back from the recorded events.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Protocol
+
+from lambda_os.errors import PermanentError, TransientError
+from lambda_os.records import HostRecord, ScalingEvent, utcnow
+from lambda_os.settings import Settings
+from provisioner.cloud import Cloud, ServerSpec
+from provisioner.scaling import (
+    BOOT,
+    DELETE,
+    DRAIN,
+    NOTHING,
+    REPLACE,
+    SCALING_ACTIONS,
+    Decision,
+    Policy,
+    Situation,
+    decide,
+)
+from provisioner.userdata import host_user_data
+
+LOGGER = logging.getLogger(__name__)
+# Decisions applied in one pass at most: enough to replace and clean up together,
+# few enough that a rule that keeps firing cannot spin.
+MAX_STEPS_PER_PASS = 6
+
+
+class ScalingStore(Protocol):
+    """What the controller needs of the catalogue (``lambda_os.catalogue.Catalogue``)."""
+
+    def list_hosts(self, state: str | None = None) -> list[HostRecord]: ...
+
+    def placements_on(self, host_ids: Iterable[str]) -> list[tuple[str, str | None]]: ...
+
+    def oldest_queued_at(self, now: datetime) -> datetime | None: ...
+
+    def drain_host(self, host_id: str) -> bool: ...
+
+    def add_scaling_event(self, record: ScalingEvent) -> ScalingEvent: ...
+
+    def last_scaled_at(self, actions: Iterable[str]) -> datetime | None: ...
+
+
+class Controller:
+    """Reconciles the hosts the cloud runs with the load the registry reports."""
+
+    def __init__(
+        self,
+        cloud: Cloud,
+        store: ScalingStore,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+        ids: Callable[[], str] = lambda: uuid.uuid4().hex[:8],
+    ) -> None:
+        self._cloud = cloud
+        self._store = store
+        self._settings = settings
+        self._policy = Policy.from_settings(settings)
+        self._clock = clock
+        self._ids = ids
+        # Servers asked to go: Nova lists them a while longer, and asking twice
+        # would only record the same decision twice. Losing this on a restart is
+        # harmless (a delete of a server going or gone is no error).
+        self._deleting: set[str] = set()
+
+    def situation(self) -> Situation:
+        """What the registry and the cloud say now."""
+        now = self._clock()
+        hosts = self._store.list_hosts()
+        # Nova can list a server twice while it moves from its build request into its
+        # cell (seen on the test cloud): keep each id once.
+        listed = {s.id: s for s in self._cloud.servers() if s.id not in self._deleting}
+        servers = list(listed.values())
+        placed = Counter(host for host, _ in self._store.placements_on(h.id for h in hosts))
+        return Situation(
+            hosts=hosts,
+            servers=servers,
+            now=now,
+            placed=placed,
+            oldest_queued_at=self._store.oldest_queued_at(now),
+            last_scaled_at=self._store.last_scaled_at(SCALING_ACTIONS),
+        )
+
+    def step(self) -> Decision:
+        """Decide once and apply it; the decision, recorded unless it is to do nothing."""
+        decision = decide(self.situation(), self._policy)
+        if decision.action == NOTHING:
+            LOGGER.debug("scaling: nothing to do: %s", decision.reason)
+            return decision
+        LOGGER.info(
+            "scaling: %s host %s server %s: %s",
+            decision.action,
+            decision.host_id,
+            decision.server_id,
+            decision.reason,
+        )
+        self._apply(decision)
+        return decision
+
+    def reconcile(self) -> list[Decision]:
+        """Apply decisions until there is nothing to do (or a pass's worth); those applied."""
+        applied = []
+        for _ in range(MAX_STEPS_PER_PASS):
+            decision = self.step()
+            if decision.action == NOTHING:
+                break
+            applied.append(decision)
+        return applied
+
+    def run(self, stop: threading.Event) -> None:
+        """Reconcile now and every ``scale_interval_s`` until ``stop`` is set.
+
+        A transient failure (the cloud or the catalogue unreachable) waits for the
+        next pass; a permanent one (bad credentials, unknown image) ends the loop,
+        since only a change of configuration can mend it.
+        """
+        while not stop.is_set():
+            try:
+                self.reconcile()
+            except TransientError as exc:
+                LOGGER.warning("scaling pass failed, trying again next pass: %s", exc)
+            stop.wait(self._settings.scale_interval_s)
+
+    # -- applying decisions ----------------------------------------------------
+
+    def _apply(self, decision: Decision) -> None:
+        if decision.action == BOOT:
+            self._boot(decision)
+        elif decision.action == REPLACE:
+            # Routers must place nothing more on a host whose server is gone.
+            self._store.drain_host(decision.host_id or "")
+            self._record(decision)
+            self._boot(Decision(BOOT, f"replaces host {decision.host_id}: {decision.reason}"))
+        elif decision.action == DRAIN:
+            self._store.drain_host(decision.host_id or "")
+            self._record(decision)
+        elif decision.action == DELETE:
+            server_id = decision.server_id or ""
+            try:
+                self._cloud.delete(server_id)
+            except (TransientError, PermanentError) as exc:
+                self._record(decision, error=str(exc))
+                raise
+            self._deleting.add(server_id)
+            self._record(decision)
+        else:
+            raise ValueError(f"unknown scaling action {decision.action!r}")
+
+    def _boot(self, decision: Decision) -> None:
+        host_id = f"{self._settings.cloud_platform}-{self._ids()}"
+        spec = ServerSpec(
+            name=host_id,
+            host_id=host_id,
+            image=self._settings.cloud_image,
+            flavor=self._settings.cloud_flavor,
+            network=self._settings.cloud_network,
+            user_data=host_user_data(self._settings, host_id),
+        )
+        try:
+            server = self._cloud.boot(spec)
+        except (TransientError, PermanentError) as exc:
+            # A lost answer may still have made the server: the next pass finds it
+            # in servers() by its host id and counts it as booting.
+            self._record(Decision(BOOT, decision.reason, host_id), error=str(exc))
+            raise
+        self._record(Decision(BOOT, decision.reason, host_id, server.id))
+
+    def _record(self, decision: Decision, error: str | None = None) -> None:
+        self._store.add_scaling_event(
+            ScalingEvent(
+                "",
+                decision.action,
+                decision.reason,
+                host_id=decision.host_id,
+                server_id=decision.server_id,
+                error=error,
+                at=self._clock(),
+            )
+        )

@@ -1,0 +1,147 @@
+"""The scaling controller on the real test cloud and a real catalogue.
+
+Nova's fake driver starts nothing on a server, so each test plays the workers: it
+registers and heartbeats hosts in the catalogue for the servers the controller booted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+from cloud_helpers import wait_for
+
+from lambda_os.records import HostRecord
+from provisioner.cloud import HOST_ID_KEY, PLATFORM_KEY
+from provisioner.controller import Controller
+from provisioner.scaling import BOOT, DELETE, DRAIN, REPLACE
+
+pytestmark = [pytest.mark.integration, pytest.mark.openstack, pytest.mark.mongo]
+
+
+@pytest.fixture
+def cloud(make_cloud):
+    """A cloud of its own per test: its own platform name, so servers() is this test's."""
+    return make_cloud()
+
+
+@pytest.fixture
+def settings(openstack_settings, cloud, mongo_url):
+    return dataclasses.replace(
+        openstack_settings,
+        cloud_platform=cloud.platform,
+        mongo_url=mongo_url,
+        scale_min_hosts=1,
+        scale_max_hosts=3,
+        scale_cooldown_s=0.0,
+    )
+
+
+def controller(cloud, catalogue, settings, **changes) -> Controller:
+    return Controller(cloud, catalogue, dataclasses.replace(settings, **changes))
+
+
+def servers(cloud):
+    """The cloud's servers, each once: Nova can list a server twice while it moves from
+    its build request to its cell (seen on this test cloud), so the test counts ids."""
+    return list({s.id: s for s in cloud.servers()}.values())
+
+
+def register(catalogue, server, free_mb: int = 3000, running: int = 0) -> HostRecord:
+    """What the worker on ``server`` would do once it consumes: register, with its figures."""
+    return catalogue.register_host(
+        HostRecord(
+            id=server.host_id,
+            queue=f"lambda.events.host.{server.host_id}",
+            server_id=server.id,
+            memory_total_mb=4000,
+            free_memory_mb=free_mb,
+            running=running,
+        )
+    )
+
+
+def test_load_above_the_high_mark_boots_a_server_with_the_platforms_metadata(
+    cloud, real_catalogue, settings
+):
+    busy = HostRecord(id="manual-1", queue="q.manual-1", memory_total_mb=4000, free_memory_mb=400)
+    real_catalogue.register_host(busy)
+
+    applied = controller(cloud, real_catalogue, settings).reconcile()
+
+    assert [d.action for d in applied] == [BOOT]
+    (server,) = servers(cloud)
+    assert server.metadata[PLATFORM_KEY] == cloud.platform
+    assert server.host_id == server.metadata[HOST_ID_KEY] == server.name
+    config = yaml.safe_load(server.user_data)
+    assert "docker.io" in config["packages"]
+    (event,) = real_catalogue.list_scaling_events()
+    assert (event.action, event.host_id, event.server_id) == (BOOT, server.host_id, server.id)
+    assert "above the high mark" in event.reason
+
+
+def test_idle_hosts_below_the_low_mark_drain_then_lose_their_server_but_never_a_busy_one(
+    cloud, real_catalogue, settings
+):
+    controller(cloud, real_catalogue, settings, scale_min_hosts=2).reconcile()
+    first, second = sorted(servers(cloud), key=lambda s: s.host_id)
+    register(real_catalogue, first, free_mb=3900)
+    register(real_catalogue, second, free_mb=3950, running=1)  # the least loaded, but busy
+
+    applied = controller(cloud, real_catalogue, settings).reconcile()
+
+    assert [(d.action, d.host_id) for d in applied] == [
+        (DRAIN, first.host_id),
+        (DELETE, first.host_id),
+    ]
+    assert real_catalogue.get_host(first.host_id).state == "draining"
+    assert real_catalogue.get_host(second.host_id).state == "active"
+    assert wait_for(cloud, first.id, lambda s: s is None) is None
+    assert [s.id for s in servers(cloud)] == [second.id]
+    newest = real_catalogue.list_scaling_events()[:2]
+    assert [e.action for e in newest] == [DELETE, DRAIN]
+    assert "drained and idle" in newest[0].reason
+
+
+def test_a_server_deleted_behind_the_controllers_back_is_replaced(cloud, real_catalogue, settings):
+    ctl = controller(cloud, real_catalogue, settings)
+    ctl.reconcile()
+    (server,) = servers(cloud)
+    register(real_catalogue, server)
+    cloud.delete(server.id)
+    wait_for(cloud, server.id, lambda s: s is None)
+
+    applied = ctl.reconcile()
+
+    assert [(d.action, d.host_id) for d in applied] == [(REPLACE, server.host_id)]
+    (replacement,) = servers(cloud)
+    assert replacement.host_id != server.host_id
+    assert real_catalogue.get_host(server.host_id).state == "draining"
+    boot, replace = real_catalogue.list_scaling_events()[:2]
+    assert (replace.action, boot.action, boot.host_id) == (REPLACE, BOOT, replacement.host_id)
+    assert f"replaces host {server.host_id}" in boot.reason
+    assert ctl.reconcile() == []
+
+
+def test_a_restarted_controller_boots_no_duplicates(cloud, real_catalogue, settings):
+    controller(cloud, real_catalogue, settings, scale_min_hosts=2).reconcile()
+    booted = {s.id for s in servers(cloud)}
+    assert len(booted) == 2
+
+    restarted = controller(cloud, real_catalogue, settings, scale_min_hosts=2)
+
+    assert restarted.reconcile() == []
+    assert {s.id for s in servers(cloud)} == booted
+
+
+def test_a_server_that_never_registers_within_the_grace_period_is_deleted(
+    cloud, real_catalogue, settings
+):
+    controller(cloud, real_catalogue, settings).reconcile()
+    (silent,) = servers(cloud)
+
+    applied = controller(cloud, real_catalogue, settings, scale_register_grace_s=0.0).step()
+
+    assert (applied.action, applied.server_id) == (DELETE, silent.id)
+    assert "never registered" in applied.reason
