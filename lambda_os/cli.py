@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
             ),
         ),
         (
+            "controller",
+            (
+                "scale the cluster through Nova: boot hosts when busy, drain and delete them "
+                "when idle, replace lost servers, recording why (needs MONGO_URL and OS_CLOUD)"
+            ),
+        ),
+        (
             "standalone",
             "API and listener in one process; the in-memory catalogue unless MONGO_URL is set",
         ),
@@ -89,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "api": serve.run_api,
         "listener": serve.run_listener,
         "worker": serve.run_worker,
+        "controller": serve.run_controller,
         "standalone": serve.run_standalone,
     }
     return runners[args.command](settings)

@@ -378,3 +378,39 @@ def run_worker(settings: Settings, **listener_options: Any) -> int:
         stop.set()
         beating.join(timeout=10)
         parts.provisioner.close()
+
+
+def run_controller(settings: Settings) -> int:
+    """``lambda-os controller``: reconcile the Nova hosts with the load until a signal.
+
+    SIGTERM or SIGINT ends the loop after the pass in flight: a decision is one
+    cloud call and one catalogue write, so nothing is left half done for long. A
+    permanent cloud error (bad credentials, unknown image) exits non-zero.
+    """
+    from lambda_os.errors import PermanentError
+    from provisioner.controller import Controller
+    from provisioner.nova import connect as connect_cloud
+
+    catalogue = _cluster_catalogue(settings, "lambda-os controller")
+    controller = Controller(connect_cloud(settings), catalogue, settings)
+    stop = threading.Event()
+
+    def stopping(signum: int, _frame: Any) -> None:
+        LOGGER.info("controller: signal %s, stopping after this pass", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, stopping)
+    signal.signal(signal.SIGINT, stopping)
+    LOGGER.info(
+        "controller: platform %s, %d-%d hosts, every %.0f s",
+        settings.cloud_platform,
+        settings.scale_min_hosts,
+        settings.scale_max_hosts,
+        settings.scale_interval_s,
+    )
+    try:
+        controller.run(stop)
+    except PermanentError as exc:
+        LOGGER.error("controller: the cloud refuses for good, change the configuration: %s", exc)
+        return 1
+    return 0

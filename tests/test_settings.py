@@ -31,7 +31,7 @@ def test_flags_override_the_environment():
     assert settings.amqp_url == "amqp://x/"
 
 
-@pytest.mark.parametrize("command", ["api", "listener", "standalone", "worker"])
+@pytest.mark.parametrize("command", ["api", "listener", "standalone", "worker", "controller"])
 def test_help_lists_every_option_with_its_environment_variable(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])
