@@ -26,7 +26,7 @@ from catalog_api.deadletters import (
 )
 from catalog_api.executions import ExecutionLogsResource, ExecutionResource, ExecutionsResource
 from catalog_api.functions import CodeResource, FunctionResource, FunctionsResource
-from catalog_api.hosts import HostsResource
+from catalog_api.hosts import HostEventsResource, HostsResource
 from catalog_api.invocations import InvocationsResource
 from catalog_api.invoker import Invoker
 from catalog_api.meta import (
@@ -73,6 +73,7 @@ def create_app(
         "/v1/deadletters/{dead_letter_id}/replay", DeadLetterReplayResource(catalogue, replayer)
     )
     app.add_route("/v1/hosts", HostsResource(catalogue))
+    app.add_route("/v1/hosts/events", HostEventsResource(catalogue))
     app.add_route("/v1/runtimes", RuntimesResource(runtimes, settings))
     app.add_route("/v1/openapi.yaml", OpenAPIResource())
     app.add_route("/healthz", HealthResource(catalogue, listener_state))

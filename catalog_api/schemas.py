@@ -214,6 +214,15 @@ class PageQuerySchema(Schema):
     marker = fields.String(validate=validate.Length(1, MAX_MARKER))
 
 
+class ScalingEventQuerySchema(Schema):
+    """The newest scaling decisions: how many (no marker: the list is read newest first)."""
+
+    class Meta:
+        unknown = RAISE
+
+    limit = WholeNumber(load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT))
+
+
 class FunctionListQuerySchema(PageQuerySchema):
     name = fields.String(validate=validate.Length(1, 64))
     event_source = fields.String(validate=validate.Length(1, 128))

@@ -73,3 +73,31 @@ def test_the_hosts_command_prints_one_line_per_host(client, catalogue):
     row = table[1].split()
     assert row[:4] == ["compute-1", "nova-1", "active", "3000/4096"]
     assert row[5:7] == ["6/8", "fn-a:3,fn-b:1"]
+
+
+def test_scaling_decisions_are_listed_newest_first_with_their_reasons(client, catalogue):
+    from lambda_os.records import ScalingEvent
+
+    catalogue.add_scaling_event(ScalingEvent("", "boot", "memory 82% in use", host_id="h1"))
+    catalogue.add_scaling_event(ScalingEvent("", "drain", "memory 12% in use", host_id="h0"))
+
+    result = client.simulate_get("/v1/hosts/events", params={"limit": "1"})
+
+    assert result.status_code == 200
+    (event,) = result.json["events"]
+    assert (event["action"], event["reason"], event["host_id"]) == (
+        "drain",
+        "memory 12% in use",
+        "h0",
+    )
+    assert event["error"] is None and event["at"]
+
+
+def test_without_a_controller_there_are_no_scaling_decisions(client):
+    assert client.simulate_get("/v1/hosts/events").json == {"events": []}
+
+
+def test_a_limit_out_of_range_is_refused_with_the_field(client):
+    result = client.simulate_get("/v1/hosts/events", params={"limit": "0"})
+    assert result.status_code == 422
+    assert "limit" in result.text
