@@ -7,6 +7,11 @@ registers and heartbeats hosts in the catalogue for the servers the controller b
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import yaml
@@ -145,3 +150,36 @@ def test_a_server_that_never_registers_within_the_grace_period_is_deleted(
 
     assert (applied.action, applied.server_id) == (DELETE, silent.id)
     assert "never registered" in applied.reason
+
+
+def test_the_controller_command_boots_the_minimum_and_stops_cleanly_on_sigterm(
+    cloud, real_catalogue, settings
+):
+    env = {
+        **os.environ,
+        "MONGO_URL": settings.mongo_url,
+        "MONGO_DB": real_catalogue._db.name,
+        "OS_CLOUD": settings.os_cloud,
+        "OS_CLIENT_CONFIG_FILE": settings.os_client_config_file,
+        "LAMBDA_OS_CLOUD_PLATFORM": cloud.platform,
+        "LAMBDA_OS_SCALE_MIN_HOSTS": "1",
+        "LAMBDA_OS_SCALE_INTERVAL_S": "0.5",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lambda_os.cli", "controller"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not real_catalogue.list_scaling_events() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)  # a few more passes: they must boot nothing more
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, output
+    assert [e.action for e in real_catalogue.list_scaling_events()] == [BOOT]
+    assert len(servers(cloud)) == 1
