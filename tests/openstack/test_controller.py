@@ -17,6 +17,7 @@ import pytest
 import yaml
 from cloud_helpers import wait_for
 
+from lambda_os.errors import PermanentError
 from lambda_os.records import HostRecord
 from provisioner.cloud import HOST_ID_KEY, PLATFORM_KEY
 from provisioner.controller import Controller
@@ -183,3 +184,17 @@ def test_the_controller_command_boots_the_minimum_and_stops_cleanly_on_sigterm(
     assert process.returncode == 0, output
     assert [e.action for e in real_catalogue.list_scaling_events()] == [BOOT]
     assert len(servers(cloud)) == 1
+
+
+def test_a_boot_the_cloud_refuses_is_recorded_with_its_error_and_raised(
+    cloud, real_catalogue, settings
+):
+    ctl = controller(cloud, real_catalogue, settings, cloud_image="no-such-image")
+
+    with pytest.raises(PermanentError, match="no-such-image"):
+        ctl.reconcile()
+
+    (event,) = real_catalogue.list_scaling_events()
+    assert event.action == BOOT and "no-such-image" in event.error
+    assert real_catalogue.last_scaled_at([BOOT]) is None  # a failed boot starts no cooldown
+    assert servers(cloud) == []
