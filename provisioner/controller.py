@@ -79,6 +79,7 @@ class Controller:
         # would only record the same decision twice. Losing this on a restart is
         # harmless (a delete of a server going or gone is no error).
         self._deleting: set[str] = set()
+        self._host_prefix = f"{settings.cloud_platform}-"
 
     def situation(self) -> Situation:
         """What the registry and the cloud say now."""
@@ -96,6 +97,7 @@ class Controller:
             placed=placed,
             oldest_queued_at=self._store.oldest_queued_at(now),
             last_scaled_at=self._store.last_scaled_at(SCALING_ACTIONS),
+            own_prefix=self._host_prefix,
         )
 
     def step(self) -> Decision:
@@ -164,7 +166,7 @@ class Controller:
             raise ValueError(f"unknown scaling action {decision.action!r}")
 
     def _boot(self, decision: Decision) -> None:
-        host_id = f"{self._settings.cloud_platform}-{self._ids()}"
+        host_id = f"{self._host_prefix}{self._ids()}"
         spec = ServerSpec(
             name=host_id,
             host_id=host_id,

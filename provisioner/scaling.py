@@ -22,7 +22,9 @@ The rules, in order:
    loaded host that runs nothing, if the others stay below the high mark without it.
 
 Servers booted but not yet registered count as hosts for the minimum and maximum, so
-a restarted controller that reads ``Cloud.servers()`` boots no duplicates.
+a restarted controller that reads ``Cloud.servers()`` boots no duplicates. Hosts that
+are not the controller's (a worker started by hand) add to the load, but are never
+counted, drained, replaced or deleted.
 """
 
 from __future__ import annotations
@@ -87,6 +89,10 @@ class Situation:
     (a host's own ``running`` can lag a heartbeat behind). ``oldest_queued_at`` is the
     creation time of the oldest execution still queued, None when none waits.
     ``last_scaled_at`` is the time of the last boot or drain, for the cooldown.
+    ``own_prefix`` begins every host id the controller gives: only such a host is
+    replaced when its server is gone, so a worker started by hand on a server of
+    another platform (or none) is never taken for one of ours. Hosts of others count
+    towards the load, but only the controller's own are counted, drained and deleted.
     """
 
     hosts: Sequence[HostRecord]
@@ -95,6 +101,7 @@ class Situation:
     placed: Mapping[str, int]
     oldest_queued_at: datetime | None = None
     last_scaled_at: datetime | None = None
+    own_prefix: str = ""
 
 
 def memory_load(hosts: Sequence[HostRecord]) -> float | None:
@@ -113,7 +120,12 @@ def decide(situation: Situation, policy: Policy) -> Decision:
     hosts = {h.id: h for h in situation.hosts}
 
     for host in situation.hosts:
-        if host.state == "active" and host.server_id and host.id not in servers:
+        if (
+            host.state == "active"
+            and host.server_id
+            and host.id.startswith(situation.own_prefix)
+            and host.id not in servers
+        ):
             return Decision(
                 REPLACE,
                 f"server {host.server_id} of active host {host.id} is gone from the cloud",
@@ -154,9 +166,11 @@ def decide(situation: Situation, policy: Policy) -> Decision:
                 DELETE, f"host {host.id} is drained and idle", host.id, servers[host.id].id
             )
 
-    active = [h for h in situation.hosts if h.state == "active" and _reachable(h, servers)]
+    # Every active host of ours has its server by now (rule 1 returned otherwise).
+    active = [h for h in situation.hosts if h.state == "active"]
+    own = [h for h in active if h.id in servers]
     booting = [hid for hid in servers if hid not in hosts]
-    counted = len(active) + len(booting)
+    counted = len(own) + len(booting)
     if counted < policy.min_hosts:
         return Decision(
             BOOT,
@@ -186,12 +200,12 @@ def decide(situation: Situation, policy: Policy) -> Decision:
             return Decision(NOTHING, f"{want_more}; cooling down after the last change")
         return Decision(BOOT, want_more)
 
-    if load is not None and load < policy.low_mark and len(active) > policy.min_hosts:
+    if load is not None and load < policy.low_mark and len(own) > policy.min_hosts:
         if cooling:
             return Decision(
                 NOTHING, "memory below the low mark; cooling down after the last change"
             )
-        idle = [h for h in active if _idle(h, situation.placed)]
+        idle = [h for h in own if _idle(h, situation.placed)]
         if not idle:
             return Decision(NOTHING, "memory below the low mark, but every host runs something")
         victim = max(idle, key=lambda h: (h.free_memory_mb / max(h.memory_total_mb, 1), h.id))
@@ -207,7 +221,7 @@ def decide(situation: Situation, policy: Policy) -> Decision:
             f"memory {load:.0%} in use, below the low mark {policy.low_mark:.0%}; "
             f"{victim.id} is the least loaded and runs nothing",
             victim.id,
-            servers[victim.id].id if victim.id in servers else victim.server_id,
+            servers[victim.id].id,
         )
     shown = "no hosts" if load is None else f"memory {load:.0%} in use"
     return Decision(NOTHING, f"{shown}, {counted} hosts: within the marks")
@@ -215,8 +229,3 @@ def decide(situation: Situation, policy: Policy) -> Decision:
 
 def _idle(host: HostRecord, placed: Mapping[str, int]) -> bool:
     return host.running == 0 and placed.get(host.id, 0) == 0
-
-
-def _reachable(host: HostRecord, servers: Mapping[str, Server]) -> bool:
-    """A host counts unless its server is known to be gone (rule 1 deals with those)."""
-    return not host.server_id or host.id in servers

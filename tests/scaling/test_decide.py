@@ -157,9 +157,20 @@ def test_an_active_host_whose_server_was_deleted_is_replaced():
     assert "gone from the cloud" in decision.reason
 
 
-def test_a_host_without_a_server_id_is_not_the_clouds_to_replace():
-    manual = HostRecord(id="m", queue="q.m", memory_total_mb=4000, free_memory_mb=2000)
-    assert decide(situation([manual], servers=[]), POLICY).action == NOTHING
+def test_a_host_started_by_hand_is_never_replaced_drained_or_counted():
+    manual = HostRecord(id="m", queue="q.m", memory_total_mb=4000, free_memory_mb=4000)
+    foreign = HostRecord(id="other-1", queue="q.o", server_id="srv-x", memory_total_mb=4000)
+    ours = host("lambda-os-a", free=3900)
+    seen = situation([manual, foreign, ours], [server("lambda-os-a")], own_prefix="lambda-os-")
+    assert decide(seen, Policy(min_hosts=1)).action == NOTHING
+    assert decide(seen, Policy(min_hosts=2)).action == BOOT
+
+
+def test_hosts_started_by_hand_add_to_the_load():
+    manual = HostRecord(id="m", queue="q.m", memory_total_mb=4000, free_memory_mb=0)
+    decision = decide(situation([manual, host("a", free=2000)], [server("a")]), POLICY)
+    assert decision.action == BOOT
+    assert "75%" in decision.reason
 
 
 def test_a_server_that_never_registered_within_the_grace_period_is_deleted():
