@@ -35,3 +35,28 @@ def test_the_last_scaling_time_counts_only_changes_that_went_through(catalogue):
 
 def test_no_execution_waiting_means_no_oldest_queued_time(catalogue):
     assert catalogue.oldest_queued_at(datetime.now(UTC)) is None
+
+
+def queued(catalogue, event_id: str, created_at: datetime, retry_at: datetime | None = None):
+    from lambda_os.records import ExecutionRecord, execution_id_for
+
+    record = ExecutionRecord(
+        id=execution_id_for(event_id, "f"),
+        function_id="f",
+        function_version=1,
+        event_id=event_id,
+        created_at=created_at,
+        retry_at=retry_at,
+    )
+    catalogue.create_execution(record)
+
+
+def test_the_oldest_waiting_execution_is_the_oldest_queued_one_not_held_for_a_retry(catalogue):
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    queued(catalogue, "later", now - timedelta(seconds=10))
+    queued(catalogue, "older", now - timedelta(seconds=90))
+    queued(catalogue, "retrying", now - timedelta(seconds=300), retry_at=now + timedelta(seconds=5))
+
+    oldest = catalogue.oldest_queued_at(now)
+
+    assert oldest.replace(tzinfo=UTC) == now - timedelta(seconds=90)
