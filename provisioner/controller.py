@@ -87,8 +87,9 @@ class Controller:
         hosts = self._store.list_hosts()
         # Nova can list a server twice while it moves from its build request into its
         # cell (seen on the test cloud): keep each id once.
-        listed = {s.id: s for s in self._cloud.servers() if s.id not in self._deleting}
-        servers = list(listed.values())
+        listed = {s.id: s for s in self._cloud.servers()}
+        self._deleting &= listed.keys()  # forget those Nova no longer lists
+        servers = [s for s in listed.values() if s.id not in self._deleting]
         placed = Counter(host for host, _ in self._store.placements_on(h.id for h in hosts))
         return Situation(
             hosts=hosts,
