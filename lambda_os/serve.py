@@ -390,7 +390,12 @@ def run_controller(settings: Settings) -> int:
     from lambda_os.errors import PermanentError
     from provisioner.controller import Controller
     from provisioner.nova import connect as connect_cloud
+    from provisioner.scaling import Policy
 
+    try:
+        Policy.from_settings(settings)
+    except ValueError as exc:  # the scale_* settings contradict each other
+        raise SystemExit(f"lambda-os controller: {exc}") from exc
     catalogue = _cluster_catalogue(settings, "lambda-os controller")
     controller = Controller(connect_cloud(settings), catalogue, settings)
     stop = threading.Event()

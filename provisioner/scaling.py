@@ -58,6 +58,18 @@ class Policy:
     register_grace_s: float = 300.0
     waiting_after_s: float = 60.0
 
+    def __post_init__(self) -> None:
+        # Marks the wrong way round would boot and drain by turns for ever.
+        if not 0 <= self.low_mark < self.high_mark <= 1:
+            raise ValueError(
+                f"the scaling marks need 0 <= low < high <= 1, not {self.low_mark}, "
+                f"{self.high_mark}"
+            )
+        if not 0 <= self.min_hosts <= self.max_hosts:
+            raise ValueError(
+                f"the host counts need 0 <= min <= max, not {self.min_hosts}, {self.max_hosts}"
+            )
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
         return cls(

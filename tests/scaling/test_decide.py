@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from lambda_os.records import HostRecord
 from provisioner.cloud import HOST_ID_KEY, PLATFORM_KEY, Server
 from provisioner.scaling import (
@@ -202,3 +204,10 @@ def test_the_server_of_a_host_lost_longer_than_the_grace_period_is_deleted():
 def test_the_server_of_a_host_lost_moments_ago_is_kept_in_case_it_registers_again():
     gone = dataclasses.replace(host("b", state="lost"), lost_at=NOW - timedelta(seconds=10))
     assert decide(situation([host("a"), gone]), POLICY).action == NOTHING
+
+
+def test_marks_the_wrong_way_round_or_a_minimum_above_the_maximum_are_refused():
+    with pytest.raises(ValueError, match="low < high"):
+        Policy(high_mark=0.3, low_mark=0.7)
+    with pytest.raises(ValueError, match="min <= max"):
+        Policy(min_hosts=5, max_hosts=2)
