@@ -10,8 +10,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
@@ -34,8 +36,12 @@ func main() {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))
 
+	// FerretDB itself listens on a Unix socket of ours; clients reach it through the
+	// serializing relay on the TCP address (serialize.go says why).
+	socket := filepath.Join(*dir, "ferretdb.sock")
+	_ = os.Remove(socket)
 	server, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listen},
+		Listener:  ferretdb.ListenerConfig{Unix: socket},
 		Handler:   "sqlite",
 		SQLiteURL: "file:" + *dir + "/",
 		Logger:    logger,
@@ -47,6 +53,21 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	listener, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cannot listen on %s: %v\n", *listen, err)
+		os.Exit(1)
+	}
+	go func() {
+		<-ctx.Done()
+		listener.Close()
+	}()
+	go func() {
+		if err := serveSerialized(listener, socket, logger); err != nil && ctx.Err() == nil {
+			fmt.Fprintf(os.Stderr, "relay stopped: %v\n", err)
+			os.Exit(1)
+		}
+	}()
 	logger.Info("serving", "address", *listen, "sqlite", *dir)
 	if err := server.Run(ctx); err != nil && ctx.Err() == nil {
 		fmt.Fprintf(os.Stderr, "FerretDB stopped: %v\n", err)
