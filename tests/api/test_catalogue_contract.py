@@ -459,3 +459,45 @@ def test_work_put_back_on_the_queue_is_not_swept_again_until_it_has_waited(store
     # Taking the lease does not reset when it was last put back.
     leased = store.acquire_execution(started.id, "b", now, now + timedelta(hours=1))
     assert leased.requeued_at == store.get_execution(started.id).requeued_at is not None
+
+
+@pytest.mark.mongo
+def test_of_listeners_racing_to_take_one_lapsed_run_over_exactly_one_wins(mongo_url):
+    """Per-document atomicity, which the fencing relies on, through separate connections."""
+    import threading
+
+    name = f"lambda_os_test_{uuid.uuid4().hex[:12]}"
+    racers = [connect(mongo_url, name) for _ in range(6)]
+    now = datetime.now(UTC).replace(microsecond=0)
+    try:
+        for round_ in range(10):
+            record = execution(event_id=f"race-{round_}")
+            lapsed = now - timedelta(minutes=1)
+            racers[0].start_execution(record, "dead", now - timedelta(hours=1), lapsed)
+            winners = []
+            start = threading.Barrier(len(racers))
+
+            def take_over(index, catalogue, execution_id=record.id, start=start, won=winners):
+                start.wait()
+                taken = catalogue.acquire_execution(
+                    execution_id, f"listener-{index}", now, now + timedelta(hours=1)
+                )
+                if taken is not None:
+                    won.append(taken.leased_by)
+
+            threads = [
+                threading.Thread(target=take_over, args=(i, c)) for i, c in enumerate(racers)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+            stored = racers[0].get_execution(record.id)
+            assert winners == [stored.leased_by] and stored.attempt == 2, (round_, winners)
+    finally:
+        import pymongo
+
+        client = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+        client.drop_database(name)
+        client.close()
