@@ -1190,16 +1190,24 @@ class _converted:
         return False
 
 
-def connect(mongo_url: str | None, database: str, keep_finished: int | None = None) -> Catalogue:
+def connect(
+    mongo_url: str | None,
+    database: str,
+    keep_finished: int | None = None,
+    sole_writer: bool = False,
+) -> Catalogue:
     """A catalogue on the real MongoDB at ``mongo_url``, or in memory when it is None.
 
     The in-memory catalogue (mongomock) lives inside this process: nothing
     survives a restart, and other processes cannot see it. It keeps at most
     ``keep_finished`` finished executions (None: all), so its memory stays flat.
+    ``sole_writer``: no other process writes functions to this server's database
+    (``standalone`` on its own FerretDB), so matches may be cached here as they
+    are in memory.
     """
     if mongo_url:
         client: Any = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000, tz_aware=True)
-        catalogue = Catalogue(client[database])
+        catalogue = Catalogue(client[database], cache_matches=sole_writer)
     else:
         from lambda_os.embedded import embedded_database
 

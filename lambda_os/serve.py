@@ -67,12 +67,14 @@ def gunicorn_options(settings: Settings, workers: int) -> dict[str, Any]:
     }
 
 
-def _catalogue(settings: Settings) -> Catalogue:
+def _catalogue(settings: Settings, sole_writer: bool = False) -> Catalogue:
     if not settings.mongo_url:
         LOGGER.warning(
             "MONGO_URL is not set: using the in-memory catalogue; nothing survives a restart"
         )
-    return connect(settings.mongo_url, settings.mongo_db, settings.embedded_executions_kept)
+    return connect(
+        settings.mongo_url, settings.mongo_db, settings.embedded_executions_kept, sole_writer
+    )
 
 
 EMBEDDED_CATALOGUES = ("ferretdb", "memory")
@@ -185,7 +187,9 @@ def run_standalone(settings: Settings) -> int:
 
     def factory() -> falcon.App:
         # Runs inside the gunicorn worker, so everything below lives in that one process.
-        catalogue = _catalogue(settings)
+        # On its own catalogue server this worker is the only writer, so matches may be
+        # cached: an event then costs no function query.
+        catalogue = _catalogue(settings, sole_writer=server is not None)
         provisioner = _provisioner(settings)
         listener = Listener(settings, catalogue, provisioner)
         thread = threading.Thread(
@@ -215,7 +219,7 @@ def run_standalone(settings: Settings) -> int:
     options = gunicorn_options(settings, workers=1)
     options["worker_exit"] = worker_exit
     master = os.getpid()
-    server = _embedded_server(settings)
+    server: CatalogueServer | None = _embedded_server(settings)
     if server is not None:
         settings = dataclasses.replace(settings, mongo_url=server.url)
     try:

@@ -501,3 +501,26 @@ def test_of_listeners_racing_to_take_one_lapsed_run_over_exactly_one_wins(mongo_
         client = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
         client.drop_database(name)
         client.close()
+
+
+@pytest.mark.mongo
+def test_a_sole_writer_on_a_real_server_answers_matches_from_memory_and_sees_its_own_changes(
+    mongo_url,
+):
+    name = f"lambda_os_test_{uuid.uuid4().hex[:12]}"
+    sole = connect(mongo_url, name, sole_writer=True)
+    other = connect(mongo_url, name)
+    try:
+        first = create(sole, name="first")
+        assert [f.id for f in sole.find_matching("demo", "greeting")] == [first.id]
+        create(other, name="behind-its-back")  # what a sole writer is promised never happens
+        assert [f.id for f in sole.find_matching("demo", "greeting")] == [first.id]
+        second = create(sole, name="second")
+        found = {f.id for f in sole.find_matching("demo", "greeting")}
+        assert {first.id, second.id} <= found and len(found) == 3  # its own change cleared it
+    finally:
+        import pymongo
+
+        client = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+        client.drop_database(name)
+        client.close()
