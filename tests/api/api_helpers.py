@@ -76,3 +76,13 @@ def wait_until_healthy(base: str, server: subprocess.Popen, timeout_s: float = 3
             pass
         time.sleep(0.2)
     pytest.fail(f"gunicorn did not answer /healthz on {base} within {timeout_s}s")
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 10) -> None:
+    """SIGTERM a server the test started, SIGKILL if it lingers."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

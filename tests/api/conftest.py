@@ -21,6 +21,7 @@ from api_helpers import (
     encode_multipart,
     free_port,
     function_fields,
+    stop,
     wait_until_healthy,
 )
 from falcon.testing import Result, TestClient
@@ -99,12 +100,7 @@ def live_api() -> Iterator[str]:
         wait_until_healthy(base, server)
         yield base
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +127,4 @@ def served_api() -> Iterator[str]:
         wait_until_healthy(base, server)
         yield base
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
