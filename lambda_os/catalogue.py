@@ -1208,6 +1208,13 @@ def connect(
     if mongo_url:
         client: Any = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000, tz_aware=True)
         catalogue = Catalogue(client[database], cache_matches=sole_writer)
+        try:
+            catalogue.ensure_indexes()
+        except BaseException:
+            # Its monitor threads would otherwise outlive a caller that tries again.
+            client.close()
+            raise
+        return catalogue
     else:
         from lambda_os.embedded import embedded_database
 

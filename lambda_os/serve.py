@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from gunicorn.app.base import BaseApplication
 
 from lambda_os.catalogue import Catalogue, connect
 from lambda_os.catalogue_server import CatalogueServer, CatalogueServerError
+from lambda_os.errors import TransientError
 from lambda_os.settings import Settings
 from lambda_os.worker import bounded_read_worker
 
@@ -156,7 +158,7 @@ def run_listener(settings: Settings) -> int:
     if settings.placement == "cluster":
         return run_router(settings)
 
-    catalogue = _catalogue(settings)
+    catalogue = catalogue_when_reachable(settings, "lambda-os listener")
     provisioner = _provisioner(settings)
     listener = Listener(settings, catalogue, provisioner)
     listener.install_signal_handlers()
@@ -258,7 +260,40 @@ def watch_listener(
 def _cluster_catalogue(settings: Settings, command: str) -> Catalogue:
     if not settings.mongo_url:
         raise SystemExit(f"{command} shares the catalogue with the cluster: set MONGO_URL")
-    return _catalogue(settings)
+    return catalogue_when_reachable(settings, command)
+
+
+def catalogue_when_reachable(
+    settings: Settings,
+    command: str,
+    backoff: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Catalogue:
+    """The shared catalogue, once its server answers.
+
+    A cluster process often starts before (or while) the catalogue server does: a
+    host boots faster than the database fails over, and systemd starts every part
+    at once. Waiting with a one-line warning per try is what such a daemon owes
+    its operator; a traceback and an exit would only make the service manager
+    restart it into the same wall.
+    """
+    from listener.service import Backoff
+
+    delays = backoff or Backoff(initial_s=1.0, cap_s=30.0)
+    # Nothing has started yet, so ^C may end the process as SIGTERM does: at once.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL) if in_main else None
+    try:
+        while True:
+            try:
+                return _catalogue(settings)
+            except TransientError as exc:
+                delay = delays.next()
+                LOGGER.warning("%s: %s; trying again in %.1f s", command, exc, delay)
+                sleep(delay)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
 
 
 @dataclasses.dataclass(frozen=True)
