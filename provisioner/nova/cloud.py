@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -80,7 +80,9 @@ class NovaCloud:
             # The tag narrows the list on Nova's side; the metadata, which the seam promises
             # and which holds the host id, decides.
             found = self._nova.servers.list(search_opts={"tags": self.platform}, limit=-1)
-        return [_server(s._info) for s in found if s.metadata.get(PLATFORM_KEY) == self.platform]
+        return one_each(
+            _server(s._info) for s in found if s.metadata.get(PLATFORM_KEY) == self.platform
+        )
 
     def get(self, server_id: str) -> Server | None:
         """The server, or None when Nova says it does not exist (any more)."""
@@ -130,6 +132,22 @@ class NovaCloud:
             raise PermanentError(
                 f"network {name_or_id!r} not found (check LAMBDA_OS_CLOUD_NETWORK)"
             ) from exc
+
+
+def one_each(servers: Iterable[Server]) -> list[Server]:
+    """Each server once, in the order first listed.
+
+    While a server moves from its build request to its cell, Nova's list can show it
+    twice (seen on the test cloud); the controller would count it as two hosts. The
+    cell's entry says more than the build request's, so a later entry that is past
+    ``BUILD`` replaces an earlier one still in it.
+    """
+    kept: dict[str, Server] = {}
+    for server in servers:
+        seen = kept.get(server.id)
+        if seen is None or (seen.status == "BUILD" and server.status != "BUILD"):
+            kept[server.id] = server
+    return list(kept.values())
 
 
 def _server(info: Mapping[str, Any]) -> Server:

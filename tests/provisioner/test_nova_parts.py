@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from keystoneauth1 import exceptions as ks_exceptions
 from novaclient import exceptions as nova_exceptions
 
 from lambda_os.errors import PermanentError, TransientError
 from lambda_os.settings import Settings, openstack_environment
+from provisioner.cloud import Server
 from provisioner.nova import credentials, make_session
 from provisioner.nova.auth import from_clouds_yaml, from_environment
+from provisioner.nova.cloud import one_each
 from provisioner.nova.errors import converted, for_status
 
 CLOUDS_YAML = """
@@ -125,3 +129,25 @@ def test_a_platform_name_that_cannot_be_a_server_tag_is_refused():
 
     with pytest.raises(PermanentError, match="without '/' or ','"):
         NovaCloud(session.Session(), platform="a,b")
+
+
+def listed(server_id: str, status: str, name: str = "h") -> Server:
+    return Server(
+        id=server_id,
+        name=name,
+        status=status,
+        metadata={},
+        addresses={},
+        created=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def test_a_server_listed_twice_while_it_moves_to_its_cell_counts_once_with_its_cell_status():
+    servers = [
+        listed("a", "BUILD"),
+        listed("b", "ACTIVE"),
+        listed("a", "ACTIVE"),
+        listed("b", "BUILD"),
+    ]
+
+    assert [(s.id, s.status) for s in one_each(servers)] == [("a", "ACTIVE"), ("b", "ACTIVE")]
