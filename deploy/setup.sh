@@ -56,9 +56,15 @@ say "installing lambda-os into .venv"
 # FerretDB built from the Go module proxy (deploy/ferretdb pins the version); Go's build
 # cache makes this a few seconds after the first time.
 ferretdb=.venv/bin/lambda-os-ferretdb
-if [ ! -x "$ferretdb" ] || [ deploy/ferretdb/go.sum -nt "$ferretdb" ] || [ deploy/ferretdb/main.go -nt "$ferretdb" ]; then
+if [ ! -x "$ferretdb" ] || [ -n "$(find deploy/ferretdb -type f -newer "$ferretdb")" ]; then
   go_bin=$(command -v go || echo /usr/local/go/bin/go)
-  [ -x "$go_bin" ] || { echo "Go is needed to build FerretDB (deploy/ferretdb)" >&2; exit 1; }
+  [ -x "$go_bin" ] || { echo "Go 1.24 or newer is needed to build FerretDB (deploy/ferretdb)" >&2; exit 1; }
+  # Debian bookworm's golang is 1.19, which cannot read the module's go directive.
+  go_version=$("$go_bin" env GOVERSION | sed 's/^go//')
+  if [ "$(printf '%s\n' 1.24 "$go_version" | sort -V | head -n1)" != 1.24 ]; then
+    echo "Go 1.24 or newer is needed to build FerretDB (deploy/ferretdb); $go_bin is $go_version" >&2
+    exit 1
+  fi
   say "building FerretDB (first time: a few minutes)"
   (cd deploy/ferretdb && "$go_bin" build -o "$repo/$ferretdb" .)
 fi
