@@ -101,6 +101,7 @@ class VMPlayer:
         self.vms: dict[str, PlayedVM] = {}
         self._next = 2
         self._started = False
+        self._pending: list[tuple[str, str]] = []
 
     def start(self) -> Self:
         if range_in_use():
@@ -120,7 +121,7 @@ class VMPlayer:
                 self._stop_vm(self.vms.pop(server_id))
         for server in servers.values():
             if server.status == "ACTIVE" and server.id not in self.vms and server.user_data:
-                self.vms[server.id] = self._start_vm(server.id, server.user_data)
+                self._start_vm(server.id, server.user_data)
 
     def _start_vm(self, server_id: str, user_data: str) -> PlayedVM:
         n = self._next
@@ -129,6 +130,8 @@ class VMPlayer:
         veth = f"vmp{self._tag}h{n}"  # ≤ 15 chars: interface names are IFNAMSIZ-bounded
         address = str(SUBNET.network_address + n)
         _ip("netns", "add", netns)
+        # Known before anything else is made, so stop() removes a half-made VM too.
+        self._pending.append((veth, netns))
         _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
         _ip("link", "set", veth, "master", self.bridge, "up")
         _ip("-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
@@ -154,7 +157,9 @@ class VMPlayer:
             env.get("LAMBDA_OS_HOST_ID"),
             netns,
         )
-        return PlayedVM(server_id, netns, veth, address, state_dir, process, env)
+        self.vms[server_id] = PlayedVM(server_id, netns, veth, address, state_dir, process, env)
+        self._pending.remove((veth, netns))
+        return self.vms[server_id]
 
     def kill(self, server_id: str) -> None:
         """SIGKILL a VM's worker (a crashed host), leaving its netns."""
@@ -177,6 +182,10 @@ class VMPlayer:
         """Stop every worker and remove every netns, veth and the bridge made."""
         for server_id in list(self.vms):
             self._stop_vm(self.vms.pop(server_id))
+        for veth, netns in self._pending:
+            subprocess.run(["ip", "link", "del", veth], check=False, capture_output=True)
+            subprocess.run(["ip", "netns", "del", netns], check=False, capture_output=True)
+        self._pending.clear()
         if self._started:
             subprocess.run(["ip", "link", "del", self.bridge], check=False, capture_output=True)
             self._started = False

@@ -21,8 +21,9 @@ def _netns() -> set[str]:
 
 
 def test_a_server_is_played_in_a_netns_with_no_way_out_and_goes_when_deleted(
-    cloud, openstack_settings, tmp_path: Path
+    make_cloud, openstack_settings, tmp_path: Path
 ):
+    cloud = make_cloud()  # a platform of its own: the player plays only this test's server
     host = spec(openstack_settings)
     server = cloud.boot(
         spec(
