@@ -65,6 +65,8 @@ class Settings:
     scale_register_grace_s: float = 300.0
     scale_waiting_after_s: float = 60.0
     scale_interval_s: float = 15.0
+    worker_amqp_url: str | None = None
+    worker_mongo_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -307,6 +309,17 @@ OPTIONS: tuple[Option, ...] = (
         "scale_interval_s",
         "LAMBDA_OS_SCALE_INTERVAL_S",
         "`controller`: seconds between its reconcile passes",
+    ),
+    Option(
+        "worker_amqp_url",
+        "LAMBDA_OS_WORKER_AMQP_URL",
+        "`controller`: the RabbitMQ URL written into a new host's user data, when the hosts "
+        "reach the broker at another address than the controller (default: AMQP_URL)",
+    ),
+    Option(
+        "worker_mongo_url",
+        "LAMBDA_OS_WORKER_MONGO_URL",
+        "`controller`: the MongoDB URL written into a new host's user data (default: MONGO_URL)",
     ),
 )
 

@@ -41,9 +41,10 @@ WantedBy=multi-user.target
 def worker_environment(settings: Settings, host_id: str) -> dict[str, str]:
     """What the worker on the new host is told, as its environment file will hold it."""
     env = {
-        "MONGO_URL": settings.mongo_url or "",
+        # The hosts may reach the broker and catalogue at other addresses than we do.
+        "MONGO_URL": settings.worker_mongo_url or settings.mongo_url or "",
         "MONGO_DB": settings.mongo_db,
-        "AMQP_URL": settings.amqp_url,
+        "AMQP_URL": settings.worker_amqp_url or settings.amqp_url,
         "EVENTS_QUEUE": settings.events_queue,
         "LAMBDA_OS_HOST_ID": host_id,
         "LAMBDA_OS_SERVER_ID": SERVER_ID_PLACEHOLDER,

@@ -44,3 +44,16 @@ def test_the_worker_is_started_as_a_service_after_docker():
 def test_a_setting_with_a_line_break_is_refused():
     with pytest.raises(ValueError, match="AMQP_URL"):
         host_user_data(Settings(amqp_url="amqp://x/\nEVIL=1"), "h1")
+
+
+def test_hosts_that_reach_the_broker_and_catalogue_elsewhere_are_given_those_urls():
+    import dataclasses
+
+    settings = dataclasses.replace(
+        SETTINGS,
+        worker_amqp_url="amqp://u:p@198.18.0.1/",
+        worker_mongo_url="mongodb://198.18.0.1:27017/",
+    )
+    env = env_file(parsed(host_user_data(settings, "h1")))
+    assert env["AMQP_URL"] == "amqp://u:p@198.18.0.1/"
+    assert env["MONGO_URL"] == "mongodb://198.18.0.1:27017/"
