@@ -17,6 +17,7 @@ import falcon
 import falcon.media
 
 from catalog_api import errors
+from catalog_api.auth import Authentication, Authenticator, authenticator_for, protect
 from catalog_api.crosssite import CrossSiteGuard
 from catalog_api.deadletters import (
     DeadLetterReplayResource,
@@ -49,16 +50,21 @@ def create_app(
     runtimes: RuntimeList | None = None,
     replayer: Replayer | None = None,
     listener_state: Callable[[], dict[str, Any]] | None = None,
+    authenticator: Authenticator | None = None,
 ) -> falcon.App:
     """The API on this catalogue; invocations (``invoker``) and dead-letter replays
     (``replayer``) answer 503 when theirs is None. ``listener_state`` is the listener's
-    in the same process (``standalone``), which ``/healthz`` reports."""
+    in the same process (``standalone``), which ``/healthz`` reports. Callers are
+    authenticated by ``authenticator``, by default the one ``LAMBDA_OS_AUTH`` names
+    (a WSGI wrapper the mode needs, such as Keystone's, is ``served``'s)."""
     runtimes = RUNTIMES if runtimes is None else tuple(runtimes)
-    app = falcon.App(middleware=[CrossSiteGuard(settings)])
+    if authenticator is None:
+        authenticator = authenticator_for(settings)
+    app = falcon.App(middleware=[CrossSiteGuard(settings), Authentication(authenticator)])
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=_dumps)
     errors.register(app)
 
-    app.add_route("/v1/functions", FunctionsResource(catalogue, settings, runtimes))
+    app.add_route("/v1/functions", FunctionsResource(catalogue, runtimes))
     app.add_route("/v1/functions/{function_id}", FunctionResource(catalogue, runtimes))
     app.add_route("/v1/functions/{function_id}/code", CodeResource(catalogue))
     app.add_route(
@@ -90,7 +96,12 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False) + "\n"
 
 
-def get_app() -> falcon.App:
+def served(app: falcon.App, settings: Settings) -> Callable[..., Any]:
+    """The WSGI application as it is served: ``app`` behind what the auth mode needs."""
+    return protect(app, settings)
+
+
+def get_app() -> Callable[..., Any]:
     """The API on the catalogue the environment names (in memory without ``MONGO_URL``)."""
     settings = Settings.from_env()
-    return create_app(connect(settings.mongo_url, settings.mongo_db), settings)
+    return served(create_app(connect(settings.mongo_url, settings.mongo_db), settings), settings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import falcon
 
+from catalog_api.auth.scope import scope_of
 from catalog_api.executions import execution_url
 from catalog_api.forms import MAX_EVENT_BODY, read_json
 from catalog_api.invoker import Invoker
@@ -25,9 +26,9 @@ class InvocationsResource:
         self._invoker = invoker
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, function_id: str) -> None:
+        function = scope_of(req, self._catalogue).function(function_id)
         mode = InvocationQuerySchema().load(req.params)["mode"]
         data = read_json(req, MAX_EVENT_BODY)
-        function = self._catalogue.get_function(function_id)
         if self._invoker is None:
             raise falcon.HTTPServiceUnavailable(
                 title="Invocations unavailable",

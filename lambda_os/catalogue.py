@@ -274,6 +274,11 @@ class Catalogue:
         """Functions matching equality ``filters``, ordered by id, ``limit`` at a time."""
         return self._page(self._functions, dict(filters), limit, marker, FunctionRecord)
 
+    def function_ids_of(self, owner: str) -> list[str]:
+        """The ids of every function ``owner`` has (its project's, under authentication)."""
+        with _converted():
+            return [doc["_id"] for doc in self._functions.find({"owner": owner}, {"_id": 1})]
+
     def find_matching(self, event_source: str, event_type: str) -> list[FunctionRecord]:
         """Every function registered for this event: one query on the (source, type) index.
 

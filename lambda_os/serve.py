@@ -23,17 +23,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import falcon
 from gunicorn.app.base import BaseApplication
 
 from lambda_os.catalogue import Catalogue, connect
 from lambda_os.catalogue_server import CatalogueServer, CatalogueServerError
-from lambda_os.errors import TransientError
+from lambda_os.errors import PermanentError, TransientError
 from lambda_os.settings import Settings
 from lambda_os.worker import bounded_read_worker
 
 LOGGER = logging.getLogger(__name__)
 
+WSGIApp = Callable[..., Any]
 # ``lambda-os standalone`` exits with this when its listener stopped on its own.
 EXIT_LISTENER_FAILED = 1
 
@@ -41,7 +41,7 @@ EXIT_LISTENER_FAILED = 1
 class GunicornServer(BaseApplication):
     """gunicorn run from Python, with the app built by ``factory`` inside each worker."""
 
-    def __init__(self, factory: Callable[[], falcon.App], options: dict[str, Any]) -> None:
+    def __init__(self, factory: Callable[[], WSGIApp], options: dict[str, Any]) -> None:
         self._factory = factory
         self._options = options
         super().__init__()
@@ -50,7 +50,7 @@ class GunicornServer(BaseApplication):
         for key, value in self._options.items():
             self.cfg.set(key, value)
 
-    def load(self) -> falcon.App:
+    def load(self) -> WSGIApp:
         return self._factory()
 
 
@@ -116,28 +116,44 @@ def _provisioner(settings: Settings) -> Any:
 
 def run_api(settings: Settings) -> int:
     """The API alone; invocations go through RabbitMQ to the listeners."""
-    from catalog_api.app import create_app
+    from catalog_api.app import create_app, served
     from listener.invoker import BrokerInvoker
     from listener.publish import Publisher
     from listener.replay import Replayer
 
+    if not _authentication_ready(settings):
+        return 2
     workers = settings.api_workers
     if not settings.mongo_url and workers > 1:
         LOGGER.warning("no MONGO_URL: running one worker so every request sees one catalogue")
         workers = 1
 
-    def factory() -> falcon.App:
+    def factory() -> WSGIApp:
         catalogue = _catalogue(settings)
         publisher = Publisher(settings, name="lambda-os api")
-        return create_app(
+        app = create_app(
             catalogue,
             settings,
             invoker=BrokerInvoker(settings, catalogue, publisher),
             replayer=Replayer(catalogue, publisher),
         )
+        return served(app, settings)
 
     GunicornServer(factory, gunicorn_options(settings, workers)).run()
     return 0
+
+
+def _authentication_ready(settings: Settings) -> bool:
+    """Whether the API may start as configured; if not, says why (before gunicorn forks)."""
+    from catalog_api.auth import authenticator_for, refuse_open_bind
+
+    try:
+        refuse_open_bind(settings)
+        authenticator_for(settings)
+    except PermanentError as exc:
+        LOGGER.error("not starting the API: %s", exc)
+        return False
+    return True
 
 
 PLACEMENTS = ("local", "cluster")
@@ -170,12 +186,14 @@ def run_listener(settings: Settings) -> int:
 
 def run_standalone(settings: Settings) -> int:
     """API and listener in one process, over one catalogue."""
-    from catalog_api.app import create_app
+    from catalog_api.app import create_app, served
     from listener.invoker import Invoker
     from listener.publish import Publisher
     from listener.replay import Replayer
     from listener.service import Listener
 
+    if not _authentication_ready(settings):
+        return 2
     parts: dict[str, Any] = {}
     # Made before gunicorn forks its worker, so the worker's write is seen here.
     listener_failed = multiprocessing.Value("b", 0)
@@ -187,7 +205,7 @@ def run_standalone(settings: Settings) -> int:
         listener_failed.value = 1
         os.kill(os.getppid(), signal.SIGTERM)
 
-    def factory() -> falcon.App:
+    def factory() -> WSGIApp:
         # Runs inside the gunicorn worker, so everything below lives in that one process.
         # On its own catalogue server this worker is the only writer, so matches may be
         # cached: an event then costs no function query.
@@ -203,13 +221,14 @@ def run_standalone(settings: Settings) -> int:
         thread.start()
         parts.update(provisioner=provisioner, listener=listener, thread=thread)
         publisher = Publisher(settings, name="lambda-os api")
-        return create_app(
+        app = create_app(
             catalogue,
             settings,
             invoker=Invoker(catalogue, provisioner, publisher),
             replayer=Replayer(catalogue, publisher),
             listener_state=listener.state,
         )
+        return served(app, settings)
 
     def worker_exit(server: Any, worker: Any) -> None:
         stopping.set()

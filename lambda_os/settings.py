@@ -33,6 +33,8 @@ class Settings:
     allowed_origins: str = ""
     api_read_timeout_s: float = 30.0
     default_owner: str = "default"
+    auth: str = "none"
+    keystone_cloud: str | None = None
     runtime_image_prefix: str = "lambda-os/runtime"
     state_dir: str = "/var/lib/lambda-os"
     concurrency: int = 8
@@ -150,7 +152,21 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "default_owner",
         "LAMBDA_OS_DEFAULT_OWNER",
-        "owner given to functions until authentication arrives",
+        "the project that owns everything when the API runs without authentication "
+        "(LAMBDA_OS_AUTH=none)",
+    ),
+    Option(
+        "auth",
+        "LAMBDA_OS_AUTH",
+        "how API callers prove who they are: `none` (loopback bind address only: every caller "
+        "is the local operator) or `keystone` (Keystone v3 tokens in X-Auth-Token, scoped to "
+        "a project)",
+    ),
+    Option(
+        "keystone_cloud",
+        "LAMBDA_OS_KEYSTONE_CLOUD",
+        "with LAMBDA_OS_AUTH=keystone: the clouds.yaml entry of the API's service user, who "
+        "validates tokens (default: OS_CLOUD, else the OS_* variables)",
     ),
     Option(
         "runtime_image_prefix",
