@@ -35,6 +35,7 @@ class Settings:
     default_owner: str = "default"
     auth: str = "none"
     keystone_cloud: str | None = None
+    keystone_cache_s: int = 300
     runtime_image_prefix: str = "lambda-os/runtime"
     state_dir: str = "/var/lib/lambda-os"
     concurrency: int = 8
@@ -167,6 +168,12 @@ OPTIONS: tuple[Option, ...] = (
         "LAMBDA_OS_KEYSTONE_CLOUD",
         "with LAMBDA_OS_AUTH=keystone: the clouds.yaml entry of the API's service user, who "
         "validates tokens (default: OS_CLOUD, else the OS_* variables)",
+    ),
+    Option(
+        "keystone_cache_s",
+        "LAMBDA_OS_KEYSTONE_CACHE_S",
+        "with LAMBDA_OS_AUTH=keystone: seconds a validated token is trusted without asking "
+        "Keystone again (a revoked token works that long at most); -1 asks every time",
     ),
     Option(
         "runtime_image_prefix",

@@ -52,7 +52,7 @@ def service_credentials(settings: Settings) -> Credentials:
     return from_environment(openstack_environment())
 
 
-def auth_token_conf(credentials: Credentials) -> dict[str, Any]:
+def auth_token_conf(credentials: Credentials, cache_s: int = 300) -> dict[str, Any]:
     """``auth_token``'s options, given as a paste.ini section would give them."""
     from oslo_config import cfg
 
@@ -64,6 +64,7 @@ def auth_token_conf(credentials: Credentials) -> dict[str, Any]:
         "auth_type": credentials.auth_type,
         "www_authenticate_uri": auth_url,
         "delay_auth_decision": True,
+        "token_cache_time": cache_s,
         "region_name": credentials.region_name,
         "interface": credentials.interface or "public",
         "insecure": credentials.verify is False,
@@ -82,4 +83,5 @@ def behind_auth_token(app: WSGIApp, settings: Settings) -> WSGIApp:
     """``app`` behind keystonemiddleware's ``auth_token``."""
     from keystonemiddleware import auth_token
 
-    return auth_token.AuthProtocol(app, auth_token_conf(service_credentials(settings)))
+    conf = auth_token_conf(service_credentials(settings), settings.keystone_cache_s)
+    return auth_token.AuthProtocol(app, conf)
