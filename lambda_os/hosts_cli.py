@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_hosts(settings: Settings, args: argparse.Namespace) -> int:
-    client = ApiClient(args.api or f"http://{settings.api_host}:{settings.api_port}")
+    client = ApiClient(
+        args.api or f"http://{settings.api_host}:{settings.api_port}", token=settings.api_token
+    )
     try:
         answer = client.hosts()
     except ApiError as exc:

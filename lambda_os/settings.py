@@ -36,6 +36,7 @@ class Settings:
     auth: str = "none"
     keystone_cloud: str | None = None
     keystone_cache_s: int = 300
+    api_token: str | None = None
     runtime_image_prefix: str = "lambda-os/runtime"
     state_dir: str = "/var/lib/lambda-os"
     concurrency: int = 8
@@ -174,6 +175,12 @@ OPTIONS: tuple[Option, ...] = (
         "LAMBDA_OS_KEYSTONE_CACHE_S",
         "with LAMBDA_OS_AUTH=keystone: seconds a validated token is trusted without asking "
         "Keystone again (a revoked token works that long at most); -1 asks every time",
+    ),
+    Option(
+        "api_token",
+        "LAMBDA_OS_API_TOKEN",
+        "`function` and `hosts`: the token sent to the API in X-Auth-Token "
+        "(e.g. `openstack token issue -f value -c id`)",
     ),
     Option(
         "runtime_image_prefix",

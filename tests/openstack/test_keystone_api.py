@@ -237,3 +237,23 @@ def test_a_revoked_token_stops_working(api, keystone, people):
 
 def test_health_needs_no_token(api):
     assert request(api, "GET", "/healthz", None)[0] == 200
+
+
+def test_the_function_command_sends_the_users_token(api, tokens):
+    assert upload(api, tokens["a-member"], "from-the-cli")[0] == 201
+    command = [str(Path(sys.executable).with_name("lambda-os")), "function", "--api", api, "list"]
+    env = {k: v for k, v in os.environ.items() if k != "LAMBDA_OS_API_TOKEN"}
+    listed = subprocess.run(
+        command,
+        env={**env, "LAMBDA_OS_API_TOKEN": tokens["a-reader"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "from-the-cli" in listed.stdout
+    refused = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert refused.returncode != 0
+    assert "401" in refused.stderr and "Traceback" not in refused.stderr
