@@ -68,8 +68,7 @@ class Authentication:
         if principal is None:
             raise falcon.HTTPUnauthorized(
                 title="Authentication required",
-                description="send a valid token in the X-Auth-Token header "
-                "(or Authorization: Bearer <token>)",
+                description="send a valid token in the X-Auth-Token header",
                 challenges=[self._authenticator.challenge],
             )
         req.context.principal = principal
