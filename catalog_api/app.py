@@ -38,6 +38,7 @@ from catalog_api.meta import (
     RuntimesResource,
     swagger_ui_dir,
 )
+from catalog_api.quotas import OwnQuotaResource, QuotaGuard, QuotaResource
 from catalog_api.runtimes import RUNTIMES, RuntimeList
 from lambda_os.catalogue import Catalogue, connect
 from lambda_os.settings import Settings
@@ -64,11 +65,12 @@ def create_app(
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=_dumps)
     errors.register(app)
 
-    app.add_route("/v1/functions", FunctionsResource(catalogue, runtimes))
+    quotas = QuotaGuard(catalogue, settings)
+    app.add_route("/v1/functions", FunctionsResource(catalogue, runtimes, quotas))
     app.add_route("/v1/functions/{function_id}", FunctionResource(catalogue, runtimes))
-    app.add_route("/v1/functions/{function_id}/code", CodeResource(catalogue))
+    app.add_route("/v1/functions/{function_id}/code", CodeResource(catalogue, quotas))
     app.add_route(
-        "/v1/functions/{function_id}/invocations", InvocationsResource(catalogue, invoker)
+        "/v1/functions/{function_id}/invocations", InvocationsResource(catalogue, invoker, quotas)
     )
     app.add_route("/v1/executions", ExecutionsResource(catalogue))
     app.add_route("/v1/executions/{execution_id}", ExecutionResource(catalogue))
@@ -78,6 +80,8 @@ def create_app(
     app.add_route(
         "/v1/deadletters/{dead_letter_id}/replay", DeadLetterReplayResource(catalogue, replayer)
     )
+    app.add_route("/v1/quota", OwnQuotaResource(catalogue, settings))
+    app.add_route("/v1/quotas/{project_id}", QuotaResource(catalogue, settings))
     app.add_route("/v1/hosts", HostsResource(catalogue))
     app.add_route("/v1/hosts/events", HostEventsResource(catalogue))
     app.add_route("/v1/runtimes", RuntimesResource(runtimes, settings))

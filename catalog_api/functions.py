@@ -25,6 +25,7 @@ from catalog_api.forms import (
     read_json_object,
 )
 from catalog_api.paging import next_link
+from catalog_api.quotas import QuotaGuard
 from catalog_api.runtimes import RuntimeList
 from catalog_api.schemas import (
     CodeFormSchema,
@@ -51,8 +52,9 @@ def function_url(function_id: str) -> str:
 class FunctionsResource:
     """``/v1/functions``: register a function with its code, and list functions."""
 
-    def __init__(self, catalogue: Catalogue, runtimes: RuntimeList) -> None:
+    def __init__(self, catalogue: Catalogue, runtimes: RuntimeList, quotas: QuotaGuard) -> None:
         self._catalogue = catalogue
+        self._quotas = quotas
         names = [runtime.name for runtime in runtimes]
         self._form_schema = FunctionSchema(names)
         self._json_schema = FunctionCreateJSONSchema(names)
@@ -84,6 +86,7 @@ class FunctionsResource:
             )
         owner = scope_of(req, self._catalogue).principal.project_id
         info = inspect_package(code, filename, config["handler"])
+        self._quotas.before_store(owner, new_functions=1, added_bytes=info.size)
         record = self._catalogue.create_function({**config, "owner": owner}, code, info)
         resp.status = falcon.HTTP_201
         resp.location = function_url(record.id)
@@ -123,8 +126,9 @@ class FunctionResource:
 class CodeResource:
     """``/v1/functions/{id}/code``: the package back byte for byte, or a new one (version + 1)."""
 
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, quotas: QuotaGuard) -> None:
         self._catalogue = catalogue
+        self._quotas = quotas
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, function_id: str) -> None:
         function = scope_of(req, self._catalogue).function(function_id)
@@ -155,6 +159,7 @@ class CodeResource:
             )
         function = self._catalogue.get_function(function_id)
         info = inspect_package(data, filename, handler or function.handler)
+        self._quotas.before_store(function.owner, 0, added_bytes=info.size - function.code_size)
         resp.media = self._catalogue.replace_code(function_id, data, info, handler).to_api()
 
 

@@ -174,6 +174,7 @@ class Catalogue:
         self._hosts = database["hosts"]
         self._routers = database["routers"]
         self._scaling_events = database["scaling_events"]
+        self._quotas = database["quotas"]
         self._packages = gridfs.GridFS(database, collection="packages")
         self._clock = clock
         self._ids = ids
@@ -228,6 +229,46 @@ class Catalogue:
             return {"status": "ok", "functions": self._functions.count_documents({}), **kept}
         except PyMongoError as exc:
             return {"status": "unavailable", "error": str(exc), **kept}
+
+    # -- quotas per project (lambda_os.quotas) -----------------------------
+
+    def get_quota(self, project_id: str) -> dict[str, int]:
+        """The limits stored for the project (those changed from the defaults)."""
+        with _converted():
+            doc = self._quotas.find_one({"_id": project_id}) or {}
+        return {k: v for k, v in doc.items() if k != "_id"}
+
+    def set_quota(self, project_id: str, limits: dict[str, int]) -> dict[str, int]:
+        """Store these limits for the project (others keep theirs); all it has now."""
+        with _converted():
+            self._quotas.update_one({"_id": project_id}, {"$set": dict(limits)}, upsert=True)
+        return self.get_quota(project_id)
+
+    def usage_of(self, project_id: str) -> dict[str, int]:
+        """What the project uses: functions, their packages' bytes, and what runs now."""
+        with _converted():
+            functions = {
+                doc["_id"]: doc
+                for doc in self._functions.find(
+                    {"owner": project_id}, {"code_size": 1, "memory_mb": 1}
+                )
+            }
+            running = list(
+                self._executions.find(
+                    {"function_id": {"$in": list(functions)}, "status": "running"},
+                    {"function_id": 1},
+                )
+            )
+        return {
+            "functions": len(functions),
+            "package_bytes": sum(int(f.get("code_size", 0)) for f in functions.values()),
+            "executions": len(running),
+            "memory_mb": sum(
+                int(functions[r["function_id"]].get("memory_mb", 0))
+                for r in running
+                if r["function_id"] in functions
+            ),
+        }
 
     # -- functions ---------------------------------------------------------
 

@@ -37,6 +37,10 @@ class Settings:
     keystone_cloud: str | None = None
     keystone_cache_s: int = 300
     api_token: str | None = None
+    quota_functions: int = 100
+    quota_package_bytes: int = 1 << 30
+    quota_executions: int = 50
+    quota_memory_mb: int = 16384
     runtime_image_prefix: str = "lambda-os/runtime"
     state_dir: str = "/var/lib/lambda-os"
     concurrency: int = 8
@@ -181,6 +185,27 @@ OPTIONS: tuple[Option, ...] = (
         "LAMBDA_OS_API_TOKEN",
         "`function` and `hosts`: the token sent to the API in X-Auth-Token "
         "(e.g. `openstack token issue -f value -c id`)",
+    ),
+    Option(
+        "quota_functions",
+        "LAMBDA_OS_QUOTA_FUNCTIONS",
+        "functions a project may have, unless an admin set its own quota",
+    ),
+    Option(
+        "quota_package_bytes",
+        "LAMBDA_OS_QUOTA_PACKAGE_BYTES",
+        "bytes a project's current packages may hold together, unless an admin set its own",
+    ),
+    Option(
+        "quota_executions",
+        "LAMBDA_OS_QUOTA_EXECUTIONS",
+        "executions a project may run at once (more wait), unless an admin set its own",
+    ),
+    Option(
+        "quota_memory_mb",
+        "LAMBDA_OS_QUOTA_MEMORY_MB",
+        "memory (MB) a project's executions may take at once (more wait), unless an admin "
+        "set its own",
     ),
     Option(
         "runtime_image_prefix",

@@ -18,7 +18,7 @@ from catalog_api.auth.principal import Principal
 # Reachable without credentials: a load balancer's probe, and the API's own description.
 PUBLIC_PREFIXES = ("/healthz", "/docs", "/v1/openapi.yaml")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-ADMIN_ROUTES = ("/v1/hosts",)
+ADMIN_ROUTES = ("/v1/hosts", "/v1/quotas")
 
 READ = "read"
 WRITE = "write"

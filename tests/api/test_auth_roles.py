@@ -10,31 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import falcon
 import pytest
-from api_helpers import HELLO, encode_multipart, function_fields
+from api_helpers import HELLO, TokenTable, encode_multipart, function_fields
 from falcon.testing import TestClient
 
 from catalog_api.app import create_app
-from catalog_api.auth.principal import Principal
 from lambda_os.catalogue import Catalogue
 from lambda_os.records import DeadLetterRecord, ExecutionRecord, execution_id_for
 from lambda_os.settings import Settings
-
-TOKENS = {
-    "a-member": Principal("project-a", "alice", frozenset({"member"})),
-    "a-reader": Principal("project-a", "rita", frozenset({"reader"})),
-    "b-member": Principal("project-b", "bob", frozenset({"member"})),
-    "admin": Principal("project-admin", "ada", frozenset({"admin"})),
-    "no-role": Principal("project-a", "nora", frozenset()),
-}
-
-
-class TokenTable:
-    challenge = 'Keystone uri="http://keystone.invalid"'
-
-    def authenticate(self, req: falcon.Request) -> Principal | None:
-        return TOKENS.get(req.get_header("X-Auth-Token") or "")
 
 
 @pytest.fixture
