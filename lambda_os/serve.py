@@ -298,12 +298,14 @@ def catalogue_when_reachable(
 
 @dataclasses.dataclass(frozen=True)
 class RouterParts:
-    """A cluster router: a listener that places, and the keeper of its registry view."""
+    """A cluster router: a listener that places, the keeper of its registry view, and the
+    relay of the hosts' replies."""
 
     listener: Any
     router: Any
     keeper: Any
     mover: Any
+    relay: Any
 
 
 def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
@@ -311,9 +313,14 @@ def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
     import socket
     import uuid
 
+    import pika
+
+    from listener.publish import connection_parameters
+    from listener.relay import Relay
     from listener.relocate import BrokerQueueMover
     from listener.route import RegistryKeeper, Router
-    from listener.service import Listener
+    from listener.service import DEFAULT_HEARTBEAT_S, Listener
+    from listener.topology import Topology
 
     catalogue = _cluster_catalogue(settings, "a cluster router")
     # Its own name, even beside another router in one process: the shares count names.
@@ -330,7 +337,11 @@ def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
         name="lambda-os router",
         **listener_options,
     )
-    return RouterParts(listener, router, keeper, mover)
+    params = connection_parameters(settings.amqp_url, "lambda-os relay")
+    if params.heartbeat is None:
+        params.heartbeat = DEFAULT_HEARTBEAT_S
+    relay = Relay(Topology.from_settings(settings), lambda: pika.BlockingConnection(params))
+    return RouterParts(listener, router, keeper, mover, relay)
 
 
 def run_router(settings: Settings, **listener_options: Any) -> int:
@@ -340,12 +351,15 @@ def run_router(settings: Settings, **listener_options: Any) -> int:
     parts.keeper.join(stop)
     keeper = threading.Thread(target=parts.keeper.run, args=(stop,), name="registry", daemon=True)
     keeper.start()
+    relay = threading.Thread(target=parts.relay.run, args=(stop,), name="relay", daemon=True)
+    relay.start()
     parts.listener.install_signal_handlers()
     try:
         return parts.listener.run()
     finally:
         stop.set()
         keeper.join(timeout=10)
+        relay.join(timeout=10)
         parts.mover.close()
 
 

@@ -6,9 +6,13 @@ Every test makes its own queues and users, with a random suffix, and removes the
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import cluster_helpers
 import pika
 import pika.exceptions
 import pytest
@@ -24,6 +28,7 @@ from provisioner.broker_accounts import (
 )
 
 pytestmark = pytest.mark.integration
+live_cluster = cluster_helpers.live_cluster
 
 ACCESS_REFUSED = 403
 
@@ -195,3 +200,73 @@ def test_the_hosts_url_keeps_the_address_and_vhost_with_its_own_credentials():
         "lambda-os-host-h",
         "p/w:@x",
     )
+
+
+# -- a worker on its own user, with a router ------------------------------------
+
+
+def publish_event(cluster: cluster_helpers.LiveCluster, event_type: str, data: dict) -> str:
+    event_id = f"evt-{uuid.uuid4().hex[:12]}"
+    body = {"event_source": "cluster", "event_type": event_type, "data": data, "id": event_id}
+    cluster.channel.basic_publish(
+        "",
+        cluster.settings.events_queue,
+        json.dumps(body).encode(),
+        pika.BasicProperties(reply_to=cluster.replies, correlation_id=event_id),
+        mandatory=True,
+    )
+    return event_id
+
+
+def gather_replies(cluster: cluster_helpers.LiveCluster, *wanted: str) -> set[str]:
+    """The correlation ids of the replies, once every wanted one came (or 30 s passed)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + 30
+    while not set(wanted) <= seen and time.monotonic() < deadline:
+        seen.update(cluster.reply_ids())
+        time.sleep(0.2)
+    return seen
+
+
+def dead_letter(cluster: cluster_helpers.LiveCluster) -> tuple[Any, bytes]:
+    """The first message in the dead-letter queue: its properties and body."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        method, properties, body = cluster.channel.basic_get(
+            cluster.settings.dead_letter_queue, auto_ack=True
+        )
+        if method is not None:
+            return properties, body
+        time.sleep(0.2)
+    pytest.fail("nothing reached the dead-letter queue")
+
+
+@pytest.mark.mongo
+def test_a_worker_on_its_own_user_retries_replies_and_dead_letters_through_a_router(
+    live_cluster, broker_admin_url, amqp_url
+):
+    accounts = Accounts(broker_admin_url, vhost_of(amqp_url), live_cluster.topology, "test-live")
+    accounts.made = []
+    host_id = f"perm-{uuid.uuid4().hex[:8]}"
+    try:
+        credentials = accounts.create_host_user(host_id)
+        live_cluster.start_worker(host_id, amqp_url=with_credentials(amqp_url, credentials))
+        live_cluster.wait_for_hosts(host_id)
+        fn = live_cluster.function("guarded", max_retries=1)
+
+        answered = publish_event(live_cluster, fn.event_type, {"n": 1})
+        failing = publish_event(live_cluster, fn.event_type, {"no": "n"})  # KeyError: 'n'
+
+        records = {r.event_id: r for r in live_cluster.finished(fn, 2)}
+        assert (records[answered].status, records[answered].placed_on) == ("succeeded", host_id)
+        # The first attempt failed on the host, its retry went through the delay queue
+        # (by the host-output exchange) back to the router, and ran on the host again.
+        assert (records[failing].status, records[failing].attempt) == ("failed", 2)
+        assert records[failing].placed_on == host_id
+        assert {answered, failing} <= gather_replies(live_cluster, answered, failing)
+        properties, body = dead_letter(live_cluster)
+        assert json.loads(body)["id"] == failing
+        assert properties.headers["x-lambda-reason"]
+    finally:
+        for made in accounts.made:
+            accounts.delete_host_user(made)
