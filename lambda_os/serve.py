@@ -441,6 +441,8 @@ def run_controller(settings: Settings) -> int:
     permanent cloud error (bad credentials, unknown image) exits non-zero.
     """
     from lambda_os.errors import PermanentError
+    from listener.topology import Topology
+    from provisioner.broker_accounts import connect as connect_accounts
     from provisioner.controller import Controller
     from provisioner.nova import connect as connect_cloud
     from provisioner.scaling import Policy
@@ -450,7 +452,16 @@ def run_controller(settings: Settings) -> int:
     except ValueError as exc:  # the scale_* settings contradict each other
         raise SystemExit(f"lambda-os controller: {exc}") from exc
     catalogue = _cluster_catalogue(settings, "lambda-os controller")
-    controller = Controller(connect_cloud(settings), catalogue, settings)
+    try:
+        accounts = connect_accounts(settings, Topology.from_settings(settings))
+    except PermanentError as exc:
+        raise SystemExit(f"lambda-os controller: {exc}") from exc
+    if accounts is None:
+        LOGGER.warning(
+            "controller: no LAMBDA_OS_BROKER_ADMIN_URL: every host shares the worker RabbitMQ "
+            "URL, so a compromised host can read every host's invocations"
+        )
+    controller = Controller(connect_cloud(settings), catalogue, settings, accounts=accounts)
     stop = threading.Event()
 
     def stopping(signum: int, _frame: Any) -> None:
