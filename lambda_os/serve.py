@@ -317,12 +317,14 @@ def catalogue_when_reachable(
 
 @dataclasses.dataclass(frozen=True)
 class RouterParts:
-    """A cluster router: a listener that places, and the keeper of its registry view."""
+    """A cluster router: a listener that places, the keeper of its registry view, and the
+    relay of the hosts' replies."""
 
     listener: Any
     router: Any
     keeper: Any
     mover: Any
+    relay: Any
 
 
 def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
@@ -330,9 +332,14 @@ def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
     import socket
     import uuid
 
+    import pika
+
+    from listener.publish import connection_parameters
+    from listener.relay import Relay
     from listener.relocate import BrokerQueueMover
     from listener.route import RegistryKeeper, Router
-    from listener.service import Listener
+    from listener.service import DEFAULT_HEARTBEAT_S, Listener
+    from listener.topology import Topology
 
     catalogue = _cluster_catalogue(settings, "a cluster router")
     # Its own name, even beside another router in one process: the shares count names.
@@ -349,7 +356,11 @@ def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
         name="lambda-os router",
         **listener_options,
     )
-    return RouterParts(listener, router, keeper, mover)
+    params = connection_parameters(settings.amqp_url, "lambda-os relay")
+    if params.heartbeat is None:
+        params.heartbeat = DEFAULT_HEARTBEAT_S
+    relay = Relay(Topology.from_settings(settings), lambda: pika.BlockingConnection(params))
+    return RouterParts(listener, router, keeper, mover, relay)
 
 
 def run_router(settings: Settings, **listener_options: Any) -> int:
@@ -359,12 +370,15 @@ def run_router(settings: Settings, **listener_options: Any) -> int:
     parts.keeper.join(stop)
     keeper = threading.Thread(target=parts.keeper.run, args=(stop,), name="registry", daemon=True)
     keeper.start()
+    relay = threading.Thread(target=parts.relay.run, args=(stop,), name="relay", daemon=True)
+    relay.start()
     parts.listener.install_signal_handlers()
     try:
         return parts.listener.run()
     finally:
         stop.set()
         keeper.join(timeout=10)
+        relay.join(timeout=10)
         parts.mover.close()
 
 
@@ -446,6 +460,8 @@ def run_controller(settings: Settings) -> int:
     permanent cloud error (bad credentials, unknown image) exits non-zero.
     """
     from lambda_os.errors import PermanentError
+    from listener.topology import Topology
+    from provisioner.broker_accounts import connect as connect_accounts
     from provisioner.controller import Controller
     from provisioner.nova import connect as connect_cloud
     from provisioner.scaling import Policy
@@ -455,7 +471,16 @@ def run_controller(settings: Settings) -> int:
     except ValueError as exc:  # the scale_* settings contradict each other
         raise SystemExit(f"lambda-os controller: {exc}") from exc
     catalogue = _cluster_catalogue(settings, "lambda-os controller")
-    controller = Controller(connect_cloud(settings), catalogue, settings)
+    try:
+        accounts = connect_accounts(settings, Topology.from_settings(settings))
+    except PermanentError as exc:
+        raise SystemExit(f"lambda-os controller: {exc}") from exc
+    if accounts is None:
+        LOGGER.warning(
+            "controller: no LAMBDA_OS_BROKER_ADMIN_URL: every host shares the worker RabbitMQ "
+            "URL, so a compromised host can read every host's invocations"
+        )
+    controller = Controller(connect_cloud(settings), catalogue, settings, accounts=accounts)
     stop = threading.Event()
 
     def stopping(signum: int, _frame: Any) -> None:

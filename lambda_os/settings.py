@@ -75,6 +75,7 @@ class Settings:
     scale_interval_s: float = 15.0
     worker_amqp_url: str | None = None
     worker_mongo_url: str | None = None
+    broker_admin_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -375,6 +376,14 @@ OPTIONS: tuple[Option, ...] = (
         "worker_mongo_url",
         "LAMBDA_OS_WORKER_MONGO_URL",
         "`controller`: the MongoDB URL written into a new host's user data (default: MONGO_URL)",
+    ),
+    Option(
+        "broker_admin_url",
+        "LAMBDA_OS_BROKER_ADMIN_URL",
+        "`controller`: RabbitMQ's management API with an administrator's credentials, e.g. "
+        "http://guest:guest@127.0.0.1:15672; each new host then gets a broker user of its own "
+        "that reads only its own queue. Unset, every host shares the worker RabbitMQ URL, "
+        "which is weaker: one compromised host can read and write every host's invocations",
     ),
 )
 
