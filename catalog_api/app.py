@@ -17,7 +17,13 @@ import falcon
 import falcon.media
 
 from catalog_api import errors
-from catalog_api.auth import Authentication, Authenticator, authenticator_for, protect
+from catalog_api.auth import (
+    Authentication,
+    Authenticator,
+    api_tokens_for,
+    authenticator_for,
+    protect,
+)
 from catalog_api.crosssite import CrossSiteGuard
 from catalog_api.deadletters import (
     DeadLetterReplayResource,
@@ -40,6 +46,7 @@ from catalog_api.meta import (
 )
 from catalog_api.quotas import OwnQuotaResource, QuotaGuard, QuotaResource
 from catalog_api.runtimes import RUNTIMES, RuntimeList
+from catalog_api.users import TokensResource, UserResource, UsersResource
 from lambda_os.catalogue import Catalogue, connect
 from lambda_os.settings import Settings
 
@@ -59,8 +66,9 @@ def create_app(
     authenticated by ``authenticator``, by default the one ``LAMBDA_OS_AUTH`` names
     (a WSGI wrapper the mode needs, such as Keystone's, is ``served``'s)."""
     runtimes = RUNTIMES if runtimes is None else tuple(runtimes)
+    api_tokens = api_tokens_for(catalogue, settings)
     if authenticator is None:
-        authenticator = authenticator_for(settings)
+        authenticator = api_tokens or authenticator_for(settings)
     app = falcon.App(middleware=[CrossSiteGuard(settings), Authentication(authenticator)])
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=_dumps)
     errors.register(app)
@@ -80,6 +88,9 @@ def create_app(
     app.add_route(
         "/v1/deadletters/{dead_letter_id}/replay", DeadLetterReplayResource(catalogue, replayer)
     )
+    app.add_route("/v1/auth/tokens", TokensResource(api_tokens))
+    app.add_route("/v1/users", UsersResource(api_tokens))
+    app.add_route("/v1/users/{name}", UserResource(api_tokens))
     app.add_route("/v1/quota", OwnQuotaResource(catalogue, settings))
     app.add_route("/v1/quotas/{project_id}", QuotaResource(catalogue, settings))
     app.add_route("/v1/hosts", HostsResource(catalogue))

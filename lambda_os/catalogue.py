@@ -175,6 +175,8 @@ class Catalogue:
         self._routers = database["routers"]
         self._scaling_events = database["scaling_events"]
         self._quotas = database["quotas"]
+        self._api_users = database["api_users"]
+        self._api_tokens = database["api_tokens"]
         self._packages = gridfs.GridFS(database, collection="packages")
         self._clock = clock
         self._ids = ids
@@ -269,6 +271,45 @@ class Catalogue:
                 if r["function_id"] in functions
             ),
         }
+
+    # -- API users and tokens (catalog_api.auth.tokens) --------------------
+    #
+    # Stored as given: the auth module hashes passwords and tokens before they come here.
+
+    def add_api_user(self, user: dict[str, Any]) -> None:
+        """Store a new user (``_id`` is its name); ``Conflict`` if the name is taken."""
+        try:
+            with _converted():
+                self._api_users.insert_one(dict(user))
+        except DuplicateKeyError as exc:
+            raise Conflict(f"a user named {user['_id']!r} exists already") from exc
+
+    def get_api_user(self, name: str) -> dict[str, Any] | None:
+        with _converted():
+            return self._api_users.find_one({"_id": name})
+
+    def list_api_users(self) -> list[dict[str, Any]]:
+        with _converted():
+            return list(self._api_users.find({}).sort("_id", ASCENDING))
+
+    def delete_api_user(self, name: str) -> bool:
+        """Remove the user and every token it holds; whether it existed."""
+        with _converted():
+            self._api_tokens.delete_many({"user": name})
+            return self._api_users.delete_one({"_id": name}).deleted_count == 1
+
+    def add_api_token(self, token: dict[str, Any]) -> None:
+        """Store a token record (``_id`` is the token's hash)."""
+        with _converted():
+            self._api_tokens.insert_one(dict(token))
+
+    def get_api_token(self, token_hash: str) -> dict[str, Any] | None:
+        with _converted():
+            return self._api_tokens.find_one({"_id": token_hash})
+
+    def delete_api_token(self, token_hash: str) -> bool:
+        with _converted():
+            return self._api_tokens.delete_one({"_id": token_hash}).deleted_count == 1
 
     # -- functions ---------------------------------------------------------
 

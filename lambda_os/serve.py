@@ -149,7 +149,8 @@ def _authentication_ready(settings: Settings) -> bool:
 
     try:
         refuse_open_bind(settings)
-        authenticator_for(settings)
+        if settings.auth != "tokens":  # that mode's users are read once the catalogue is up
+            authenticator_for(settings)
     except PermanentError as exc:
         LOGGER.error("not starting the API: %s", exc)
         return False

@@ -36,6 +36,7 @@ class Settings:
     auth: str = "none"
     keystone_cloud: str | None = None
     keystone_cache_s: int = 300
+    api_token_ttl_s: float = 43200.0
     api_token: str | None = None
     quota_functions: int = 100
     quota_package_bytes: int = 1 << 30
@@ -166,8 +167,8 @@ OPTIONS: tuple[Option, ...] = (
         "auth",
         "LAMBDA_OS_AUTH",
         "how API callers prove who they are: `none` (loopback bind address only: every caller "
-        "is the local operator) or `keystone` (Keystone v3 tokens in X-Auth-Token, scoped to "
-        "a project)",
+        "is the local operator), `keystone` (Keystone v3 tokens in X-Auth-Token, scoped to "
+        "a project) or `tokens` (the API's own users and expiring tokens, for a lab)",
     ),
     Option(
         "keystone_cloud",
@@ -180,6 +181,11 @@ OPTIONS: tuple[Option, ...] = (
         "LAMBDA_OS_KEYSTONE_CACHE_S",
         "with LAMBDA_OS_AUTH=keystone: seconds a validated token is trusted without asking "
         "Keystone again (a revoked token works that long at most); -1 asks every time",
+    ),
+    Option(
+        "api_token_ttl_s",
+        "LAMBDA_OS_API_TOKEN_TTL_S",
+        "with LAMBDA_OS_AUTH=tokens: seconds a token from POST /v1/auth/tokens stays valid",
     ),
     Option(
         "api_token",

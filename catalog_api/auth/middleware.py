@@ -16,9 +16,10 @@ import falcon
 from catalog_api.auth.principal import Principal
 
 # Reachable without credentials: a load balancer's probe, and the API's own description.
-PUBLIC_PREFIXES = ("/healthz", "/docs", "/v1/openapi.yaml")
+# Logging in and revoking carry their own credentials (catalog_api.users).
+PUBLIC_PREFIXES = ("/healthz", "/docs", "/v1/openapi.yaml", "/v1/auth")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-ADMIN_ROUTES = ("/v1/hosts", "/v1/quotas")
+ADMIN_ROUTES = ("/v1/hosts", "/v1/quotas", "/v1/users")
 
 READ = "read"
 WRITE = "write"
@@ -68,7 +69,8 @@ class Authentication:
         if principal is None:
             raise falcon.HTTPUnauthorized(
                 title="Authentication required",
-                description="send a valid token in the X-Auth-Token header",
+                description="send a valid token in the X-Auth-Token header "
+                "(API tokens also as Authorization: Bearer)",
                 challenges=[self._authenticator.challenge],
             )
         req.context.principal = principal
