@@ -80,18 +80,13 @@ class VMDocker:
             f"--host={self.url}",
             "--bridge=none",
             # Both engines would otherwise read /etc/docker/daemon.json, the machine's.
-            f"--config-file={self._config()}",
+            f"--config-file={self.root / 'daemon.json'}",
         ]
-
-    def _config(self) -> Path:
-        path = self.root / "daemon.json"
-        if not path.exists():
-            path.write_text("{}\n")
-        return path
 
     def start(self) -> Self:
         """Start the engine and wait until it answers; ``EngineFailed`` (and nothing left) if not."""
         self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "daemon.json").write_text("{}\n")
         log = open(self.root / "dockerd.log", "ab")  # noqa: SIM115 - the engine writes it
         try:
             self.process = subprocess.Popen(

@@ -16,8 +16,6 @@ import pytest
 
 from testing_service.vmdocker import VMDocker
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def netns() -> Iterator[str]:
@@ -32,6 +30,25 @@ def same_netns(pid: int, netns: str) -> bool:
     return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{netns}").st_ino
 
 
+def test_the_engine_runs_in_the_vms_netns_only_with_roots_socket_and_config_of_its_own():
+    engine = VMDocker("vm-x", root=Path("/tmp/vmd-test"))
+
+    argv = engine.argv()
+
+    # --net only: ip netns exec would remount /sys and hide the cgroup hierarchies.
+    assert argv[:3] == ["nsenter", "--net=/run/netns/vm-x", "dockerd"]
+    assert {
+        "--data-root=/tmp/vmd-test/data",
+        "--exec-root=/tmp/vmd-test/exec",
+        "--pidfile=/tmp/vmd-test/docker.pid",
+        "--host=unix:///tmp/vmd-test/docker.sock",
+        "--bridge=none",
+        "--config-file=/tmp/vmd-test/daemon.json",
+    } == set(argv[3:])
+    assert not any(arg.startswith("--containerd") for arg in argv)  # it starts its own
+
+
+@pytest.mark.integration
 def test_a_vm_gets_an_engine_of_its_own_in_its_netns_and_stopping_it_leaves_nothing(
     netns, docker_client, runtime_image
 ):

@@ -14,6 +14,7 @@ import pytest
 from lambda_os.errors import PermanentError
 from provisioner.docker.egress import BRIDGE, NETWORK, EgressNetwork
 from provisioner.docker.firewall import CHAIN, Iptables
+from provisioner.docker.platform_addresses import METADATA, host_addresses
 
 pytestmark = pytest.mark.integration
 
@@ -89,6 +90,10 @@ def test_iptables_drops_what_the_bridge_sends_to_the_host_and_every_non_public_a
         "100.64.0.0/10",
     } <= drops
     assert any("--dst-type LOCAL" in rule and rule.endswith("-j DROP") for rule in ours)
+    # Before those, the platform's own addresses: metadata, the broker, this host's.
+    first = [r.split("-d ")[1].split()[0] for r in ours[1:] if "-d " in r and "-j DROP" in r]
+    platform = {f"{a}/32" for a in [METADATA, "127.0.0.1", *host_addresses()]}
+    assert platform <= set(first[: len(platform)])
     # Nothing is accepted here; only DNS to the host's resolvers goes on to Docker's rules.
     assert all(rule.endswith("-j DROP") or "--dport 53" in rule for rule in ours[1:])
 
