@@ -22,7 +22,8 @@ import json
 import logging
 import socket
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from lambda_os.settings import Settings
@@ -31,6 +32,10 @@ LOGGER = logging.getLogger(__name__)
 
 METADATA = "169.254.169.254"
 COMMAND_TIMEOUT_S = 10
+
+
+class UnresolvedHost(OSError):
+    """A host the settings name has no address now, so it cannot be fenced."""
 
 
 def url_hosts(url: str | None) -> list[str]:
@@ -62,20 +67,21 @@ def settings_hosts(settings: Settings) -> list[str]:
     return hosts
 
 
-def resolve(name: str) -> list[str]:
-    """The IPv4 addresses of ``name``; none (and a warning) when it does not resolve.
+def resolve(name: str, lookup: Callable[..., list[Any]] = socket.getaddrinfo) -> list[str]:
+    """The IPv4 addresses of ``name``; ``UnresolvedHost`` when it does not resolve.
 
-    0.0.0.0 (an API bound everywhere) stands for the host's own addresses, which
-    are gathered anyway.
+    A name that does not resolve now may resolve inside a container later, so it
+    fails the set-up (``network: true`` is refused, and tried again for the next
+    such function) rather than leave that host unfenced. 0.0.0.0 (an API bound
+    everywhere) stands for the host's own addresses, which are gathered anyway.
     """
     try:
         address = ipaddress.ip_address(name)
     except ValueError:
         try:
-            infos = socket.getaddrinfo(name, None, family=socket.AF_INET)
+            infos = lookup(name, None, family=socket.AF_INET)
         except OSError as exc:
-            LOGGER.warning("platform host %s does not resolve (%s): not fenced by name", name, exc)
-            return []
+            raise UnresolvedHost(f"the platform host {name!r} does not resolve: {exc}") from exc
         return sorted({str(info[4][0]) for info in infos})
     if address.version != 4 or address.is_unspecified:
         return []

@@ -150,3 +150,16 @@ def test_rules_removed_while_running_are_put_back_before_the_next_network_contai
     assert outcome.status == "succeeded"
     first = rules("DOCKER-USER")[1]
     assert first.startswith(f"-A DOCKER-USER -i {BRIDGE} ") and first.endswith(f"-j {CHAIN}")
+
+
+def test_when_a_platform_address_cannot_be_read_network_functions_are_refused(docker_client):
+    from provisioner.docker.host import DockerHost
+    from provisioner.docker.platform_addresses import UnresolvedHost
+
+    def unresolved() -> list[str]:
+        raise UnresolvedHost("the platform host 'broker.example' does not resolve")
+
+    egress = EgressNetwork(DockerHost(client=docker_client), Iptables(), platform=unresolved)
+
+    with pytest.raises(PermanentError, match="refused.*'broker.example' does not resolve"):
+        egress.ensure()

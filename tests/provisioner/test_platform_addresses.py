@@ -9,6 +9,7 @@ for the test, read back with ``iptables -S``. No packet is sent.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from lambda_os.settings import Settings
 from provisioner.docker.firewall import BLOCKED, CHAIN, Iptables, egress_rules
 from provisioner.docker.platform_addresses import (
     METADATA,
+    UnresolvedHost,
     addresses_from,
     host_addresses,
     platform_addresses,
@@ -55,6 +57,17 @@ def test_names_resolve_to_ipv4_and_an_unspecified_host_adds_nothing():
     assert resolve(BROKER) == [BROKER]
     assert resolve("0.0.0.0") == []
     assert resolve("::1") == []
+
+
+def test_a_platform_host_that_does_not_resolve_fails_the_set_up_rather_than_stay_unfenced():
+    def no_such_name(*_args, **_kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.raises(UnresolvedHost, match="'broker.example' does not resolve"):
+        resolve("broker.example", lookup=no_such_name)
+    assert resolve("broker.example", lookup=lambda *a, **k: [(2, 1, 6, "", (BROKER, 0))]) == [
+        BROKER
+    ]
 
 
 def test_the_host_addresses_are_every_ipv4_address_of_every_interface():
