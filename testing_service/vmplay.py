@@ -16,6 +16,10 @@ API (stable; other suites use it)::
         player.vms              # server id -> PlayedVM (netns, address, process)
     # leaving stops every worker and removes the netns, veths and bridge it made
 
+``own_docker=True`` gives each VM a Docker Engine of its own in its netns
+(``testing_service.vmdocker``), with ``own_docker_images`` copied into it, and points
+the worker's ``DOCKER_HOST`` there; otherwise workers share the machine's engine.
+
 ``extra_env`` is for test-only overrides (e.g. a short heartbeat); the worker's URLs
 must already name the bridge address (``LAMBDA_OS_WORKER_AMQP_URL`` /
 ``LAMBDA_OS_WORKER_MONGO_URL`` on the controller's side).
@@ -43,11 +47,13 @@ import yaml
 
 from provisioner.cloud import Cloud
 from provisioner.userdata import ENV_FILE, SERVER_ID_PLACEHOLDER
+from testing_service.vmdocker import VMDocker
 
 LOGGER = logging.getLogger(__name__)
 SUBNET = ipaddress.ip_network("198.18.0.0/24")
 RESERVED = ipaddress.ip_network("198.18.0.0/15")
 WORKER = [str(Path(sys.executable).with_name("lambda-os")), "worker"]
+RUNTIME_IMAGES = ("lambda-os/runtime:python3.11",)
 
 
 def _ip(*args: str) -> None:
@@ -84,15 +90,25 @@ class PlayedVM:
     state_dir: Path
     process: subprocess.Popen[bytes]
     env: dict[str, str] = field(default_factory=dict)
+    engine: VMDocker | None = None
 
 
 class VMPlayer:
     """Starts and stops one worker per ACTIVE server, each in a netns of its own."""
 
     def __init__(
-        self, cloud: Cloud, state_root: Path, extra_env: dict[str, str] | None = None
+        self,
+        cloud: Cloud,
+        state_root: Path,
+        extra_env: dict[str, str] | None = None,
+        *,
+        own_docker: bool = False,
+        own_docker_images: tuple[str, ...] = RUNTIME_IMAGES,
     ) -> None:
         self._cloud = cloud
+        self._own_docker = own_docker
+        self._own_images = own_docker_images
+        self._engines: dict[str, VMDocker] = {}  # netns -> engine, so stop() finds half-made ones
         self._root = state_root
         self._extra = dict(extra_env or {})
         self._tag = uuid.uuid4().hex[:4]
@@ -141,6 +157,10 @@ class VMPlayer:
         state_dir.mkdir(parents=True, exist_ok=True)
         env = {**worker_env(user_data, server_id), "LAMBDA_OS_STATE_DIR": str(state_dir)}
         env.update(self._extra)
+        if self._own_docker:
+            engine = self._engines[netns] = VMDocker(netns)
+            engine.start().load(self._own_images)
+            env["DOCKER_HOST"] = engine.url
         base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
         log = open(state_dir / "worker.log", "ab")  # noqa: SIM115 - the process owns it
         process = subprocess.Popen(
@@ -157,7 +177,9 @@ class VMPlayer:
             env.get("LAMBDA_OS_HOST_ID"),
             netns,
         )
-        self.vms[server_id] = PlayedVM(server_id, netns, veth, address, state_dir, process, env)
+        self.vms[server_id] = PlayedVM(
+            server_id, netns, veth, address, state_dir, process, env, self._engines.get(netns)
+        )
         self._pending.remove((veth, netns))
         return self.vms[server_id]
 
@@ -175,14 +197,21 @@ class VMPlayer:
             except subprocess.TimeoutExpired:
                 os.killpg(vm.process.pid, signal.SIGKILL)
                 vm.process.wait()
+        self._stop_engine(vm.netns)
         subprocess.run(["ip", "link", "del", vm.veth], check=False, capture_output=True)
         subprocess.run(["ip", "netns", "del", vm.netns], check=False, capture_output=True)
+
+    def _stop_engine(self, netns: str) -> None:
+        engine = self._engines.pop(netns, None)
+        if engine is not None:
+            engine.stop()
 
     def stop(self) -> None:
         """Stop every worker and remove every netns, veth and the bridge made."""
         for server_id in list(self.vms):
             self._stop_vm(self.vms.pop(server_id))
         for veth, netns in self._pending:
+            self._stop_engine(netns)
             subprocess.run(["ip", "link", "del", veth], check=False, capture_output=True)
             subprocess.run(["ip", "netns", "del", netns], check=False, capture_output=True)
         self._pending.clear()

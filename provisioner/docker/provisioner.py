@@ -50,6 +50,7 @@ from provisioner.docker.egress import EgressNetwork
 from provisioner.docker.firewall import Iptables
 from provisioner.docker.host import DockerHost
 from provisioner.docker.inventory import Inventory
+from provisioner.docker.platform_addresses import platform_addresses
 from provisioner.images import RUNTIMES
 from provisioner.limits import ConcurrencyLimits, FairSlots
 
@@ -198,6 +199,7 @@ class DockerProvisioner:
             self.host,
             Iptables(),
             engine_is_local=(settings.docker_host or "unix://").startswith("unix://"),
+            platform=lambda: platform_addresses(settings),
         )
         self.clock = clock
         self.state_dir = Path(settings.state_dir)
