@@ -53,6 +53,11 @@ def worker_environment(
         "MONGO_DB": settings.mongo_db,
         "AMQP_URL": amqp_url or settings.worker_amqp_url or settings.amqp_url,
         "EVENTS_QUEUE": settings.events_queue,
+        # The worker declares the events queue with its dead-letter arguments: another
+        # name than the routers' makes RabbitMQ refuse the declaration.
+        "DEAD_LETTER_QUEUE": settings.dead_letter_queue,
+        # Routers judge a host lost after host_lost_after of *their* intervals.
+        "LAMBDA_OS_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
         "LAMBDA_OS_HOST_ID": host_id,
         "LAMBDA_OS_SERVER_ID": SERVER_ID_PLACEHOLDER,
     }
