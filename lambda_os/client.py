@@ -115,8 +115,13 @@ class ApiClient:
     def execution(self, execution_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/executions/{execution_id}")
 
-    def executions(self, function_id: str) -> list[dict[str, Any]]:
-        return self._request("GET", f"/v1/executions?function_id={function_id}")["executions"]
+    def executions(self, function_id: str | None = None) -> list[dict[str, Any]]:
+        """One page of executions (the first 100), of one function or of all visible."""
+        query = f"?{urllib.parse.urlencode({'function_id': function_id})}" if function_id else ""
+        return self._request("GET", f"/v1/executions{query}")["executions"]
+
+    def logs(self, execution_id: str) -> str:
+        return self._request("GET", f"/v1/executions/{execution_id}/logs", raw=True).decode()
 
     def delete(self, function_id: str) -> None:
         self._request("DELETE", f"/v1/functions/{function_id}")

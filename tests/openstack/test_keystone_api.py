@@ -257,3 +257,73 @@ def test_the_function_command_sends_the_users_token(api, tokens):
     )
     assert refused.returncode != 0
     assert "401" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def openstack(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).with_name("openstack")), *args]
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120, check=check
+    )
+
+
+def user_env(api: str, keystone: Keystone, people: dict[str, Any], user: str, project: str):
+    """The OS_* variables an openrc of that user in that project sets."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    return {
+        **base,
+        "OS_AUTH_URL": keystone.auth_url,
+        "OS_IDENTITY_API_VERSION": "3",
+        "OS_USERNAME": people["users"][user][0],
+        "OS_PASSWORD": people["password"],
+        "OS_USER_DOMAIN_ID": "default",
+        "OS_PROJECT_ID": people["projects"][project],
+        "OS_FUNCTION_URL": api,
+    }
+
+
+def test_the_openstack_function_commands_as_a_user_runs_them(api, keystone, people, tmp_path):
+    alice = user_env(api, keystone, people, "a-member", "a")
+    bob = user_env(api, keystone, people, "b-member", "b")
+    code = tmp_path / "hello.py"
+    code.write_bytes(HELLO)
+
+    created = openstack(
+        alice,
+        "function",
+        "create",
+        "osc-hello",
+        "--code",
+        str(code),
+        "--event-source",
+        "osc",
+        "--event-type",
+        "hello",
+        "-f",
+        "json",
+    )
+    function = json.loads(created.stdout)
+    assert function["owner"] == people["projects"]["a"]
+    listed = json.loads(openstack(alice, "function", "list", "-f", "json").stdout)
+    assert "osc-hello" in [row["name"] for row in listed]
+    shown = json.loads(openstack(alice, "function", "show", function["id"], "-f", "json").stdout)
+    assert shown["event_type"] == "hello"
+
+    run = openstack(alice, "function", "invoke", function["id"], "--data", '{"n": 1}', "-f", "json")
+    execution = json.loads(run.stdout)
+    assert execution["status"] == "succeeded"
+    executions = openstack(
+        alice, "function", "execution", "list", "--function", function["id"], "-f", "json"
+    )
+    assert [row["id"] for row in json.loads(executions.stdout)] == [execution["id"]]
+    again = openstack(alice, "function", "execution", "show", execution["id"], "-f", "json")
+    assert json.loads(again.stdout)["id"] == execution["id"]
+    assert openstack(alice, "function", "execution", "log", execution["id"]).returncode == 0
+
+    # Another project's user: as if the function did not exist, said without a traceback.
+    refused = openstack(bob, "function", "show", function["id"], check=False)
+    assert refused.returncode != 0
+    assert "404" in refused.stderr and "Traceback" not in refused.stderr
+    assert "osc-hello" not in openstack(bob, "function", "list").stdout
+
+    openstack(alice, "function", "delete", function["id"])
+    assert "osc-hello" not in openstack(alice, "function", "list").stdout
