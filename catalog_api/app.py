@@ -44,6 +44,7 @@ from catalog_api.meta import (
     RuntimesResource,
     swagger_ui_dir,
 )
+from catalog_api.metrics import FunctionMetricsResource
 from catalog_api.quotas import OwnQuotaResource, QuotaGuard, QuotaResource
 from catalog_api.runtimes import RUNTIMES, RuntimeList
 from catalog_api.users import TokensResource, UserResource, UsersResource
@@ -80,6 +81,7 @@ def create_app(
     app.add_route(
         "/v1/functions/{function_id}/invocations", InvocationsResource(catalogue, invoker, quotas)
     )
+    app.add_route("/v1/functions/{function_id}/metrics", FunctionMetricsResource(catalogue))
     app.add_route("/v1/executions", ExecutionsResource(catalogue))
     app.add_route("/v1/executions/{execution_id}", ExecutionResource(catalogue))
     app.add_route("/v1/executions/{execution_id}/logs", ExecutionLogsResource(catalogue))

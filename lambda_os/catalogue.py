@@ -61,6 +61,7 @@ from lambda_os.records import (
 )
 
 ASCENDING = pymongo.ASCENDING
+DESCENDING = pymongo.DESCENDING
 # The catalogue's own collections (GridFS keeps packages in two more).
 COLLECTIONS = (
     "functions",
@@ -213,6 +214,9 @@ class Catalogue:
             )
             self._executions.create_index(
                 [("status", ASCENDING), ("lease_until", ASCENDING)], name="status_lease"
+            )
+            self._executions.create_index(
+                [("function_id", ASCENDING), ("created_at", ASCENDING)], name="function_created"
             )
             self._executions.create_index(
                 [("placed_on", ASCENDING), ("status", ASCENDING)], name="placed_status"
@@ -906,6 +910,22 @@ class Catalogue:
         return self._page(self._executions, dict(filters), limit, marker, ExecutionRecord)
 
     # -- executions: placement on the cluster's hosts ---------------------
+
+    def executions_since(
+        self, function_id: str, since: datetime, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The newest ``limit`` executions of the function made since then (the fields the
+        metrics need), and whether there were more."""
+        fields = {"status": 1, "error": 1, "duration_ms": 1, "cold_start": 1, "created_at": 1}
+        with _converted():
+            docs = list(
+                self._executions.find(
+                    {"function_id": function_id, "created_at": {"$gte": since}}, fields
+                )
+                .sort("created_at", DESCENDING)
+                .limit(limit + 1)
+            )
+        return docs[:limit], len(docs) > limit
 
     def place_execution(
         self, record: ExecutionRecord, host_id: str, router_id: str
