@@ -8,11 +8,14 @@ event; where an execution ran is its ``placed_on``.
 
 from __future__ import annotations
 
+import collections
 import uuid
 
 import nova_cluster as helpers
 import pytest
 from nova_cluster import eventually
+
+from provisioner.scaling import BOOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.openstack, pytest.mark.mongo]
 nova_cluster = helpers.nova_cluster
@@ -38,3 +41,21 @@ def test_an_event_runs_on_the_host_the_controller_booted_through_nova(nova_clust
     assert record.placed_on == host_id
     assert record.result["n"] == 7
     assert eventually(cluster.live.reply_ids, "the reply") == [event_id]
+
+
+def test_a_burst_boots_more_servers_and_the_new_hosts_take_part_of_it(nova_cluster):
+    # Two runs of 512 MB fill a host's 1 GiB: memory passes the high mark at once.
+    cluster = nova_cluster(scale_min_hosts=1, scale_max_hosts=3, scale_waiting_after_s=1.0)
+    cluster.start_controller()
+    (first,) = cluster.wait_for_hosts(1)
+    function = cluster.live.function(name("burst"), memory_mb=512)
+
+    event_ids = [cluster.live.send(function, n, sleep=1.5) for n in range(16)]
+
+    records = cluster.exactly_once(function, event_ids)
+    placed = collections.Counter(r.placed_on for r in records.values())
+    assert len(placed) >= 2 and set(placed) - {first}, placed
+    assert len(cluster.servers()) >= 2
+    boots = [e for e in cluster.catalogue.list_scaling_events() if e.action == BOOT]
+    assert any("above the high mark" in e.reason or "waited" in e.reason for e in boots), boots
+    assert sorted(r.result["n"] for r in records.values()) == list(range(16))
