@@ -136,6 +136,12 @@ class NovaCluster:
         (server,) = [s for s in self.servers() if s.host_id == host_id]
         return server
 
+    def delete_vm(self, server_id: str) -> None:
+        """Delete a server through the cloud directly, its VM dying with it (no drain)."""
+        with self._play_lock:
+            self.player.kill(server_id)
+        self.cloud.delete(server_id)
+
     def active_hosts(self) -> set[str]:
         return {h.id for h in self.catalogue.list_hosts("active")}
 

@@ -15,7 +15,7 @@ import nova_cluster as helpers
 import pytest
 from nova_cluster import eventually
 
-from provisioner.scaling import BOOT
+from provisioner.scaling import BOOT, REPLACE
 
 pytestmark = [pytest.mark.integration, pytest.mark.openstack, pytest.mark.mongo]
 nova_cluster = helpers.nova_cluster
@@ -59,3 +59,29 @@ def test_a_burst_boots_more_servers_and_the_new_hosts_take_part_of_it(nova_clust
     boots = [e for e in cluster.catalogue.list_scaling_events() if e.action == BOOT]
     assert any("above the high mark" in e.reason or "waited" in e.reason for e in boots), boots
     assert sorted(r.result["n"] for r in records.values()) == list(range(16))
+
+
+def test_a_server_deleted_behind_the_controllers_back_is_replaced_and_no_event_is_lost(
+    nova_cluster,
+):
+    cluster = nova_cluster(scale_min_hosts=2, scale_max_hosts=2)
+    cluster.start_controller()
+    before = cluster.wait_for_hosts(2)
+    function = cluster.live.function(name("steady"))
+    victim = cluster.live.home_of(function)  # where the function's events go
+    server = cluster.server_of(victim)
+    event_ids = [cluster.live.send(function, n, sleep=0.5) for n in range(6)]
+
+    cluster.delete_vm(server.id)
+    event_ids += [cluster.live.send(function, n, sleep=0.5) for n in range(6, 12)]
+
+    records = cluster.exactly_once(function, event_ids)
+    assert sorted(r.result["n"] for r in records.values()) == list(range(12))
+    hosts = cluster.wait_for_hosts(2)
+    (new,) = hosts - before
+    assert victim not in hosts
+    assert server.id not in {s.id for s in cluster.servers()}
+    replaced = [e for e in cluster.catalogue.list_scaling_events() if e.host_id == victim]
+    assert replaced and replaced[0].action == REPLACE, replaced
+    assert server.id in replaced[0].reason
+    assert new in {e.host_id for e in cluster.catalogue.list_scaling_events() if e.action == BOOT}
