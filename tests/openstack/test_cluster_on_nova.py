@@ -9,6 +9,8 @@ event; where an execution ran is its ``placed_on``.
 from __future__ import annotations
 
 import collections
+import signal
+import time
 import uuid
 
 import nova_cluster as helpers
@@ -85,3 +87,25 @@ def test_a_server_deleted_behind_the_controllers_back_is_replaced_and_no_event_i
     assert replaced and replaced[0].action == REPLACE, replaced
     assert server.id in replaced[0].reason
     assert new in {e.host_id for e in cluster.catalogue.list_scaling_events() if e.action == BOOT}
+
+
+def test_a_controller_killed_with_sigkill_and_restarted_boots_no_duplicates(nova_cluster):
+    cluster = nova_cluster(scale_min_hosts=2, scale_max_hosts=2)
+    first = cluster.controller_process()
+    eventually(cluster.servers, "the first boot")
+    first.send_signal(signal.SIGKILL)  # between its boots, or just after them
+    first.wait()
+    booted = {s.id for s in cluster.servers()}
+
+    second = cluster.controller_process()
+    cluster.wait_for_hosts(2)
+    passes = 6  # the restarted controller judges the two hosts again and again
+    time.sleep(passes * cluster.settings.scale_interval_s)
+
+    assert second.poll() is None, "the restarted controller exited"
+    servers = {s.id for s in cluster.servers()}
+    assert len(servers) == 2 and booted <= servers
+    # A kill between Nova's answer and the catalogue write leaves a boot unrecorded,
+    # never a server booted twice: each recorded boot names one of the two.
+    boots = [e for e in cluster.catalogue.list_scaling_events() if e.action == BOOT]
+    assert {e.server_id for e in boots} <= servers and len(boots) <= 2, boots
