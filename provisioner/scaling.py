@@ -16,7 +16,8 @@ The rules, in order:
    deleted: draining is how a host is taken out without losing work.
 4. Fewer hosts (registered or still booting) than the minimum: boot one.
 5. Memory in use above the high mark, or an execution queued longer than allowed,
-   and fewer than the maximum: boot one, unless a boot or drain happened within the
+   and fewer servers than the maximum (those of lost hosts included, since they
+   may register again): boot one, unless a boot or drain happened within the
    cooldown or a booted server has yet to register (its capacity is on the way).
 6. Memory in use below the low mark with more than the minimum: drain the least
    loaded host that runs nothing, if the others stay below the high mark without it.
@@ -183,6 +184,10 @@ def decide(situation: Situation, policy: Policy) -> Decision:
     own = [h for h in active if h.id in servers]
     booting = [hid for hid in servers if hid not in hosts]
     counted = len(own) + len(booting)
+    # A lost host's server is kept for the grace period in case it registers again
+    # (a missed heartbeat or two on a busy host): it serves nothing, so the minimum
+    # may replace it, but load may not boot past the maximum around it.
+    lost = [hid for hid in servers if hid in hosts and hosts[hid].state == "lost"]
     if counted < policy.min_hosts:
         return Decision(
             BOOT,
@@ -204,8 +209,11 @@ def decide(situation: Situation, policy: Policy) -> Decision:
             f"{policy.waiting_after_s:.0f} s"
         )
     if want_more:
-        if counted >= policy.max_hosts:
-            return Decision(NOTHING, f"{want_more}, but at the maximum of {policy.max_hosts} hosts")
+        if counted + len(lost) >= policy.max_hosts:
+            held = f" ({len(lost)} of them lost, kept in case they return)" if lost else ""
+            return Decision(
+                NOTHING, f"{want_more}, but at the maximum of {policy.max_hosts} hosts{held}"
+            )
         if booting:
             return Decision(NOTHING, f"{want_more}; {len(booting)} booted host(s) yet to register")
         if cooling:

@@ -136,6 +136,12 @@ class NovaCluster:
         (server,) = [s for s in self.servers() if s.host_id == host_id]
         return server
 
+    def delete_vm(self, server_id: str) -> None:
+        """Delete a server through the cloud directly, its VM dying with it (no drain)."""
+        with self._play_lock:
+            self.player.kill(server_id)
+        self.cloud.delete(server_id)
+
     def active_hosts(self) -> set[str]:
         return {h.id for h in self.catalogue.list_hosts("active")}
 
@@ -151,6 +157,18 @@ class NovaCluster:
             return None
 
         return eventually(ready, f"{count} active hosts on their servers", timeout_s)
+
+    def exactly_once(self, function: Any, event_ids: list[str]) -> dict[str, Any]:
+        """Each event's one execution once all are final; fails on a lost or second record."""
+        records = self.live.finished(function, len(event_ids), timeout_s=90)
+        by_event: dict[str, list[Any]] = {}
+        for record in records:
+            by_event.setdefault(record.event_id, []).append(record)
+        assert sorted(by_event) == sorted(event_ids), "an event was lost or is not ours"
+        assert all(len(found) == 1 for found in by_event.values()), by_event
+        failed = [r for r in records if r.status != "succeeded"]
+        assert not failed, [(r.event_id, r.status, r.error) for r in failed]
+        return {event_id: found[0] for event_id, found in by_event.items()}
 
     # -- controllers --------------------------------------------------------------
 
@@ -205,6 +223,15 @@ class NovaCluster:
         hosts = [h.id for h in self.catalogue.list_hosts()]
         self._stop.set()
         self._player_thread.join(timeout=30)
+        # All workers drain at once; the player would stop them one after another.
+        running = [vm.process for vm in self.player.vms.values() if vm.process.poll() is None]
+        for process in running:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in running:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass  # the player's stop kills it
         self.player.stop()
         self.live.stop()
         connection = pika.BlockingConnection(pika.URLParameters(self.settings.amqp_url))
@@ -264,12 +291,17 @@ def nova_cluster(
         cleanup.append(forget_topology)
         return NovaCluster(cloud, real_catalogue, settings, player, work)
 
-    def make(**changes: Any) -> NovaCluster:
+    def make(worker_env: dict[str, str] | None = None, **changes: Any) -> NovaCluster:
+        """A cluster on settings ``changes``; ``worker_env`` adds to the hosts' ``WORKER_ENV``."""
         cloud = make_cloud()
         work = Path(tempfile.mkdtemp(prefix="novacl-", dir="/tmp"))
         cleanup.append(lambda: shutil.rmtree(work, ignore_errors=True))
         suffix = uuid.uuid4().hex[:10]
-        env = {**WORKER_ENV, "LAMBDA_OS_RUNTIME_IMAGE_PREFIX": runtime_image.rsplit(":", 1)[0]}
+        env = {
+            **WORKER_ENV,
+            "LAMBDA_OS_RUNTIME_IMAGE_PREFIX": runtime_image.rsplit(":", 1)[0],
+            **(worker_env or {}),
+        }
         player = VMPlayer(
             connect(dataclasses.replace(openstack_settings, cloud_platform=cloud.platform)),
             work / "vms",

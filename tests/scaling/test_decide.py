@@ -206,6 +206,21 @@ def test_the_server_of_a_host_lost_moments_ago_is_kept_in_case_it_registers_agai
     assert decide(situation([host("a"), gone]), POLICY).action == NOTHING
 
 
+def test_the_server_of_a_lost_host_counts_towards_the_maximum_so_load_boots_none_past_it():
+    # Seen on the test cloud: a busy host missed its heartbeats, the load booted a
+    # fourth server of three, and the lost host came back.
+    gone = dataclasses.replace(host("c", state="lost"), lost_at=NOW - timedelta(seconds=10))
+    decision = decide(situation([host("a", free=100), host("b", free=100), gone]), POLICY)
+    assert decision.action == NOTHING
+    assert "maximum of 3" in decision.reason and "lost" in decision.reason
+
+
+def test_a_lost_host_below_the_minimum_is_still_replaced():
+    policy = dataclasses.replace(POLICY, min_hosts=2)
+    gone = dataclasses.replace(host("b", state="lost"), lost_at=NOW - timedelta(seconds=10))
+    assert decide(situation([host("a"), gone]), policy).action == BOOT
+
+
 def test_marks_the_wrong_way_round_or_a_minimum_above_the_maximum_are_refused():
     with pytest.raises(ValueError, match="low < high"):
         Policy(high_mark=0.3, low_mark=0.7)
