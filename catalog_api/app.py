@@ -45,6 +45,7 @@ from catalog_api.meta import (
     swagger_ui_dir,
 )
 from catalog_api.metrics import FunctionMetricsResource
+from catalog_api.prometheus import MetricsResource, RequestMetrics
 from catalog_api.quotas import OwnQuotaResource, QuotaGuard, QuotaResource
 from catalog_api.runtimes import RUNTIMES, RuntimeList
 from catalog_api.users import TokensResource, UserResource, UsersResource
@@ -70,7 +71,9 @@ def create_app(
     api_tokens = api_tokens_for(catalogue, settings)
     if authenticator is None:
         authenticator = api_tokens or authenticator_for(settings)
-    app = falcon.App(middleware=[CrossSiteGuard(settings), Authentication(authenticator)])
+    app = falcon.App(
+        middleware=[RequestMetrics(), CrossSiteGuard(settings), Authentication(authenticator)]
+    )
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=_dumps)
     errors.register(app)
 
@@ -100,6 +103,7 @@ def create_app(
     app.add_route("/v1/runtimes", RuntimesResource(runtimes, settings))
     app.add_route("/v1/openapi.yaml", OpenAPIResource())
     app.add_route("/healthz", HealthResource(catalogue, listener_state))
+    app.add_route("/metrics", MetricsResource())
 
     assets = swagger_ui_dir()
     app.add_route("/docs", DocsResource(assets))

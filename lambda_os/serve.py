@@ -109,9 +109,20 @@ def _embedded_server(settings: Settings) -> CatalogueServer | None:
 
 
 def _provisioner(settings: Settings) -> Any:
+    """The local Docker backend, counted into the process's Prometheus metrics."""
     from provisioner.docker import DockerProvisioner
+    from provisioner.metered import MeteredProvisioner
 
-    return DockerProvisioner(settings)
+    return MeteredProvisioner(DockerProvisioner(settings))
+
+
+def _expose_metrics(settings: Settings) -> None:
+    """``/metrics`` on a port of its own, for a process without the API (when asked)."""
+    if settings.metrics_port:
+        from lambda_os import prometheus
+
+        prometheus.serve(settings.metrics_host, settings.metrics_port)
+        LOGGER.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
 
 
 def run_api(settings: Settings) -> int:
@@ -178,6 +189,7 @@ def run_listener(settings: Settings) -> int:
     catalogue = catalogue_when_reachable(settings, "lambda-os listener")
     provisioner = _provisioner(settings)
     listener = Listener(settings, catalogue, provisioner)
+    _expose_metrics(settings)
     listener.install_signal_handlers()
     try:
         return listener.run()
@@ -435,6 +447,7 @@ def worker_parts(settings: Settings, **listener_options: Any) -> WorkerParts:
 def run_worker(settings: Settings, **listener_options: Any) -> int:
     """``lambda-os worker``: serve this host's queue; drain on a clean stop."""
     parts = worker_parts(settings, **listener_options)
+    _expose_metrics(settings)
     stop = threading.Event()
     beating = threading.Thread(
         target=parts.heartbeat.run,

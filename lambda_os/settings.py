@@ -38,6 +38,8 @@ class Settings:
     keystone_cache_s: int = 300
     api_token_ttl_s: float = 43200.0
     api_token: str | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
     quota_functions: int = 100
     quota_package_bytes: int = 1 << 30
     quota_executions: int = 50
@@ -192,6 +194,17 @@ OPTIONS: tuple[Option, ...] = (
         "LAMBDA_OS_API_TOKEN",
         "`function` and `hosts`: the token sent to the API in X-Auth-Token "
         "(e.g. `openstack token issue -f value -c id`)",
+    ),
+    Option(
+        "metrics_host",
+        "LAMBDA_OS_METRICS_HOST",
+        "`listener` and `worker`: the address their Prometheus /metrics listens on",
+    ),
+    Option(
+        "metrics_port",
+        "LAMBDA_OS_METRICS_PORT",
+        "`listener` and `worker`: the port of their Prometheus /metrics (0: none; the API "
+        "serves /metrics itself)",
     ),
     Option(
         "quota_functions",

@@ -17,7 +17,7 @@ from catalog_api.auth.principal import Principal
 
 # Reachable without credentials: a load balancer's probe, and the API's own description.
 # Logging in and revoking carry their own credentials (catalog_api.users).
-PUBLIC_PREFIXES = ("/healthz", "/docs", "/v1/openapi.yaml", "/v1/auth")
+PUBLIC_PREFIXES = ("/healthz", "/metrics", "/docs", "/v1/openapi.yaml", "/v1/auth")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_ROUTES = ("/v1/hosts", "/v1/quotas", "/v1/users")
 
