@@ -1031,6 +1031,7 @@ class Catalogue:
         """
         changes = {
             "free_memory_mb": beat.free_memory_mb,
+            "idle_memory_mb": beat.idle_memory_mb,
             "free_slots": beat.free_slots,
             "running": beat.running,
             "warm": list(beat.warm),

@@ -118,11 +118,14 @@ class Situation:
 
 
 def memory_load(hosts: Sequence[HostRecord]) -> float | None:
-    """The share of the hosts' memory in use, per their last heartbeats; None without hosts."""
+    """The share of the hosts' memory running executions hold, per their last heartbeats;
+    None without hosts. Idle warm and pooled containers do not count: a host gives
+    their memory back the moment a run needs it, so a cluster that ran a burst and
+    now only keeps it warm is idle, and may shrink."""
     total = sum(h.memory_total_mb for h in hosts)
     if total <= 0:
         return None
-    free = sum(min(h.free_memory_mb, h.memory_total_mb) for h in hosts)
+    free = sum(min(h.free_memory_mb + h.idle_memory_mb, h.memory_total_mb) for h in hosts)
     return (total - free) / total
 
 
@@ -228,7 +231,10 @@ def decide(situation: Situation, policy: Policy) -> Decision:
         idle = [h for h in own if _idle(h, situation.placed)]
         if not idle:
             return Decision(NOTHING, "memory below the low mark, but every host runs something")
-        victim = max(idle, key=lambda h: (h.free_memory_mb / max(h.memory_total_mb, 1), h.id))
+        victim = max(
+            idle,
+            key=lambda h: ((h.free_memory_mb + h.idle_memory_mb) / max(h.memory_total_mb, 1), h.id),
+        )
         rest = [h for h in active if h.id != victim.id]
         after = memory_load(rest)
         if after is not None and after > policy.high_mark:

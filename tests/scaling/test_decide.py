@@ -25,7 +25,9 @@ NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 POLICY = Policy(min_hosts=1, max_hosts=3, cooldown_s=60, register_grace_s=300)
 
 
-def host(host_id: str, free: int = 2000, total: int = 4000, running: int = 0, state="active"):
+def host(
+    host_id: str, free: int = 2000, total: int = 4000, running: int = 0, state="active", idle=0
+):
     return HostRecord(
         id=host_id,
         queue=f"q.{host_id}",
@@ -33,6 +35,7 @@ def host(host_id: str, free: int = 2000, total: int = 4000, running: int = 0, st
         state=state,
         memory_total_mb=total,
         free_memory_mb=free,
+        idle_memory_mb=idle,
         running=running,
         heartbeat_at=NOW,
     )
@@ -58,6 +61,18 @@ def situation(hosts, servers=None, placed=None, **more) -> Situation:
 def test_memory_load_is_the_share_of_memory_in_use():
     assert memory_load([host("a", free=1000), host("b", free=3000)]) == 0.5
     assert memory_load([]) is None
+
+
+def test_memory_idle_containers_hold_is_not_load():
+    # A burst ran and left warm containers behind: the memory is held, not used.
+    warm = [host("a", free=200, idle=3800), host("b", free=200, idle=2800)]
+    assert memory_load(warm) == 1000 / 8000
+
+
+def test_a_cluster_that_only_keeps_a_burst_warm_shrinks():
+    hosts = [host("a", free=100, idle=3900), host("b", free=4000), host("c", free=100, idle=3000)]
+    decision = decide(situation(hosts), POLICY)
+    assert decision.action == DRAIN
 
 
 def test_load_within_the_marks_does_nothing():
