@@ -231,9 +231,15 @@ def decide(situation: Situation, policy: Policy) -> Decision:
         idle = [h for h in own if _idle(h, situation.placed)]
         if not idle:
             return Decision(NOTHING, "memory below the low mark, but every host runs something")
-        victim = max(
+        # The host with the fewest warm function versions goes first: draining one
+        # that keeps functions warm would turn their next events into cold starts.
+        victim = min(
             idle,
-            key=lambda h: ((h.free_memory_mb + h.idle_memory_mb) / max(h.memory_total_mb, 1), h.id),
+            key=lambda h: (
+                len(h.warm),
+                -(h.free_memory_mb + h.idle_memory_mb) / max(h.memory_total_mb, 1),
+                h.id,
+            ),
         )
         rest = [h for h in active if h.id != victim.id]
         after = memory_load(rest)
@@ -245,7 +251,7 @@ def decide(situation: Situation, policy: Policy) -> Decision:
         return Decision(
             DRAIN,
             f"memory {load:.0%} in use, below the low mark {policy.low_mark:.0%}; "
-            f"{victim.id} is the least loaded and runs nothing",
+            f"{victim.id} runs nothing and keeps the fewest functions warm",
             victim.id,
             servers[victim.id].id,
         )

@@ -75,6 +75,15 @@ def test_a_cluster_that_only_keeps_a_burst_warm_shrinks():
     assert decision.action == DRAIN
 
 
+def test_the_host_keeping_functions_warm_is_drained_last():
+    warm = dataclasses.replace(host("a", free=100, idle=3900), warm=["f:1", "g:1"])
+    cold = host("b", free=3000)
+    decision = decide(situation([warm, cold, host("c", free=3500)]), POLICY)
+    assert (decision.action, decision.host_id) == (DRAIN, "c")
+    decision = decide(situation([warm, cold]), POLICY)
+    assert (decision.action, decision.host_id) == (DRAIN, "b")
+
+
 def test_load_within_the_marks_does_nothing():
     decision = decide(situation([host("a", free=2000)]), POLICY)
     assert decision.action == NOTHING
