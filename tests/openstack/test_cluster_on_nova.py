@@ -17,7 +17,7 @@ import nova_cluster as helpers
 import pytest
 from nova_cluster import eventually
 
-from provisioner.scaling import BOOT, REPLACE
+from provisioner.scaling import BOOT, DELETE, DRAIN, REPLACE
 
 pytestmark = [pytest.mark.integration, pytest.mark.openstack, pytest.mark.mongo]
 nova_cluster = helpers.nova_cluster
@@ -109,3 +109,45 @@ def test_a_controller_killed_with_sigkill_and_restarted_boots_no_duplicates(nova
     # never a server booted twice: each recorded boot names one of the two.
     boots = [e for e in cluster.catalogue.list_scaling_events() if e.action == BOOT]
     assert {e.server_id for e in boots} <= servers and len(boots) <= 2, boots
+
+
+def test_idle_scales_down_by_draining_one_host_and_deleting_it_once_it_runs_nothing(
+    nova_cluster,
+):
+    # Four 512 MB runs fill both 1 GiB hosts; no warm containers, so a host whose
+    # runs end holds no memory. A high mark of 100 % lets one host go while the
+    # other is still full.
+    cluster = nova_cluster(
+        scale_min_hosts=2,
+        scale_max_hosts=2,
+        scale_low_mark=0.6,
+        scale_high_mark=1.0,
+        worker_env={"LAMBDA_OS_WARM_IDLE_S": "0"},
+    )
+    cluster.start_controller()
+    cluster.wait_for_hosts(2)
+    cluster.stop_controller()
+    function = cluster.live.function(name("idle"), memory_mb=512)
+    event_ids = [cluster.live.send(function, n, sleep=1.0 + 1.5 * n) for n in range(4)]
+    eventually(
+        lambda: len({r.placed_on for r in cluster.live.finished(function, 0) if r.started_at}) == 2,
+        "runs on both hosts",
+    )
+
+    cluster.start_controller(scale_min_hosts=1)  # now one host is more than enough
+
+    records = cluster.exactly_once(function, event_ids)
+    (kept,) = eventually(cluster.active_hosts, "one host left")
+    events = list(reversed(cluster.catalogue.list_scaling_events()))  # oldest first
+    taken = [(e.action, e.host_id) for e in events if e.action in (DRAIN, DELETE)]
+    (gone,) = {host for _action, host in taken}
+    assert taken == [(DRAIN, gone), (DELETE, gone)]
+    deleted_at = next(e.at for e in events if e.action == DELETE)
+    on_gone = [r for r in records.values() if r.placed_on == gone]
+    assert on_gone and all(r.finished_at <= deleted_at for r in on_gone)
+    # The other host was still running when the idle one went, and kept its runs.
+    assert any(r.finished_at > deleted_at for r in records.values() if r.placed_on == kept)
+    eventually(
+        lambda: [s.host_id for s in cluster.servers()] == [kept], "only the kept host's server"
+    )
+    assert cluster.catalogue.get_host(gone).state == "draining"
