@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from lambda_os import function_cli, hosts_cli, send
+from lambda_os import function_cli, hosts_cli, project_user_cli, send
 from lambda_os import settings as settings_module
 from testing_service import bench
 
@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     function_help = "manage functions through the API: create, list, get, update-code, …"
     sub = commands.add_parser("function", help=function_help, description=function_help)
     function_cli.add_arguments(sub)
+    project_user_help = (
+        "make or remove a project's own event publisher on the broker (the operator's; "
+        "needs LAMBDA_OS_BROKER_ADMIN_URL); create prints its AMQP URL once"
+    )
+    sub = commands.add_parser("project-user", help=project_user_help, description=project_user_help)
+    project_user_cli.add_arguments(sub)
+    settings_module.add_arguments(sub)
     bench_help = "measure the platform beside the broker floor, docker run per event and Celery"
     sub = commands.add_parser("bench", help=bench_help, description=bench_help)
     bench.add_arguments(sub)
@@ -88,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return function_cli.run_function(settings, args)
     if args.command == "hosts":
         return hosts_cli.run_hosts(settings, args)
+    if args.command == "project-user":
+        return project_user_cli.run_project_user(settings, args)
     if args.command == "bench":
         return bench.run_bench(settings, args)
     from lambda_os import serve

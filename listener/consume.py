@@ -14,6 +14,10 @@ writing its replies and acks into pika's output buffer and flushing it once at t
 end. Frames leave in the order written, so each reply still goes out before its
 event's ack.
 
+Each event's project comes from its delivery (``listener.project``): through the
+projects exchange it runs only that project's functions; an id-less one is put
+back the same way so its copy keeps the project.
+
 What happens to a message:
 
 - not an event (``InvalidEvent``): a worker records the dead letter in the
@@ -69,6 +73,7 @@ from lambda_os.records import DeadLetterRecord, ExecutionRecord, iso, utcnow
 from listener.deadletter import dead_letter_record, own_headers
 from listener.events import Event, InvalidEvent, parse_event
 from listener.execute import Step
+from listener.project import project_of
 from listener.topology import Topology, declare_own
 
 LOGGER = logging.getLogger(__name__)
@@ -268,11 +273,14 @@ class Session:
         tag = method.delivery_tag
         label = properties.message_id or f"(none; delivery {tag})"
         with self._safety_net(tag, properties, body, label):
-            self._take(tag, properties, body, label)
+            self._take(method, properties, body, label)
 
-    def _take(self, tag: int, properties: Any, body: bytes, label: str) -> None:
+    def _take(self, method: Any, properties: Any, body: bytes, label: str) -> None:
+        tag = method.delivery_tag
         try:
             event = parse_event(body, message_id=properties.message_id)
+            # Whose event it is comes from the delivery, which the broker vouches for.
+            project = project_of(method.exchange, method.routing_key, self._topology)
         except InvalidEvent as exc:
             # The catalogue copy is written on a worker: never catalogue I/O on this thread.
             self._pending += 1
@@ -283,10 +291,14 @@ class Session:
                 functools.partial(self._done_malformed, tag, properties, body, exc.description)
             )
             return
+        if project is not None:
+            event = dataclasses.replace(event, project=project)
         attempt = (properties.headers or {}).get(ATTEMPT_HEADER)
         if isinstance(attempt, int) and attempt >= 1 and event.function_id is not None:
             event = dataclasses.replace(event, attempt=attempt)
-        if event.id_origin == "assigned" and self._republish_with_id(tag, properties, body, event):
+        if event.id_origin == "assigned" and self._republish_with_id(
+            method, properties, body, event
+        ):
             return
         LOGGER.debug(
             "event %s: received %s/%s (id from %s, delivery %d)",
@@ -356,15 +368,20 @@ class Session:
             reason = f"internal error: {type(error).__name__}: {error}"
             self._dead_letter(tag, properties, body, reason, event.id, kind="internal error")
 
-    def _republish_with_id(self, tag: int, properties: Any, body: bytes, event: Event) -> bool:
+    def _republish_with_id(self, method: Any, properties: Any, body: bytes, event: Event) -> bool:
         """Put an id-less event back with its assigned id as ``message_id``, then ack it.
 
         The copy is what runs, so every later redelivery of it carries the same id
-        and maps to the same executions. False (run it now, under the assigned id)
-        if the broker refuses the copy.
+        and maps to the same executions. A project's event goes back the way it came
+        (the projects exchange, its routing key), so the copy keeps its project.
+        False (run it now, under the assigned id) if the broker refuses the copy.
         """
+        tag = method.delivery_tag
         copy = _copy_properties(properties, dict(properties.headers or {}), message_id=event.id)
-        exchange, key = self._topology.outlet(self._topology.events_queue)
+        if event.project is not None:
+            exchange, key = method.exchange, method.routing_key
+        else:
+            exchange, key = self._topology.outlet(self._topology.events_queue)
         try:
             self._out.basic_publish(
                 exchange=exchange,

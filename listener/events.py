@@ -49,6 +49,10 @@ class Event:
     ``attempt`` is set on a retry message (the listener's ``x-lambda-attempt``
     header): it runs that attempt of the addressed function's execution, and only
     if the record still waits for it.
+
+    ``project`` is set by the consumer from the delivery (``listener.project``),
+    never from the body: the project whose functions alone the event may run, or
+    None for the platform's own messages, which match every project.
     """
 
     id: str
@@ -58,6 +62,7 @@ class Event:
     function_id: str | None = None
     id_origin: str = "event"
     attempt: int | None = None
+    project: str | None = None
 
 
 def new_event_id() -> str:

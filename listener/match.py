@@ -14,6 +14,10 @@ edited between the 202 and the consume while the queued execution must still
 run the function it was made for. On any other message ``function_id`` is
 ignored: the event runs what its source and type match, as if it were not
 there, so a publisher cannot reach a function through another's trigger.
+
+An event that came in through the projects exchange (``Event.project``, set
+from the delivery) runs only that project's functions, addressed or matched: a
+``function_id`` of another project's function is ignored like a forged one.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Protocol
 from lambda_os.errors import NotFound
 from lambda_os.records import ExecutionRecord, FunctionRecord, execution_id_for
 from listener.events import Event
+from listener.project import in_project
 
 LOGGER = logging.getLogger(__name__)
 
@@ -43,17 +48,21 @@ def match(catalogue: FunctionFinder, event: Event) -> list[FunctionRecord]:
     """The functions to run for ``event``, ordered by id so every delivery runs them alike."""
     if event.function_id is not None:
         queued = _queued_by_the_platform(catalogue, event, event.function_id)
-        if queued is not None:
+        if queued is not None and in_project(queued, event.project) == queued:
             return queued
         LOGGER.warning(
-            "event %s: function_id %r names no execution the platform queued; ignored, "
-            "matching %s/%s instead",
+            "event %s: function_id %r names no execution the platform queued for its "
+            "project; ignored, matching %s/%s instead",
             event.id,
             event.function_id,
             event.event_source,
             event.event_type,
         )
-    functions = catalogue.find_matching(event.event_source, event.event_type)
+    # Filtered here, not in the query: the (event_source, event_type) index finds the
+    # few candidates, and the one rule about projects stays in one place.
+    functions = in_project(
+        catalogue.find_matching(event.event_source, event.event_type), event.project
+    )
     return sorted(functions, key=lambda function: function.id)
 
 

@@ -23,6 +23,13 @@ tests all declare through ``declare`` here and nowhere else.
   ``<events_queue>.results`` to that queue, where a router relays each to its
   ``reply_to`` (``listener.relay``). The default exchange would let a host write
   into any queue, another host's too.
+- ``<events_queue>.projects``: a durable topic exchange bound to ``<events_queue>``
+  with ``#``, the only door a project's own publisher user has. Its routing key
+  starts with the project (``<project>.<anything>``), which RabbitMQ's topic
+  permissions pin to the user's own project, so the listener takes an event's
+  project from where the broker let it in (``listener.project``), never from the
+  body. Only the platform's own users and the operator write to the default
+  exchange; what comes that way is the platform's and matches every project.
 - ``<events_queue>.retry.<ms>ms``: the delay queues for retries, one per backoff
   tier, each with its own ``x-message-ttl`` and the default exchange as
   dead-letter exchange routing back to ``<events_queue>``. No consumer reads
@@ -82,6 +89,11 @@ class Topology:
     def from_hosts_exchange(self) -> str:
         """The one exchange a host's broker user may publish its retries and replies to."""
         return f"{self.events_queue}.from-hosts"
+
+    @property
+    def projects_exchange(self) -> str:
+        """The topic exchange projects publish their events to, ``<project>.<anything>``."""
+        return f"{self.events_queue}.projects"
 
     @property
     def results_queue(self) -> str:
@@ -170,6 +182,12 @@ def declare(channel: Any, topology: Topology) -> None:
     outputs += [topology.retry_queue_for(delay_ms) for delay_ms in topology.retry_delays_ms]
     for queue in outputs:
         channel.queue_bind(queue=queue, exchange=topology.from_hosts_exchange, routing_key=queue)
+    channel.exchange_declare(
+        exchange=topology.projects_exchange, exchange_type="topic", durable=True
+    )
+    channel.queue_bind(
+        queue=topology.events_queue, exchange=topology.projects_exchange, routing_key="#"
+    )
     if topology.consume_queue:
         declare_host_queue(channel, topology, topology.consume_queue)
 
@@ -202,3 +220,4 @@ def delete(channel: Any, topology: Topology) -> None:
         channel.queue_delete(queue=topology.consume_queue)
     channel.exchange_delete(exchange=topology.dead_letter_exchange)
     channel.exchange_delete(exchange=topology.from_hosts_exchange)
+    channel.exchange_delete(exchange=topology.projects_exchange)

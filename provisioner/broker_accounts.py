@@ -18,8 +18,10 @@ controller lists (and removes) only its own platform's users, never an operator'
 or another platform's on the same broker. The password is random, made here, and
 travels only in the new host's user data.
 
-The API is spoken with the standard library's urllib: four calls do not justify a
-dependency, and the controller's other clients (keystoneauth) are for OpenStack.
+``ManagementAPI`` is that API's client, shared with ``provisioner.project_publishers``
+(the projects' publisher users). It speaks the standard library's urllib: a few calls
+do not justify a dependency, and the controller's other clients (keystoneauth) are
+for OpenStack.
 """
 
 from __future__ import annotations
@@ -85,22 +87,15 @@ def username(host_id: str) -> str:
     return f"{USER_PREFIX}{host_id}"
 
 
-class ManagementAccounts:
-    """``BrokerAccounts`` on RabbitMQ's management API (``/api/users``, ``/api/permissions``).
+class ManagementAPI:
+    """RabbitMQ's management HTTP API, as the broker-account modules speak it.
 
-    ``admin_url`` is ``http(s)://user:password@host:port``; ``vhost`` is the one the
-    hosts' AMQP URL names. ``opener`` stands in for ``urllib.request.urlopen``.
+    ``admin_url`` is ``http(s)://user:password@host:port``; ``opener`` stands in for
+    ``urllib.request.urlopen``. Errors become ``TransientError`` (the broker is down
+    or busy) or ``PermanentError`` (refused: wrong credentials, a bad request).
     """
 
-    def __init__(
-        self,
-        admin_url: str,
-        vhost: str,
-        topology: Topology,
-        platform: str,
-        opener: Callable[..., Any] = urllib.request.urlopen,
-        passwords: Callable[[], str] = lambda: secrets.token_urlsafe(24),
-    ) -> None:
+    def __init__(self, admin_url: str, opener: Callable[..., Any] = urllib.request.urlopen) -> None:
         parts = urllib.parse.urlsplit(admin_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise PermanentError("the broker admin URL must be http(s)://user:password@host:port")
@@ -110,50 +105,12 @@ class ManagementAccounts:
         password = urllib.parse.unquote(parts.password or "")
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         self._auth = f"Basic {token}"
-        self._vhost = vhost
-        self._topology = topology
-        self._platform = platform
         self._opener = opener
-        self._passwords = passwords
 
-    def create_host_user(self, host_id: str) -> HostCredentials:
-        """Make (or reset) the host's user with a new password and its permissions only."""
-        name = username(host_id)
-        password = self._passwords()
-        tags = [HOST_TAG, PLATFORM_TAG_PREFIX + self._platform]
-        self._call("PUT", f"/api/users/{_quote(name)}", {"password": password, "tags": tags})
-        permissions = HostPermissions.for_host(self._topology, host_id)
-        self._call(
-            "PUT",
-            f"/api/permissions/{_quote(self._vhost)}/{_quote(name)}",
-            {
-                "configure": permissions.configure,
-                "write": permissions.write,
-                "read": permissions.read,
-            },
-        )
-        return HostCredentials(host_id, name, password)
-
-    def delete_host_user(self, host_id: str) -> None:
-        """Remove the host's user; one already gone is no error. Its connections close too."""
-        self._call("DELETE", f"/api/users/{_quote(username(host_id))}", missing_ok=True)
-
-    def host_users(self) -> list[str]:
-        """The host ids of this platform's host users."""
-        platform_tag = PLATFORM_TAG_PREFIX + self._platform
-        ids = []
-        for user in self._call("GET", "/api/users") or []:
-            name = user.get("name", "")
-            tags = user.get("tags", [])
-            if isinstance(tags, str):  # older servers answer a comma-separated string
-                tags = tags.split(",")
-            if name.startswith(USER_PREFIX) and HOST_TAG in tags and platform_tag in tags:
-                ids.append(name[len(USER_PREFIX) :])
-        return sorted(ids)
-
-    def _call(
+    def call(
         self, method: str, path: str, body: dict[str, Any] | None = None, missing_ok: bool = False
     ) -> Any:
+        """One request; the decoded JSON answer, or None (also for a 404 when ``missing_ok``)."""
         data = None if body is None else json.dumps(body).encode("utf-8")
         request = urllib.request.Request(self._base + path, data=data, method=method)
         request.add_header("Authorization", self._auth)
@@ -175,7 +132,70 @@ class ManagementAccounts:
         return json.loads(raw) if raw else None
 
 
-def _quote(segment: str) -> str:
+class ManagementAccounts:
+    """``BrokerAccounts`` on RabbitMQ's management API (``/api/users``, ``/api/permissions``).
+
+    ``admin_url`` is ``http(s)://user:password@host:port``; ``vhost`` is the one the
+    hosts' AMQP URL names. ``opener`` stands in for ``urllib.request.urlopen``.
+    """
+
+    def __init__(
+        self,
+        admin_url: str,
+        vhost: str,
+        topology: Topology,
+        platform: str,
+        opener: Callable[..., Any] = urllib.request.urlopen,
+        passwords: Callable[[], str] = lambda: secrets.token_urlsafe(24),
+    ) -> None:
+        self._api = ManagementAPI(admin_url, opener)
+        self._vhost = vhost
+        self._topology = topology
+        self._platform = platform
+        self._passwords = passwords
+
+    def create_host_user(self, host_id: str) -> HostCredentials:
+        """Make (or reset) the host's user with a new password and its permissions only."""
+        name = username(host_id)
+        password = self._passwords()
+        tags = [HOST_TAG, PLATFORM_TAG_PREFIX + self._platform]
+        self._call("PUT", f"/api/users/{quote_segment(name)}", {"password": password, "tags": tags})
+        permissions = HostPermissions.for_host(self._topology, host_id)
+        self._call(
+            "PUT",
+            f"/api/permissions/{quote_segment(self._vhost)}/{quote_segment(name)}",
+            {
+                "configure": permissions.configure,
+                "write": permissions.write,
+                "read": permissions.read,
+            },
+        )
+        return HostCredentials(host_id, name, password)
+
+    def delete_host_user(self, host_id: str) -> None:
+        """Remove the host's user; one already gone is no error. Its connections close too."""
+        self._call("DELETE", f"/api/users/{quote_segment(username(host_id))}", missing_ok=True)
+
+    def host_users(self) -> list[str]:
+        """The host ids of this platform's host users."""
+        platform_tag = PLATFORM_TAG_PREFIX + self._platform
+        ids = []
+        for user in self._call("GET", "/api/users") or []:
+            name = user.get("name", "")
+            tags = user.get("tags", [])
+            if isinstance(tags, str):  # older servers answer a comma-separated string
+                tags = tags.split(",")
+            if name.startswith(USER_PREFIX) and HOST_TAG in tags and platform_tag in tags:
+                ids.append(name[len(USER_PREFIX) :])
+        return sorted(ids)
+
+    def _call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, missing_ok: bool = False
+    ) -> Any:
+        return self._api.call(method, path, body, missing_ok)
+
+
+def quote_segment(segment: str) -> str:
     """One path segment: the default vhost ``/`` is ``%2F`` to the API."""
     return urllib.parse.quote(segment, safe="")
 
@@ -186,8 +206,18 @@ def vhost_of(amqp_url: str) -> str:
     return urllib.parse.unquote(path[1:]) if len(path) > 1 else "/"
 
 
-def with_credentials(amqp_url: str, credentials: HostCredentials) -> str:
-    """The AMQP URL with the host's user and password in place of the shared ones."""
+class Login(Protocol):
+    """A broker user's name and password (a host's, or a project publisher's)."""
+
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def password(self) -> str: ...
+
+
+def with_credentials(amqp_url: str, credentials: Login) -> str:
+    """The AMQP URL with this user and password in place of the shared ones."""
     parts = urllib.parse.urlsplit(amqp_url)
     host = parts.netloc.rpartition("@")[2]
     userinfo = (
