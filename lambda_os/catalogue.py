@@ -141,6 +141,16 @@ class Package:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """An unfinished execution placed on a host: which, of what function, where, by whom."""
+
+    execution_id: str
+    function_id: str
+    host_id: str
+    router_id: str | None
+
+
+@dataclass(frozen=True)
 class Page:
     """One page of a listing; ``marker`` is the id to continue after, None on the last page."""
 
@@ -869,17 +879,24 @@ class Catalogue:
         with _converted():
             return self._executions.count_documents(query)
 
-    def placed_count(self, function_id: str, excluding: str = "") -> int:
-        """Unfinished executions of the function placed on a host (in its queue, or running),
-        but for the execution ``excluding`` (the one being placed)."""
-        query = {
-            "function_id": function_id,
-            "status": _UNFINISHED,
-            "placed_on": {"$ne": None},
-            "_id": {"$ne": excluding},
-        }
+    def placements(self) -> list[Placement]:
+        """Every unfinished execution placed on a host, in one query.
+
+        What a router needs to place one more: the slots in use on each host (and
+        its own share of them) and a function's placed count, read together. On a
+        catalogue server that cannot use the indexes (FerretDB on SQLite reads the
+        whole collection for any filter but a lone ``_id``) each query is a scan,
+        so one read instead of two halves the router's time under its lock.
+        """
+        query = {"status": _UNFINISHED, "placed_on": {"$ne": None}}
         with _converted():
-            return self._executions.count_documents(query)
+            docs = self._executions.find(query, {"function_id": 1, "placed_on": 1, "placed_by": 1})
+            return [
+                Placement(
+                    doc["_id"], doc.get("function_id", ""), doc["placed_on"], doc.get("placed_by")
+                )
+                for doc in docs
+            ]
 
     def placements_on(self, host_ids: Iterable[str]) -> list[tuple[str, str | None]]:
         """(host, router) of every unfinished execution placed on these hosts."""

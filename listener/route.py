@@ -17,15 +17,21 @@ each function it creates the execution record (``queued``) and returns a
 The host's worker (``lambda-os worker``) consumes its queue with the usual
 ``run_event`` path: the execution already exists, so it runs that one function.
 
-Where: ``listener.placement`` chooses, on counts read from the catalogue under one
-lock per router (so this router's threads never over-fill a host or overrun a
+Where: ``listener.placement`` chooses, on counts read from the catalogue in one
+query (``Catalogue.placements``) under one lock per router (so this router's threads never over-fill a host or overrun a
 function's concurrency between them). A function's ``concurrency`` holds across
 routers too: after placing, the router counts the function's other unfinished
 executions placed no later than this one by the catalogue server's clock
 (``placed_before``); at or over the limit it takes the placement back and
 waits. Of two routers racing for a function's last slot, the one whose write the
 server applied last always sees the other's, so at most the limit stay placed
-(both may back off on a tie, which only costs a delay).
+(both may back off on a tie, which only costs a delay). A router that is the only
+live one skips that second count: every placement then goes through its lock, so
+the count it read before placing was exact. A router that joins waits one
+heartbeat interval before it places (``RegistryKeeper.join``), by which time this
+one has counted it in, as the host shares already rely on; each count is a scan
+on a catalogue server that cannot use the indexes (FerretDB on SQLite), so the
+one router of a small cluster places with one query fewer under its lock.
 
 ``RegistryKeeper`` is the router's clock: it heartbeats the router, learns the
 live routers (for the shares) and the active hosts, marks silent hosts lost, and
@@ -41,6 +47,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from lambda_os.catalogue import Placement
 from lambda_os.errors import LambdaError
 from lambda_os.records import ExecutionRecord, FunctionRecord, HostRecord, utcnow
 from listener.events import Event
@@ -66,9 +73,7 @@ class PlacementStore(Protocol):
 
     def placed_before(self, record: ExecutionRecord) -> int: ...
 
-    def placed_count(self, function_id: str, excluding: str) -> int: ...
-
-    def placements_on(self, host_ids: Sequence[str]) -> list[tuple[str, str | None]]: ...
+    def placements(self) -> list[Placement]: ...
 
 
 class RegistryStore(Protocol):
@@ -147,12 +152,16 @@ class Router:
         """Place a queued record (or a lapsed running one) on a host with room, or wait."""
         waiting = Step(record, defer=True, wait_for_room=True)
         with self._lock:
-            if self._catalogue.placed_count(function.id, excluding=record.id) >= (
-                function.concurrency
-            ):
+            placements = self._catalogue.placements()
+            of_function = sum(
+                1
+                for p in placements
+                if p.function_id == function.id and p.execution_id != record.id
+            )
+            if of_function >= function.concurrency:
                 LOGGER.debug("event %s: function %s is at its concurrency", event.id, function.id)
                 return waiting
-            loads = self._loads()
+            loads = self._loads(placements)
             host = choose_host(
                 record.function_id, record.function_version, function.memory_mb, loads, self._share
             )
@@ -171,17 +180,18 @@ class Router:
                     current.status,
                 )
                 return Step(current, defer=not current.finished)
-            if self._catalogue.placed_before(placed) >= function.concurrency:
+            # Alone, this router's lock already kept the count exact (see the module doc).
+            racing = self._share.routers > 1
+            if racing and self._catalogue.placed_before(placed) >= function.concurrency:
                 self._catalogue.unplace_execution(placed)
                 return waiting
         LOGGER.debug("event %s: execution %s placed on %s", event.id, record.id, host.id)
         return Step(placed, route=host.queue)
 
-    def _loads(self) -> list[HostLoad]:
+    def _loads(self, placements: Sequence[Placement]) -> list[HostLoad]:
         hosts = self._hosts
-        placed = self._catalogue.placements_on([host.id for host in hosts])
-        in_use = Counter(host_id for host_id, _router in placed)
-        mine = Counter(host_id for host_id, router in placed if router == self.router_id)
+        in_use = Counter(p.host_id for p in placements)
+        mine = Counter(p.host_id for p in placements if p.router_id == self.router_id)
         return [
             HostLoad(
                 id=host.id,

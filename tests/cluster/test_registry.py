@@ -217,6 +217,28 @@ def test_a_finished_execution_frees_its_slot(store):
     assert routed(store, router, 1, fn, start=1)[0].route == "q.host.a"
 
 
+def test_placements_are_the_unfinished_placed_executions_with_function_host_and_router(store):
+    store.register_host(host("a", slots=2))
+    store.register_host(host("b", slots=2))
+    fn, other = function(store, "f"), function(store, "g")
+    router = refreshed(store, Router(store, "r1"))
+    steps = routed(store, router, 3, fn) + routed(store, router, 1, other, start=3)
+    assert all(step.route for step in steps)
+    now = utcnow()
+    done = store.acquire_execution(steps[0].record.id, "a:1:abc", now, now + timedelta(minutes=1))
+    from lambda_os.records import Lease
+
+    store.finish_execution(Lease.of(done), {"status": "succeeded", "finished_at": now})
+
+    placed = sorted(store.placements(), key=lambda p: p.execution_id)
+
+    expected = sorted(steps[1:], key=lambda step: step.record.id)
+    assert [p.execution_id for p in placed] == [step.record.id for step in expected]
+    assert [p.function_id for p in placed] == [step.record.function_id for step in expected]
+    assert [p.host_id for p in placed] == [step.record.placed_on for step in expected]
+    assert {p.router_id for p in placed} == {"r1"}
+
+
 def test_a_functions_concurrency_holds_across_hosts(store):
     for host_id in ("a", "b"):
         store.register_host(host(host_id, slots=4))
