@@ -22,6 +22,15 @@ Layout:
 - ``hosts``: the cluster's hosts (``lambda-os worker``), one document each, ``_id``
   = host id, changed only through ``HOST_TRANSITIONS``; ``routers``: the live
   routers (cluster-mode listeners), which split every host's slots among them.
+- ``slots``: one document per execution a router placed on a host and that may
+  still hold one of its slots (``_id`` = execution id: its function, host, router,
+  and when, by the server's clock). Derived from ``executions``, and kept so that
+  a router counts what is placed by reading the few executions in flight rather
+  than every execution stored (a catalogue server that cannot use the indexes,
+  FerretDB on SQLite, scans the whole collection for such a query). A slot is
+  held before its execution is placed and released after it ends, so every
+  placed unfinished execution has one; one left over (a crash in between, an
+  execution ended by the sweeper) only keeps a slot busy until ``prune_slots``.
 - ``scaling_events``: the scaling controller's decisions with their reasons; ids
   begin with the time, so listings come newest first by ``_id``.
 """
@@ -70,6 +79,7 @@ COLLECTIONS = (
     "hosts",
     "routers",
     "scaling_events",
+    "slots",
 )
 _SEQUENCE = itertools.count()
 
@@ -142,12 +152,23 @@ class Package:
 
 @dataclass(frozen=True)
 class Placement:
-    """An unfinished execution placed on a host: which, of what function, where, by whom."""
+    """A slot held on a host: by which execution, of what function, placed by whom, when."""
 
     execution_id: str
     function_id: str
     host_id: str
     router_id: str | None
+    placed_at: datetime | None = None
+
+
+def _placement(doc: dict[str, Any]) -> Placement:
+    return Placement(
+        doc["_id"],
+        doc.get("function_id", ""),
+        doc.get("host_id", ""),
+        doc.get("router_id"),
+        doc.get("placed_at"),
+    )
 
 
 @dataclass(frozen=True)
@@ -184,6 +205,9 @@ class Catalogue:
         self._hosts = database["hosts"]
         self._routers = database["routers"]
         self._scaling_events = database["scaling_events"]
+        self._slots = database["slots"]
+        # A cluster host's worker sets this: its runs end by releasing their slots.
+        self.releases_slots = False
         self._packages = gridfs.GridFS(database, collection="packages")
         self._clock = clock
         self._ids = ids
@@ -226,6 +250,7 @@ class Catalogue:
             )
             self._versions.create_index([("function_id", ASCENDING)], name="function")
             self._hosts.create_index([("state", ASCENDING)], name="state")
+            self._slots.create_index([("function_id", ASCENDING)], name="function")
             self._deadletters.create_index(
                 [("event_id", ASCENDING), ("function_id", ASCENDING)], name="event_function"
             )
@@ -591,6 +616,8 @@ class Catalogue:
             stored = ExecutionRecord.stored_changes(changes)
         if not self._fenced_update(lease, {"$set": {**stored, **_NO_LEASE}}):
             return False
+        if self.releases_slots:
+            self.release_slot(lease.execution_id)
         if self._keep_finished is not None:
             self._forget_oldest_finished(lease.execution_id)
         return True
@@ -607,7 +634,10 @@ class Catalogue:
             "$inc": {"attempt": 1},
             "$push": entry,
         }
-        return self._fenced_update(lease, update, read_back=True)
+        queued = self._fenced_update(lease, update, read_back=True)
+        if queued is not None and self.releases_slots:
+            self.release_slot(lease.execution_id)  # no longer placed: a router places it again
+        return queued
 
     def release_execution(self, lease: Lease) -> bool:
         """running → queued, the same attempt: the run could not start (no attempt spent)."""
@@ -837,8 +867,8 @@ class Catalogue:
 
         Keyed on the state the router read (status, attempt, lease), so a record
         that moved on meanwhile is left alone. ``placed_at`` is the catalogue
-        server's clock (``$currentDate``), so every router ranks placements in the
-        order the server applied them (``placed_before``).
+        server's clock (``$currentDate``). The router holds the host's slot for it
+        first (``hold_slot``).
         """
         condition = _as_read(record)
         with _converted():
@@ -865,38 +895,80 @@ class Catalogue:
             result = self._executions.update_one(condition, {"$set": dict(_NOT_PLACED)})
         return bool(result.matched_count)
 
-    def placed_before(self, record: ExecutionRecord) -> int:
-        """How many other unfinished executions of its function were placed no later than it.
+    def placements(self) -> list[Placement]:
+        """Every slot held on a host: what a router needs to place one more, in one query.
 
-        Running ones count whenever they were placed: they hold a slot now.
+        The slots in use on each host (and this router's share of them) and a
+        function's placed count come from the same small collection (``slots``),
+        so the cost does not grow with the executions stored.
         """
+        with _converted():
+            docs = list(self._slots.find({}))
+        return [_placement(doc) for doc in docs]
+
+    def hold_slot(
+        self, execution_id: str, function_id: str, host_id: str, router_id: str
+    ) -> Placement:
+        """Note a slot of ``host_id`` taken for an execution, before it is placed there.
+
+        ``placed_at`` is the server's clock, so every router ranks the slots of a
+        function in the order the server applied them (``slots_held_before``). A
+        re-placed execution (its host lost) moves its one slot.
+        """
+        with _converted():
+            doc = self._slots.find_one_and_update(
+                {"_id": execution_id},
+                {
+                    "$set": {
+                        "function_id": function_id,
+                        "host_id": host_id,
+                        "router_id": router_id,
+                    },
+                    "$currentDate": {"placed_at": True},
+                },
+                upsert=True,
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+        return _placement(doc)
+
+    def release_slot(self, execution_id: str) -> None:
+        """The execution no longer holds a slot: it ended, or its placement was taken back."""
+        with _converted():
+            self._slots.delete_one({"_id": execution_id})
+
+    def slots_held_before(self, slot: Placement) -> int:
+        """How many other slots of the function were taken no later than ``slot``."""
         query = {
-            "function_id": record.function_id,
-            "status": _UNFINISHED,
-            "placed_at": {"$lte": record.placed_at},
-            "_id": {"$ne": record.id},
+            "function_id": slot.function_id,
+            "placed_at": {"$lte": slot.placed_at},
+            "_id": {"$ne": slot.execution_id},
         }
         with _converted():
-            return self._executions.count_documents(query)
+            return self._slots.count_documents(query)
 
-    def placements(self) -> list[Placement]:
-        """Every unfinished execution placed on a host, in one query.
+    def prune_slots(self, held_before: datetime) -> int:
+        """Release the slots no placed unfinished execution holds any more; how many.
 
-        What a router needs to place one more: the slots in use on each host (and
-        its own share of them) and a function's placed count, read together. On a
-        catalogue server that cannot use the indexes (FerretDB on SQLite reads the
-        whole collection for any filter but a lone ``_id``) each query is a scan,
-        so one read instead of two halves the router's time under its lock.
+        A slot is left over when its execution ended by another way than its run's
+        finish (the sweeper, a deleted function), or a process died between two
+        writes. One taken since ``held_before`` is left alone: its placement may
+        still be on the way. Each check is a read by ``_id``.
         """
-        query = {"status": _UNFINISHED, "placed_on": {"$ne": None}}
+        pruned = 0
         with _converted():
-            docs = self._executions.find(query, {"function_id": 1, "placed_on": 1, "placed_by": 1})
-            return [
-                Placement(
-                    doc["_id"], doc.get("function_id", ""), doc["placed_on"], doc.get("placed_by")
+            for slot in list(self._slots.find({"placed_at": {"$lt": held_before}})):
+                doc = self._executions.find_one({"_id": slot["_id"]}, {"status": 1, "placed_on": 1})
+                if (
+                    doc is not None
+                    and doc.get("status") in ("queued", "running")
+                    and doc.get("placed_on") == slot.get("host_id")
+                ):
+                    continue
+                result = self._slots.delete_one(
+                    {"_id": slot["_id"], "placed_at": slot["placed_at"]}
                 )
-                for doc in docs
-            ]
+                pruned += result.deleted_count
+        return pruned
 
     def placements_on(self, host_ids: Iterable[str]) -> list[tuple[str, str | None]]:
         """(host, router) of every unfinished execution placed on these hosts."""

@@ -17,21 +17,22 @@ each function it creates the execution record (``queued``) and returns a
 The host's worker (``lambda-os worker``) consumes its queue with the usual
 ``run_event`` path: the execution already exists, so it runs that one function.
 
-Where: ``listener.placement`` chooses, on counts read from the catalogue in one
-query (``Catalogue.placements``) under one lock per router (so this router's threads never over-fill a host or overrun a
-function's concurrency between them). A function's ``concurrency`` holds across
-routers too: after placing, the router counts the function's other unfinished
-executions placed no later than this one by the catalogue server's clock
-(``placed_before``); at or over the limit it takes the placement back and
-waits. Of two routers racing for a function's last slot, the one whose write the
-server applied last always sees the other's, so at most the limit stay placed
-(both may back off on a tie, which only costs a delay). A router that is the only
-live one skips that second count: every placement then goes through its lock, so
-the count it read before placing was exact. A router that joins waits one
-heartbeat interval before it places (``RegistryKeeper.join``), by which time this
-one has counted it in, as the host shares already rely on; each count is a scan
-on a catalogue server that cannot use the indexes (FerretDB on SQLite), so the
-one router of a small cluster places with one query fewer under its lock.
+Where: ``listener.placement`` chooses, on counts read from the catalogue's slots
+(``Catalogue.placements``: one document per execution in flight, however many are
+stored) under one lock per router, so this router's threads never over-fill a host
+or overrun a function's concurrency between them. The router holds the slot
+(``hold_slot``) before it places the record; the worker releases it when the run
+ends, and the keeper prunes what a crash or the sweeper left (``prune_slots``). A
+function's ``concurrency`` holds across routers too: after placing, the router
+counts the function's other slots taken no later than this one by the catalogue
+server's clock (``slots_held_before``); at or over the limit it takes the
+placement back and waits. Of two routers racing for a function's last slot, the
+one whose write the server applied last always sees the other's, so at most the
+limit stay placed (both may back off on a tie, which only costs a delay). A
+router that is the only live one skips that second count: every placement then
+goes through its lock, so the count it read before placing was exact. A router
+that joins waits one heartbeat interval before it places (``RegistryKeeper.join``),
+by which time this one has counted it in, as the host shares already rely on.
 
 ``RegistryKeeper`` is the router's clock: it heartbeats the router, learns the
 live routers (for the shares) and the active hosts, marks silent hosts lost, and
@@ -71,9 +72,15 @@ class PlacementStore(Protocol):
 
     def unplace_execution(self, record: ExecutionRecord) -> bool: ...
 
-    def placed_before(self, record: ExecutionRecord) -> int: ...
-
     def placements(self) -> list[Placement]: ...
+
+    def hold_slot(
+        self, execution_id: str, function_id: str, host_id: str, router_id: str
+    ) -> Placement: ...
+
+    def release_slot(self, execution_id: str) -> None: ...
+
+    def slots_held_before(self, slot: Placement) -> int: ...
 
 
 class RegistryStore(Protocol):
@@ -90,6 +97,8 @@ class RegistryStore(Protocol):
     def mark_lost_hosts(self, heartbeat_before: datetime) -> list[HostRecord]: ...
 
     def lapse_leases_of(self, lease_owner: str, now: datetime) -> int: ...
+
+    def prune_slots(self, held_before: datetime) -> int: ...
 
 
 class QueueMover(Protocol):
@@ -170,8 +179,11 @@ class Router:
                     "event %s: no host has room for function %s; waiting", event.id, function.id
                 )
                 return waiting
+            # The slot first: every placed unfinished execution is counted from then on.
+            slot = self._catalogue.hold_slot(record.id, function.id, host.id, self.router_id)
             placed = self._catalogue.place_execution(record, host.id, self.router_id)
             if placed is None:
+                self._catalogue.release_slot(record.id)
                 current = self._catalogue.get_execution(record.id)
                 LOGGER.info(
                     "event %s: execution %s moved on (%s) while being placed",
@@ -182,8 +194,9 @@ class Router:
                 return Step(current, defer=not current.finished)
             # Alone, this router's lock already kept the count exact (see the module doc).
             racing = self._share.routers > 1
-            if racing and self._catalogue.placed_before(placed) >= function.concurrency:
+            if racing and self._catalogue.slots_held_before(slot) >= function.concurrency:
                 self._catalogue.unplace_execution(placed)
+                self._catalogue.release_slot(record.id)
                 return waiting
         LOGGER.debug("event %s: execution %s placed on %s", event.id, record.id, host.id)
         return Step(placed, route=host.queue)
@@ -243,6 +256,8 @@ class RegistryKeeper:
         lost = self._catalogue.mark_lost_hosts(now - self._silence)
         hosts = self._catalogue.list_hosts()
         self._router.refresh(hosts, share)
+        # Older than a pass: a slot held since may still have its placement on the way.
+        self._catalogue.prune_slots(now - timedelta(seconds=self._interval_s * 2))
         for host in lost:
             taken = self._catalogue.lapse_leases_of(host.lease_owner, now)
             LOGGER.warning(

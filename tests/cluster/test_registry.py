@@ -212,12 +212,38 @@ def test_a_finished_execution_frees_its_slot(store):
     running = store.acquire_execution(first.record.id, "a:1:abc", now, now + timedelta(minutes=1))
     from lambda_os.records import Lease
 
+    store.releases_slots = True  # as the host's worker finishes its runs
     store.finish_execution(Lease.of(running), {"status": "succeeded", "finished_at": now})
 
     assert routed(store, router, 1, fn, start=1)[0].route == "q.host.a"
 
 
-def test_placements_are_the_unfinished_placed_executions_with_function_host_and_router(store):
+def test_a_slot_left_by_an_execution_that_ended_another_way_is_pruned(store):
+    store.register_host(host("a", slots=1))
+    fn = function(store)
+    router = refreshed(store, Router(store, "r1"))
+    first = routed(store, router, 1, fn)[0]
+    error = {"type": "Lost", "message": "its event is gone", "reason": "stranded"}
+    assert store.fail_stranded(store.get_execution(first.record.id), error)  # the sweeper
+    assert routed(store, router, 1, fn, start=1)[0].wait_for_room  # the slot still looks taken
+
+    assert store.prune_slots(held_before=utcnow() - timedelta(minutes=1)) == 0  # too recent
+    assert store.prune_slots(held_before=utcnow() + timedelta(seconds=1)) == 1
+
+    assert routed(store, router, 1, fn, start=1)[0].route == "q.host.a"
+
+
+def test_pruning_keeps_the_slot_of_an_execution_still_placed(store):
+    store.register_host(host("a", slots=1))
+    fn = function(store)
+    router = refreshed(store, Router(store, "r1"))
+    routed(store, router, 1, fn)
+
+    assert store.prune_slots(held_before=utcnow() + timedelta(seconds=1)) == 0
+    assert routed(store, router, 1, fn, start=1)[0].wait_for_room
+
+
+def test_placements_are_the_slots_held_by_unfinished_placed_executions(store):
     store.register_host(host("a", slots=2))
     store.register_host(host("b", slots=2))
     fn, other = function(store, "f"), function(store, "g")
@@ -228,6 +254,7 @@ def test_placements_are_the_unfinished_placed_executions_with_function_host_and_
     done = store.acquire_execution(steps[0].record.id, "a:1:abc", now, now + timedelta(minutes=1))
     from lambda_os.records import Lease
 
+    store.releases_slots = True  # as the host's worker finishes its runs
     store.finish_execution(Lease.of(done), {"status": "succeeded", "finished_at": now})
 
     placed = sorted(store.placements(), key=lambda p: p.execution_id)
