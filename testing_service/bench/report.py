@@ -306,7 +306,8 @@ def cluster_section(case: dict[str, Any]) -> str:
         lines.append(
             f"  warm hits: {_fmt(warm.get('warm_hits'))} of {_fmt(warm.get('events'))} events "
             f"({_fmt(_percent(warm.get('warm_hit_rate')))} %) over {warm.get('functions')} "
-            f"functions on {warm.get('workers')} workers, {warm.get('in_flight')} in flight"
+            f"functions on {warm.get('workers')} workers, {warm.get('in_flight')} in flight "
+            f"({_fmt(_percent(warm.get('warm_hit_rate_second_half')))} % in the second half)"
         )
     header = ("workers", *CLUSTER_PARTS, "total", "commands")
     rows = [header]
