@@ -107,6 +107,7 @@ _REOPENED_FIELDS = (
 TRANSITIONS: tuple[tuple[str, str, str, str], ...] = (
     # (from, to, method, condition)
     ("(new)", "queued", "create_execution", "no record for (event, function)"),
+    ("(new)", "queued, placed on a host", "create_execution", "no record for (event, function)"),
     ("(new)", "running", "start_execution", "no record for (event, function)"),
     ("queued", "running", "acquire_execution", "queued"),
     ("running", "running", "acquire_execution", "lease lapsed: attempt + 1, old holder fenced"),

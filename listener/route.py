@@ -14,6 +14,9 @@ each function it creates the execution record (``queued``) and returns a
 - ``defer``: another host's run holds the execution's lease: look again later;
 - a finished record (a redelivery) is answered as the listener always does.
 
+An event's first delivery, when a host has room, takes one write fewer: the record
+is inserted already placed (``_place_new``), as a listener inserts it already leased.
+
 The host's worker (``lambda-os worker``) consumes its queue with the usual
 ``run_event`` path: the execution already exists, so it runs that one function.
 
@@ -50,7 +53,7 @@ from typing import Any, Protocol
 
 from lambda_os.catalogue import Placement
 from lambda_os.errors import LambdaError
-from lambda_os.records import ExecutionRecord, FunctionRecord, HostRecord, utcnow
+from lambda_os.records import ExecutionRecord, FunctionRecord, HostRecord, utcnow, with_changes
 from listener.events import Event
 from listener.execute import Step, exhausted_reason, new_record
 from listener.match import match
@@ -141,6 +144,10 @@ class Router:
         return [self._route(function, event) for function in match(self._catalogue, event)]
 
     def _route(self, function: FunctionRecord, event: Event) -> Step:
+        if event.attempt is None:  # an event's first delivery, nearly always
+            placed = self._place_new(function, new_record(function, event), event)
+            if placed is not None:
+                return placed
         record, _created = self._catalogue.create_execution(new_record(function, event))
         if event.attempt is not None and (record.finished or record.attempt != event.attempt):
             LOGGER.info(
@@ -156,6 +163,47 @@ class Router:
         if record.status == "running" and record.lease_until and record.lease_until > now:
             return Step(record, defer=True)
         return self._place(function, record, event)
+
+    def _place_new(
+        self, function: FunctionRecord, record: ExecutionRecord, event: Event
+    ) -> Step | None:
+        """Insert a new execution already placed on a host with room: one write fewer.
+
+        None when there is no room or the record exists already (a redelivery): the
+        caller then records and places it the long way, which answers both.
+        """
+        with self._lock:
+            placements = self._catalogue.placements()
+            of_function = sum(1 for p in placements if p.function_id == function.id)
+            if of_function >= function.concurrency:
+                return None
+            host = choose_host(
+                record.function_id,
+                record.function_version,
+                function.memory_mb,
+                self._loads(placements),
+                self._share,
+            )
+            if host is None:
+                return None
+            slot = self._catalogue.hold_slot(record.id, function.id, host.id, self.router_id)
+            placed = with_changes(
+                record, placed_on=host.id, placed_by=self.router_id, placed_at=slot.placed_at
+            )
+            stored, created = self._catalogue.create_execution(placed)
+            if not created:
+                # Its slot goes with the record's own placement, if it gets one.
+                self._catalogue.release_slot(record.id)
+                return None
+            racing = self._share.routers > 1
+            if racing and self._catalogue.slots_held_before(slot) >= function.concurrency:
+                self._catalogue.unplace_execution(stored)
+                self._catalogue.release_slot(record.id)
+                return Step(
+                    self._catalogue.get_execution(record.id), defer=True, wait_for_room=True
+                )
+        LOGGER.debug("event %s: execution %s recorded on %s", event.id, record.id, host.id)
+        return Step(stored, route=host.queue)
 
     def _place(self, function: FunctionRecord, record: ExecutionRecord, event: Event) -> Step:
         """Place a queued record (or a lapsed running one) on a host with room, or wait."""

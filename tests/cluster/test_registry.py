@@ -388,3 +388,40 @@ def test_spent_attempts_count_failed_runs_of_this_budget_only():
         ],
     )
     assert spent_attempts(record) == 2
+
+
+def test_a_new_event_is_recorded_already_placed_and_holds_one_slot(store):
+    store.register_host(host("a", slots=2))
+    fn = function(store)
+    router = refreshed(store, Router(store, "r1"))
+
+    (step,) = router.handle(event(1, fn))
+
+    stored = store.get_execution(step.record.id)
+    assert (step.route, stored.status, stored.placed_on, stored.placed_by) == (
+        "q.host.a",
+        "queued",
+        "a",
+        "r1",
+    )
+    assert [p.execution_id for p in store.placements()] == [stored.id]
+    assert stored.placed_at == store.placements()[0].placed_at  # the server's clock
+
+
+def test_a_redelivered_event_of_a_finished_execution_leaves_no_slot_held(store):
+    store.register_host(host("a", slots=2))
+    fn = function(store)
+    router = refreshed(store, Router(store, "r1"))
+    (first,) = router.handle(event(1, fn))
+    now = utcnow()
+    running = store.acquire_execution(first.record.id, "a:1:abc", now, now + timedelta(minutes=1))
+    from lambda_os.records import Lease
+
+    store.releases_slots = True  # as the host's worker finishes its runs
+    store.finish_execution(Lease.of(running), {"status": "succeeded", "finished_at": now})
+
+    (again,) = router.handle(event(1, fn))
+
+    assert again.record.status == "succeeded" and again.route is None
+    assert store.placements() == []
+    assert len(store.list_executions({}, 10).items) == 1
