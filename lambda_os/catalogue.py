@@ -22,9 +22,9 @@ Layout:
 - ``hosts``: the cluster's hosts (``lambda-os worker``), one document each, ``_id``
   = host id, changed only through ``HOST_TRANSITIONS``; ``routers``: the live
   routers (cluster-mode listeners), which split every host's slots among them.
-- ``slots``: one document per execution a router placed on a host and that may
-  still hold one of its slots (``_id`` = execution id: its function, host, router,
-  and when, by the server's clock). Derived from ``executions``, and kept so that
+- ``slots``: one document per host slot a router took for an execution it placed
+  or is placing (its own ``_id``, the execution, its function, host, router, and
+  when, by the server's clock). Derived from ``executions``, and kept so that
   a router counts what is placed by reading the few executions in flight rather
   than every execution stored (a catalogue server that cannot use the indexes,
   FerretDB on SQLite, scans the whole collection for such a query). A slot is
@@ -155,6 +155,7 @@ class Package:
 class Placement:
     """A slot held on a host: by which execution, of what function, placed by whom, when."""
 
+    id: str
     execution_id: str
     function_id: str
     host_id: str
@@ -165,6 +166,7 @@ class Placement:
 def _placement(doc: dict[str, Any]) -> Placement:
     return Placement(
         doc["_id"],
+        doc.get("execution_id", ""),
         doc.get("function_id", ""),
         doc.get("host_id", ""),
         doc.get("router_id"),
@@ -252,6 +254,7 @@ class Catalogue:
             self._versions.create_index([("function_id", ASCENDING)], name="function")
             self._hosts.create_index([("state", ASCENDING)], name="state")
             self._slots.create_index([("function_id", ASCENDING)], name="function")
+            self._slots.create_index([("execution_id", ASCENDING)], name="execution")
             self._deadletters.create_index(
                 [("event_id", ASCENDING), ("function_id", ASCENDING)], name="event_function"
             )
@@ -618,7 +621,7 @@ class Catalogue:
         if not self._fenced_update(lease, {"$set": {**stored, **_NO_LEASE}}):
             return False
         if self.releases_slots:
-            self.release_slot(lease.execution_id)
+            self.release_slots_of(lease.execution_id)
         if self._keep_finished is not None:
             self._forget_oldest_finished(lease.execution_id)
         return True
@@ -637,7 +640,7 @@ class Catalogue:
         }
         queued = self._fenced_update(lease, update, read_back=True)
         if queued is not None and self.releases_slots:
-            self.release_slot(lease.execution_id)  # no longer placed: a router places it again
+            self.release_slots_of(lease.execution_id)  # no longer placed: placed again later
         return queued
 
     def release_execution(self, lease: Lease) -> bool:
@@ -910,17 +913,19 @@ class Catalogue:
     def hold_slot(
         self, execution_id: str, function_id: str, host_id: str, router_id: str
     ) -> Placement:
-        """Note a slot of ``host_id`` taken for an execution, before it is placed there.
+        """Take a slot of ``host_id`` for an execution, before it is placed there.
 
-        ``placed_at`` is the server's clock, so every router ranks the slots of a
-        function in the order the server applied them (``slots_held_before``). A
-        re-placed execution (its host lost) moves its one slot.
+        Each hold is a document of its own, never another's overwritten, so a router
+        that loses a race for a record (another placed it first) releases only what
+        it took. ``placed_at`` is the server's clock, so every router ranks the slots
+        of a function in the order the server applied them (``slots_held_before``).
         """
         with _converted():
             doc = self._slots.find_one_and_update(
-                {"_id": execution_id},
+                {"_id": new_id()},  # not self._ids: tests may fix those
                 {
                     "$set": {
+                        "execution_id": execution_id,
                         "function_id": function_id,
                         "host_id": host_id,
                         "router_id": router_id,
@@ -932,17 +937,22 @@ class Catalogue:
             )
         return _placement(doc)
 
-    def release_slot(self, execution_id: str) -> None:
-        """The execution no longer holds a slot: it ended, or its placement was taken back."""
+    def release_slot(self, slot: Placement) -> None:
+        """Give back a slot this router took: its placement was not made or taken back."""
         with _converted():
-            self._slots.delete_one({"_id": execution_id})
+            self._slots.delete_one({"_id": slot.id})
+
+    def release_slots_of(self, execution_id: str) -> None:
+        """The execution holds no slot any more: its run ended or it waits for a retry."""
+        with _converted():
+            self._slots.delete_many({"execution_id": execution_id})
 
     def slots_held_before(self, slot: Placement) -> int:
-        """How many other slots of the function were taken no later than ``slot``."""
+        """How many slots of the function's other executions were taken no later than ``slot``."""
         query = {
             "function_id": slot.function_id,
             "placed_at": {"$lte": slot.placed_at},
-            "_id": {"$ne": slot.execution_id},
+            "execution_id": {"$ne": slot.execution_id},
         }
         with _converted():
             return self._slots.count_documents(query)
@@ -958,7 +968,9 @@ class Catalogue:
         pruned = 0
         with _converted():
             for slot in list(self._slots.find({"placed_at": {"$lt": held_before}})):
-                doc = self._executions.find_one({"_id": slot["_id"]}, {"status": 1, "placed_on": 1})
+                doc = self._executions.find_one(
+                    {"_id": slot.get("execution_id")}, {"status": 1, "placed_on": 1}
+                )
                 if (
                     doc is not None
                     and doc.get("status") in ("queued", "running")

@@ -81,7 +81,7 @@ class PlacementStore(Protocol):
         self, execution_id: str, function_id: str, host_id: str, router_id: str
     ) -> Placement: ...
 
-    def release_slot(self, execution_id: str) -> None: ...
+    def release_slot(self, slot: Placement) -> None: ...
 
     def slots_held_before(self, slot: Placement) -> int: ...
 
@@ -174,6 +174,8 @@ class Router:
         """
         with self._lock:
             placements = self._catalogue.placements()
+            if any(p.execution_id == record.id for p in placements):
+                return None  # placed already: a redelivery, the long way
             of_function = sum(1 for p in placements if p.function_id == function.id)
             if of_function >= function.concurrency:
                 return None
@@ -192,13 +194,13 @@ class Router:
             )
             stored, created = self._catalogue.create_execution(placed)
             if not created:
-                # Its slot goes with the record's own placement, if it gets one.
-                self._catalogue.release_slot(record.id)
+                # Only the slot taken here: the record's own placement has its own.
+                self._catalogue.release_slot(slot)
                 return None
             racing = self._share.routers > 1
             if racing and self._catalogue.slots_held_before(slot) >= function.concurrency:
                 self._catalogue.unplace_execution(stored)
-                self._catalogue.release_slot(record.id)
+                self._catalogue.release_slot(slot)
                 return Step(
                     self._catalogue.get_execution(record.id), defer=True, wait_for_room=True
                 )
@@ -231,7 +233,7 @@ class Router:
             slot = self._catalogue.hold_slot(record.id, function.id, host.id, self.router_id)
             placed = self._catalogue.place_execution(record, host.id, self.router_id)
             if placed is None:
-                self._catalogue.release_slot(record.id)
+                self._catalogue.release_slot(slot)
                 current = self._catalogue.get_execution(record.id)
                 LOGGER.info(
                     "event %s: execution %s moved on (%s) while being placed",
@@ -244,7 +246,7 @@ class Router:
             racing = self._share.routers > 1
             if racing and self._catalogue.slots_held_before(slot) >= function.concurrency:
                 self._catalogue.unplace_execution(placed)
-                self._catalogue.release_slot(record.id)
+                self._catalogue.release_slot(slot)
                 return waiting
         LOGGER.debug("event %s: execution %s placed on %s", event.id, record.id, host.id)
         return Step(placed, route=host.queue)

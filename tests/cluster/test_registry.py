@@ -425,3 +425,16 @@ def test_a_redelivered_event_of_a_finished_execution_leaves_no_slot_held(store):
     assert again.record.status == "succeeded" and again.route is None
     assert store.placements() == []
     assert len(store.list_executions({}, 10).items) == 1
+
+
+def test_a_router_that_loses_the_race_for_a_record_gives_back_only_its_own_slot(store):
+    store.register_host(host("a", slots=2))
+    fn = function(store)
+    router = refreshed(store, Router(store, "r1"))
+    (won,) = router.handle(event(1, fn))
+    lost = store.hold_slot(won.record.id, fn.id, "a", "r2")  # a second router, a moment late
+
+    store.release_slot(lost)  # its place_execution found the record moved on
+
+    (kept,) = store.placements()
+    assert (kept.execution_id, kept.router_id) == (won.record.id, "r1")
