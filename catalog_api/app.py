@@ -17,6 +17,13 @@ import falcon
 import falcon.media
 
 from catalog_api import errors
+from catalog_api.auth import (
+    Authentication,
+    Authenticator,
+    api_tokens_for,
+    authenticator_for,
+    protect,
+)
 from catalog_api.crosssite import CrossSiteGuard
 from catalog_api.deadletters import (
     DeadLetterReplayResource,
@@ -37,7 +44,11 @@ from catalog_api.meta import (
     RuntimesResource,
     swagger_ui_dir,
 )
+from catalog_api.metrics import FunctionMetricsResource
+from catalog_api.prometheus import MetricsResource, RequestMetrics
+from catalog_api.quotas import OwnQuotaResource, QuotaGuard, QuotaResource
 from catalog_api.runtimes import RUNTIMES, RuntimeList
+from catalog_api.users import TokensResource, UserResource, UsersResource
 from lambda_os.catalogue import Catalogue, connect
 from lambda_os.settings import Settings
 
@@ -49,21 +60,31 @@ def create_app(
     runtimes: RuntimeList | None = None,
     replayer: Replayer | None = None,
     listener_state: Callable[[], dict[str, Any]] | None = None,
+    authenticator: Authenticator | None = None,
 ) -> falcon.App:
     """The API on this catalogue; invocations (``invoker``) and dead-letter replays
     (``replayer``) answer 503 when theirs is None. ``listener_state`` is the listener's
-    in the same process (``standalone``), which ``/healthz`` reports."""
+    in the same process (``standalone``), which ``/healthz`` reports. Callers are
+    authenticated by ``authenticator``, by default the one ``LAMBDA_OS_AUTH`` names
+    (a WSGI wrapper the mode needs, such as Keystone's, is ``served``'s)."""
     runtimes = RUNTIMES if runtimes is None else tuple(runtimes)
-    app = falcon.App(middleware=[CrossSiteGuard(settings)])
+    api_tokens = api_tokens_for(catalogue, settings)
+    if authenticator is None:
+        authenticator = api_tokens or authenticator_for(settings)
+    app = falcon.App(
+        middleware=[RequestMetrics(), CrossSiteGuard(settings), Authentication(authenticator)]
+    )
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=_dumps)
     errors.register(app)
 
-    app.add_route("/v1/functions", FunctionsResource(catalogue, settings, runtimes))
+    quotas = QuotaGuard(catalogue, settings)
+    app.add_route("/v1/functions", FunctionsResource(catalogue, runtimes, quotas))
     app.add_route("/v1/functions/{function_id}", FunctionResource(catalogue, runtimes))
-    app.add_route("/v1/functions/{function_id}/code", CodeResource(catalogue))
+    app.add_route("/v1/functions/{function_id}/code", CodeResource(catalogue, quotas))
     app.add_route(
-        "/v1/functions/{function_id}/invocations", InvocationsResource(catalogue, invoker)
+        "/v1/functions/{function_id}/invocations", InvocationsResource(catalogue, invoker, quotas)
     )
+    app.add_route("/v1/functions/{function_id}/metrics", FunctionMetricsResource(catalogue))
     app.add_route("/v1/executions", ExecutionsResource(catalogue))
     app.add_route("/v1/executions/{execution_id}", ExecutionResource(catalogue))
     app.add_route("/v1/executions/{execution_id}/logs", ExecutionLogsResource(catalogue))
@@ -72,11 +93,17 @@ def create_app(
     app.add_route(
         "/v1/deadletters/{dead_letter_id}/replay", DeadLetterReplayResource(catalogue, replayer)
     )
+    app.add_route("/v1/auth/tokens", TokensResource(api_tokens))
+    app.add_route("/v1/users", UsersResource(api_tokens))
+    app.add_route("/v1/users/{name}", UserResource(api_tokens))
+    app.add_route("/v1/quota", OwnQuotaResource(catalogue, settings))
+    app.add_route("/v1/quotas/{project_id}", QuotaResource(catalogue, settings))
     app.add_route("/v1/hosts", HostsResource(catalogue))
     app.add_route("/v1/hosts/events", HostEventsResource(catalogue))
     app.add_route("/v1/runtimes", RuntimesResource(runtimes, settings))
     app.add_route("/v1/openapi.yaml", OpenAPIResource())
     app.add_route("/healthz", HealthResource(catalogue, listener_state))
+    app.add_route("/metrics", MetricsResource())
 
     assets = swagger_ui_dir()
     app.add_route("/docs", DocsResource(assets))
@@ -90,7 +117,12 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False) + "\n"
 
 
-def get_app() -> falcon.App:
+def served(app: falcon.App, settings: Settings) -> Callable[..., Any]:
+    """The WSGI application as it is served: ``app`` behind what the auth mode needs."""
+    return protect(app, settings)
+
+
+def get_app() -> Callable[..., Any]:
     """The API on the catalogue the environment names (in memory without ``MONGO_URL``)."""
     settings = Settings.from_env()
-    return create_app(connect(settings.mongo_url, settings.mongo_db), settings)
+    return served(create_app(connect(settings.mongo_url, settings.mongo_db), settings), settings)

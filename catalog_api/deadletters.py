@@ -13,6 +13,7 @@ from typing import Protocol
 
 import falcon
 
+from catalog_api.auth.scope import scope_of
 from catalog_api.paging import next_link
 from catalog_api.schemas import DeadLetterListQuerySchema
 from lambda_os.catalogue import Catalogue
@@ -46,7 +47,8 @@ class DeadLettersResource:
         query = DeadLetterListQuerySchema().load(req.params)
         limit = query.pop("limit")
         marker = query.pop("marker", None)
-        page = self._catalogue.list_dead_letters(query, limit, marker)
+        filters = scope_of(req, self._catalogue).by_function_filters(query)
+        page = self._catalogue.list_dead_letters(filters, limit, marker)
         resp.media = {
             "deadletters": [record.to_api(include_body=False) for record in page.items],
             "next": next_link("/v1/deadletters", query, limit, page.marker),
@@ -60,7 +62,7 @@ class DeadLetterResource:
         self._catalogue = catalogue
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, dead_letter_id: str) -> None:
-        resp.media = self._catalogue.get_dead_letter(dead_letter_id).to_api()
+        resp.media = scope_of(req, self._catalogue).dead_letter(dead_letter_id).to_api()
 
 
 class DeadLetterReplayResource:
@@ -71,7 +73,7 @@ class DeadLetterReplayResource:
         self._replayer = replayer
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, dead_letter_id: str) -> None:
-        record = self._catalogue.get_dead_letter(dead_letter_id)
+        record = scope_of(req, self._catalogue).dead_letter(dead_letter_id)
         if self._replayer is None:
             raise falcon.HTTPServiceUnavailable(
                 title="Replay unavailable",

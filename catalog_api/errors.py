@@ -23,6 +23,8 @@ from lambda_os.errors import (
     NotFound,
     PackageTooLarge,
     PermanentError,
+    QuotaBusy,
+    QuotaExceeded,
     TransientError,
 )
 
@@ -35,6 +37,8 @@ STATUSES: tuple[tuple[type[LambdaError], str], ...] = (
     (InvalidPackage, falcon.HTTP_422),
     (NotFound, falcon.HTTP_404),
     (Conflict, falcon.HTTP_409),
+    (QuotaBusy, falcon.HTTP_429),
+    (QuotaExceeded, falcon.HTTP_403),
     (InvalidEvent, falcon.HTTP_422),
     (TransientError, falcon.HTTP_503),
     (LeaseLost, falcon.HTTP_503),
@@ -59,7 +63,7 @@ def handle_lambda_error(
         LOGGER.warning("%s %s answered %s: %s", req.method, req.path, resp.status, exc)
     resp.content_type = falcon.MEDIA_JSON  # a resource may have set another type before failing
     resp.media = {"title": exc.title, "description": exc.description}
-    if isinstance(exc, (TransientError, LeaseLost)):
+    if isinstance(exc, (TransientError, LeaseLost, QuotaBusy)):
         resp.set_header("Retry-After", str(RETRY_AFTER_S))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import falcon
 
+from catalog_api.auth.scope import scope_of
 from catalog_api.paging import next_link
 from catalog_api.schemas import ExecutionListQuerySchema
 from lambda_os.catalogue import Catalogue
@@ -27,7 +28,8 @@ class ExecutionsResource:
         query = ExecutionListQuerySchema().load(req.params)
         limit = query.pop("limit")
         marker = query.pop("marker", None)
-        page = self._catalogue.list_executions(query, limit, marker)
+        filters = scope_of(req, self._catalogue).by_function_filters(query)
+        page = self._catalogue.list_executions(filters, limit, marker)
         resp.media = {
             "executions": [record.to_api(include_logs=False) for record in page.items],
             "next": next_link("/v1/executions", query, limit, page.marker),
@@ -41,7 +43,7 @@ class ExecutionResource:
         self._catalogue = catalogue
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, execution_id: str) -> None:
-        resp.media = self._catalogue.get_execution(execution_id).to_api()
+        resp.media = scope_of(req, self._catalogue).execution(execution_id).to_api()
 
 
 class ExecutionLogsResource:
@@ -51,6 +53,6 @@ class ExecutionLogsResource:
         self._catalogue = catalogue
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, execution_id: str) -> None:
-        logs = self._catalogue.get_execution(execution_id).logs
+        logs = scope_of(req, self._catalogue).execution(execution_id).logs
         resp.content_type = falcon.MEDIA_TEXT
         resp.text = logs

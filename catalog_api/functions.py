@@ -13,6 +13,7 @@ from typing import Any
 
 import falcon
 
+from catalog_api.auth.scope import scope_of
 from catalog_api.forms import (
     FORM_OVERHEAD_BYTES,
     MAX_CONFIG_BODY,
@@ -24,6 +25,7 @@ from catalog_api.forms import (
     read_json_object,
 )
 from catalog_api.paging import next_link
+from catalog_api.quotas import QuotaGuard
 from catalog_api.runtimes import RuntimeList
 from catalog_api.schemas import (
     CodeFormSchema,
@@ -36,7 +38,6 @@ from catalog_api.schemas import (
 from lambda_os.catalogue import Catalogue
 from lambda_os.errors import InvalidPackage
 from lambda_os.packages import MAX_UPLOAD_BYTES, inspect_package
-from lambda_os.settings import Settings
 
 MULTIPART = "multipart/form-data"
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed")
@@ -51,9 +52,9 @@ def function_url(function_id: str) -> str:
 class FunctionsResource:
     """``/v1/functions``: register a function with its code, and list functions."""
 
-    def __init__(self, catalogue: Catalogue, settings: Settings, runtimes: RuntimeList) -> None:
+    def __init__(self, catalogue: Catalogue, runtimes: RuntimeList, quotas: QuotaGuard) -> None:
         self._catalogue = catalogue
-        self._owner = settings.default_owner
+        self._quotas = quotas
         names = [runtime.name for runtime in runtimes]
         self._form_schema = FunctionSchema(names)
         self._json_schema = FunctionCreateJSONSchema(names)
@@ -62,7 +63,8 @@ class FunctionsResource:
         query = FunctionListQuerySchema().load(req.params)
         limit = query.pop("limit")
         marker = query.pop("marker", None)
-        page = self._catalogue.list_functions(query, limit, marker)
+        filters = scope_of(req, self._catalogue).function_filters(query)
+        page = self._catalogue.list_functions(filters, limit, marker)
         resp.media = {
             "functions": [function.to_api() for function in page.items],
             "next": next_link("/v1/functions", query, limit, page.marker),
@@ -82,8 +84,10 @@ class FunctionsResource:
                 description=f"send {MULTIPART} with a 'code' file part, or application/json "
                 f"with 'code_base64'; got {kind or 'no Content-Type'}"
             )
+        owner = scope_of(req, self._catalogue).principal.project_id
         info = inspect_package(code, filename, config["handler"])
-        record = self._catalogue.create_function({**config, "owner": self._owner}, code, info)
+        self._quotas.before_store(owner, new_functions=1, added_bytes=info.size)
+        record = self._catalogue.create_function({**config, "owner": owner}, code, info)
         resp.status = falcon.HTTP_201
         resp.location = function_url(record.id)
         resp.media = record.to_api()
@@ -97,15 +101,17 @@ class FunctionResource:
         self._patch_schema = FunctionPatchSchema([runtime.name for runtime in runtimes])
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, function_id: str) -> None:
-        resp.media = self._catalogue.get_function(function_id).to_api()
+        resp.media = scope_of(req, self._catalogue).function(function_id).to_api()
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, function_id: str) -> None:
+        scope_of(req, self._catalogue).function(function_id)
         changes: dict[str, Any] = self._patch_schema.load(read_json_object(req, MAX_CONFIG_BODY))
         if "handler" in changes:
             changes.update(self._handler_change(function_id, changes["handler"]))
         resp.media = self._catalogue.update_function(function_id, changes).to_api()
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, function_id: str) -> None:
+        scope_of(req, self._catalogue).function(function_id)
         self._catalogue.delete_function(function_id)
         resp.status = falcon.HTTP_204
 
@@ -120,11 +126,12 @@ class FunctionResource:
 class CodeResource:
     """``/v1/functions/{id}/code``: the package back byte for byte, or a new one (version + 1)."""
 
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, quotas: QuotaGuard) -> None:
         self._catalogue = catalogue
+        self._quotas = quotas
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, function_id: str) -> None:
-        function = self._catalogue.get_function(function_id)
+        function = scope_of(req, self._catalogue).function(function_id)
         package = self._catalogue.get_package(function)
         resp.content_type = package.content_type
         resp.downloadable_as = package.filename or f"{function.name}.zip"
@@ -132,6 +139,7 @@ class CodeResource:
         resp.data = package.data
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, function_id: str) -> None:
+        scope_of(req, self._catalogue).function(function_id)
         query = CodeQuerySchema().load(req.params)
         kind = media_type(req)
         if kind == MULTIPART:
@@ -151,6 +159,7 @@ class CodeResource:
             )
         function = self._catalogue.get_function(function_id)
         info = inspect_package(data, filename, handler or function.handler)
+        self._quotas.before_store(function.owner, 0, added_bytes=info.size - function.code_size)
         resp.media = self._catalogue.replace_code(function_id, data, info, handler).to_api()
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import falcon
 
+from catalog_api.auth.scope import scope_of
 from catalog_api.executions import execution_url
 from catalog_api.forms import MAX_EVENT_BODY, read_json
 from catalog_api.invoker import Invoker
+from catalog_api.quotas import QuotaGuard
 from catalog_api.schemas import InvocationQuerySchema
 from lambda_os.catalogue import Catalogue
 
@@ -20,14 +22,15 @@ from lambda_os.catalogue import Catalogue
 class InvocationsResource:
     """``/v1/functions/{id}/invocations``."""
 
-    def __init__(self, catalogue: Catalogue, invoker: Invoker | None) -> None:
+    def __init__(self, catalogue: Catalogue, invoker: Invoker | None, quotas: QuotaGuard) -> None:
         self._catalogue = catalogue
         self._invoker = invoker
+        self._quotas = quotas
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, function_id: str) -> None:
+        function = scope_of(req, self._catalogue).function(function_id)
         mode = InvocationQuerySchema().load(req.params)["mode"]
         data = read_json(req, MAX_EVENT_BODY)
-        function = self._catalogue.get_function(function_id)
         if self._invoker is None:
             raise falcon.HTTPServiceUnavailable(
                 title="Invocations unavailable",
@@ -35,6 +38,8 @@ class InvocationsResource:
                 "functions; run the platform with `lambda-os standalone`, or publish an event "
                 "to the events queue for a listener to run",
             )
+        if mode != "async":  # an async event waits its turn on the queue
+            self._quotas.before_run(function.owner, function.memory_mb)
         if mode == "async":
             record = self._invoker.submit(function, data)
             resp.status = falcon.HTTP_202

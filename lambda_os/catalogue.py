@@ -70,6 +70,7 @@ from lambda_os.records import (
 )
 
 ASCENDING = pymongo.ASCENDING
+DESCENDING = pymongo.DESCENDING
 # The catalogue's own collections (GridFS keeps packages in two more).
 COLLECTIONS = (
     "functions",
@@ -211,6 +212,9 @@ class Catalogue:
         self._slots = database["slots"]
         # A cluster host's worker sets this: its runs end by releasing their slots.
         self.releases_slots = False
+        self._quotas = database["quotas"]
+        self._api_users = database["api_users"]
+        self._api_tokens = database["api_tokens"]
         self._packages = gridfs.GridFS(database, collection="packages")
         self._clock = clock
         self._ids = ids
@@ -249,6 +253,9 @@ class Catalogue:
                 [("status", ASCENDING), ("lease_until", ASCENDING)], name="status_lease"
             )
             self._executions.create_index(
+                [("function_id", ASCENDING), ("created_at", ASCENDING)], name="function_created"
+            )
+            self._executions.create_index(
                 [("placed_on", ASCENDING), ("status", ASCENDING)], name="placed_status"
             )
             self._versions.create_index([("function_id", ASCENDING)], name="function")
@@ -267,6 +274,85 @@ class Catalogue:
             return {"status": "ok", "functions": self._functions.count_documents({}), **kept}
         except PyMongoError as exc:
             return {"status": "unavailable", "error": str(exc), **kept}
+
+    # -- quotas per project (lambda_os.quotas) -----------------------------
+
+    def get_quota(self, project_id: str) -> dict[str, int]:
+        """The limits stored for the project (those changed from the defaults)."""
+        with _converted():
+            doc = self._quotas.find_one({"_id": project_id}) or {}
+        return {k: v for k, v in doc.items() if k != "_id"}
+
+    def set_quota(self, project_id: str, limits: dict[str, int]) -> dict[str, int]:
+        """Store these limits for the project (others keep theirs); all it has now."""
+        with _converted():
+            self._quotas.update_one({"_id": project_id}, {"$set": dict(limits)}, upsert=True)
+        return self.get_quota(project_id)
+
+    def usage_of(self, project_id: str) -> dict[str, int]:
+        """What the project uses: functions, their packages' bytes, and what runs now."""
+        with _converted():
+            functions = {
+                doc["_id"]: doc
+                for doc in self._functions.find(
+                    {"owner": project_id}, {"code_size": 1, "memory_mb": 1}
+                )
+            }
+            running = list(
+                self._executions.find(
+                    {"function_id": {"$in": list(functions)}, "status": "running"},
+                    {"function_id": 1},
+                )
+            )
+        return {
+            "functions": len(functions),
+            "package_bytes": sum(int(f.get("code_size", 0)) for f in functions.values()),
+            "executions": len(running),
+            "memory_mb": sum(
+                int(functions[r["function_id"]].get("memory_mb", 0))
+                for r in running
+                if r["function_id"] in functions
+            ),
+        }
+
+    # -- API users and tokens (catalog_api.auth.tokens) --------------------
+    #
+    # Stored as given: the auth module hashes passwords and tokens before they come here.
+
+    def add_api_user(self, user: dict[str, Any]) -> None:
+        """Store a new user (``_id`` is its name); ``Conflict`` if the name is taken."""
+        try:
+            with _converted():
+                self._api_users.insert_one(dict(user))
+        except DuplicateKeyError as exc:
+            raise Conflict(f"a user named {user['_id']!r} exists already") from exc
+
+    def get_api_user(self, name: str) -> dict[str, Any] | None:
+        with _converted():
+            return self._api_users.find_one({"_id": name})
+
+    def list_api_users(self) -> list[dict[str, Any]]:
+        with _converted():
+            return list(self._api_users.find({}).sort("_id", ASCENDING))
+
+    def delete_api_user(self, name: str) -> bool:
+        """Remove the user and every token it holds; whether it existed."""
+        with _converted():
+            self._api_tokens.delete_many({"user": name})
+            return self._api_users.delete_one({"_id": name}).deleted_count == 1
+
+    def add_api_token(self, token: dict[str, Any]) -> None:
+        """Store a token record (``_id`` is the token's hash)."""
+        with _converted():
+            self._api_tokens.insert_one(dict(token))
+
+    def get_api_token(self, token_hash: str) -> dict[str, Any] | None:
+        with _converted():
+            return self._api_tokens.find_one({"_id": token_hash})
+
+    def delete_api_token(self, token_hash: str) -> bool:
+        with _converted():
+            return self._api_tokens.delete_one({"_id": token_hash}).deleted_count == 1
 
     # -- functions ---------------------------------------------------------
 
@@ -312,6 +398,11 @@ class Catalogue:
     ) -> Page:
         """Functions matching equality ``filters``, ordered by id, ``limit`` at a time."""
         return self._page(self._functions, dict(filters), limit, marker, FunctionRecord)
+
+    def function_ids_of(self, owner: str) -> list[str]:
+        """The ids of every function ``owner`` has (its project's, under authentication)."""
+        with _converted():
+            return [doc["_id"] for doc in self._functions.find({"owner": owner}, {"_id": 1})]
 
     def find_matching(self, event_source: str, event_type: str) -> list[FunctionRecord]:
         """Every function registered for this event: one query on the (source, type) index.
@@ -864,6 +955,22 @@ class Catalogue:
 
     # -- executions: placement on the cluster's hosts ---------------------
 
+    def executions_since(
+        self, function_id: str, since: datetime, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The newest ``limit`` executions of the function made since then (the fields the
+        metrics need), and whether there were more."""
+        fields = {"status": 1, "error": 1, "duration_ms": 1, "cold_start": 1, "created_at": 1}
+        with _converted():
+            docs = list(
+                self._executions.find(
+                    {"function_id": function_id, "created_at": {"$gte": since}}, fields
+                )
+                .sort("created_at", DESCENDING)
+                .limit(limit + 1)
+            )
+        return docs[:limit], len(docs) > limit
+
     def place_execution(
         self, record: ExecutionRecord, host_id: str, router_id: str
     ) -> ExecutionRecord | None:
@@ -1026,6 +1133,7 @@ class Catalogue:
         """
         changes = {
             "free_memory_mb": beat.free_memory_mb,
+            "idle_memory_mb": beat.idle_memory_mb,
             "free_slots": beat.free_slots,
             "running": beat.running,
             "warm": list(beat.warm),

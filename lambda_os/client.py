@@ -26,9 +26,10 @@ class ApiError(Exception):
 class ApiClient:
     """The calls a user makes: functions, their code, invocations and executions."""
 
-    def __init__(self, base_url: str, timeout: float = 60.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 60.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.token = token  # sent as X-Auth-Token (a Keystone token) when set
 
     def _request(
         self,
@@ -41,6 +42,8 @@ class ApiClient:
         request = urllib.request.Request(self.base_url + path, data=body, method=method)
         if content_type:
             request.add_header("Content-Type", content_type)
+        if self.token:
+            request.add_header("X-Auth-Token", self.token)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 payload = response.read()
@@ -112,8 +115,13 @@ class ApiClient:
     def execution(self, execution_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/executions/{execution_id}")
 
-    def executions(self, function_id: str) -> list[dict[str, Any]]:
-        return self._request("GET", f"/v1/executions?function_id={function_id}")["executions"]
+    def executions(self, function_id: str | None = None) -> list[dict[str, Any]]:
+        """One page of executions (the first 100), of one function or of all visible."""
+        query = f"?{urllib.parse.urlencode({'function_id': function_id})}" if function_id else ""
+        return self._request("GET", f"/v1/executions{query}")["executions"]
+
+    def logs(self, execution_id: str) -> str:
+        return self._request("GET", f"/v1/executions/{execution_id}/logs", raw=True).decode()
 
     def delete(self, function_id: str) -> None:
         self._request("DELETE", f"/v1/functions/{function_id}")

@@ -68,3 +68,15 @@ class LeaseLost(LambdaError):
     """This listener no longer holds the execution's lease: another runs it, so this run stops."""
 
     title = "Lease lost"
+
+
+class QuotaExceeded(LambdaError):
+    """What the request would store passes one of its project's quotas (functions, bytes)."""
+
+    title = "Quota exceeded"
+
+
+class QuotaBusy(QuotaExceeded):
+    """The project already runs as much at once as its quota allows: try again later."""
+
+    title = "Quota in use"

@@ -70,7 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_function(settings: Settings, args: argparse.Namespace) -> int:
-    client = ApiClient(args.api or f"http://{settings.api_host}:{settings.api_port}")
+    client = ApiClient(
+        args.api or f"http://{settings.api_host}:{settings.api_port}", token=settings.api_token
+    )
     try:
         result = _dispatch(client, args)
     except ApiError as exc:

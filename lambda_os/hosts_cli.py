@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_hosts(settings: Settings, args: argparse.Namespace) -> int:
-    client = ApiClient(args.api or f"http://{settings.api_host}:{settings.api_port}")
+    client = ApiClient(
+        args.api or f"http://{settings.api_host}:{settings.api_port}", token=settings.api_token
+    )
     try:
         answer = client.hosts()
     except ApiError as exc:
@@ -39,7 +41,8 @@ def run_hosts(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def host_table(hosts: list[dict[str, Any]]) -> str:
-    """One line per host: id, server id, state, memory and slots free/total, warm, heartbeat."""
+    """One line per host: id, server id, state, memory free/total (and what idle containers
+    hold of the rest), slots free/total, warm, heartbeat."""
     rows = [COLUMNS]
     for host in hosts:
         rows.append(
@@ -47,7 +50,8 @@ def host_table(hosts: list[dict[str, Any]]) -> str:
                 host["id"],
                 host.get("server_id") or "-",
                 host["state"],
-                f"{host['free_memory_mb']}/{host['memory_total_mb']} MB",
+                f"{host['free_memory_mb']}/{host['memory_total_mb']} MB"
+                + (f" ({host['idle_memory_mb']} idle)" if host.get("idle_memory_mb") else ""),
                 f"{host['free_slots']}/{host['slots_total']}",
                 ",".join(host.get("warm") or []) or "-",
                 host.get("heartbeat_at") or "-",

@@ -319,7 +319,8 @@ class HostRecord(Stored):
 
     ``queue`` is its own invocation queue; ``lease_owner`` the name its runs take
     leases under, so the executions of a lost host can be found. ``slots_total``
-    and ``memory_total_mb`` are fixed at registration; the ``free_*``, ``running``
+    and ``memory_total_mb`` are fixed at registration; the ``free_*``,
+    ``idle_memory_mb`` (held by idle containers, given back when needed), ``running``
     and ``warm`` (``function_id:version`` of its warm containers) fields are its
     last heartbeat's. ``state`` is ``active`` (routers place on it), ``draining``
     (it finishes what it has, routers place nothing more) or ``lost`` (it missed
@@ -333,6 +334,7 @@ class HostRecord(Stored):
     memory_total_mb: int = 0
     slots_total: int = 0
     free_memory_mb: int = 0
+    idle_memory_mb: int = 0
     free_slots: int = 0
     running: int = 0
     warm: list[str] = field(default_factory=list)
@@ -364,6 +366,7 @@ class HostBeat:
     free_slots: int
     running: int
     warm: tuple[str, ...] = ()
+    idle_memory_mb: int = 0
 
 
 @dataclass(frozen=True)

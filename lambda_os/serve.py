@@ -23,17 +23,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import falcon
 from gunicorn.app.base import BaseApplication
 
 from lambda_os.catalogue import Catalogue, connect
 from lambda_os.catalogue_server import CatalogueServer, CatalogueServerError
-from lambda_os.errors import TransientError
+from lambda_os.errors import PermanentError, TransientError
 from lambda_os.settings import Settings
 from lambda_os.worker import bounded_read_worker
 
 LOGGER = logging.getLogger(__name__)
 
+WSGIApp = Callable[..., Any]
 # ``lambda-os standalone`` exits with this when its listener stopped on its own.
 EXIT_LISTENER_FAILED = 1
 
@@ -41,7 +41,7 @@ EXIT_LISTENER_FAILED = 1
 class GunicornServer(BaseApplication):
     """gunicorn run from Python, with the app built by ``factory`` inside each worker."""
 
-    def __init__(self, factory: Callable[[], falcon.App], options: dict[str, Any]) -> None:
+    def __init__(self, factory: Callable[[], WSGIApp], options: dict[str, Any]) -> None:
         self._factory = factory
         self._options = options
         super().__init__()
@@ -50,7 +50,7 @@ class GunicornServer(BaseApplication):
         for key, value in self._options.items():
             self.cfg.set(key, value)
 
-    def load(self) -> falcon.App:
+    def load(self) -> WSGIApp:
         return self._factory()
 
 
@@ -109,35 +109,63 @@ def _embedded_server(settings: Settings) -> CatalogueServer | None:
 
 
 def _provisioner(settings: Settings) -> Any:
+    """The local Docker backend, counted into the process's Prometheus metrics."""
     from provisioner.docker import DockerProvisioner
+    from provisioner.metered import MeteredProvisioner
 
-    return DockerProvisioner(settings)
+    return MeteredProvisioner(DockerProvisioner(settings))
+
+
+def _expose_metrics(settings: Settings) -> None:
+    """``/metrics`` on a port of its own, for a process without the API (when asked)."""
+    if settings.metrics_port:
+        from lambda_os import prometheus
+
+        prometheus.serve(settings.metrics_host, settings.metrics_port)
+        LOGGER.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
 
 
 def run_api(settings: Settings) -> int:
     """The API alone; invocations go through RabbitMQ to the listeners."""
-    from catalog_api.app import create_app
+    from catalog_api.app import create_app, served
     from listener.invoker import BrokerInvoker
     from listener.publish import Publisher
     from listener.replay import Replayer
 
+    if not _authentication_ready(settings):
+        return 2
     workers = settings.api_workers
     if not settings.mongo_url and workers > 1:
         LOGGER.warning("no MONGO_URL: running one worker so every request sees one catalogue")
         workers = 1
 
-    def factory() -> falcon.App:
+    def factory() -> WSGIApp:
         catalogue = _catalogue(settings)
         publisher = Publisher(settings, name="lambda-os api")
-        return create_app(
+        app = create_app(
             catalogue,
             settings,
             invoker=BrokerInvoker(settings, catalogue, publisher),
             replayer=Replayer(catalogue, publisher),
         )
+        return served(app, settings)
 
     GunicornServer(factory, gunicorn_options(settings, workers)).run()
     return 0
+
+
+def _authentication_ready(settings: Settings) -> bool:
+    """Whether the API may start as configured; if not, says why (before gunicorn forks)."""
+    from catalog_api.auth import authenticator_for, refuse_open_bind
+
+    try:
+        refuse_open_bind(settings)
+        if settings.auth != "tokens":  # that mode's users are read once the catalogue is up
+            authenticator_for(settings)
+    except PermanentError as exc:
+        LOGGER.error("not starting the API: %s", exc)
+        return False
+    return True
 
 
 PLACEMENTS = ("local", "cluster")
@@ -161,6 +189,7 @@ def run_listener(settings: Settings) -> int:
     catalogue = catalogue_when_reachable(settings, "lambda-os listener")
     provisioner = _provisioner(settings)
     listener = Listener(settings, catalogue, provisioner)
+    _expose_metrics(settings)
     listener.install_signal_handlers()
     try:
         return listener.run()
@@ -170,12 +199,14 @@ def run_listener(settings: Settings) -> int:
 
 def run_standalone(settings: Settings) -> int:
     """API and listener in one process, over one catalogue."""
-    from catalog_api.app import create_app
+    from catalog_api.app import create_app, served
     from listener.invoker import Invoker
     from listener.publish import Publisher
     from listener.replay import Replayer
     from listener.service import Listener
 
+    if not _authentication_ready(settings):
+        return 2
     parts: dict[str, Any] = {}
     # Made before gunicorn forks its worker, so the worker's write is seen here.
     listener_failed = multiprocessing.Value("b", 0)
@@ -187,7 +218,7 @@ def run_standalone(settings: Settings) -> int:
         listener_failed.value = 1
         os.kill(os.getppid(), signal.SIGTERM)
 
-    def factory() -> falcon.App:
+    def factory() -> WSGIApp:
         # Runs inside the gunicorn worker, so everything below lives in that one process.
         # On its own catalogue server this worker is the only writer, so matches may be
         # cached: an event then costs no function query.
@@ -203,13 +234,14 @@ def run_standalone(settings: Settings) -> int:
         thread.start()
         parts.update(provisioner=provisioner, listener=listener, thread=thread)
         publisher = Publisher(settings, name="lambda-os api")
-        return create_app(
+        app = create_app(
             catalogue,
             settings,
             invoker=Invoker(catalogue, provisioner, publisher),
             replayer=Replayer(catalogue, publisher),
             listener_state=listener.state,
         )
+        return served(app, settings)
 
     def worker_exit(server: Any, worker: Any) -> None:
         stopping.set()
@@ -298,12 +330,14 @@ def catalogue_when_reachable(
 
 @dataclasses.dataclass(frozen=True)
 class RouterParts:
-    """A cluster router: a listener that places, and the keeper of its registry view."""
+    """A cluster router: a listener that places, the keeper of its registry view, and the
+    relay of the hosts' replies."""
 
     listener: Any
     router: Any
     keeper: Any
     mover: Any
+    relay: Any
 
 
 def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
@@ -311,9 +345,14 @@ def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
     import socket
     import uuid
 
+    import pika
+
+    from listener.publish import connection_parameters
+    from listener.relay import Relay
     from listener.relocate import BrokerQueueMover
     from listener.route import RegistryKeeper, Router
-    from listener.service import Listener
+    from listener.service import DEFAULT_HEARTBEAT_S, Listener
+    from listener.topology import Topology
 
     catalogue = _cluster_catalogue(settings, "a cluster router")
     # Its own name, even beside another router in one process: the shares count names.
@@ -330,7 +369,11 @@ def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
         name="lambda-os router",
         **listener_options,
     )
-    return RouterParts(listener, router, keeper, mover)
+    params = connection_parameters(settings.amqp_url, "lambda-os relay")
+    if params.heartbeat is None:
+        params.heartbeat = DEFAULT_HEARTBEAT_S
+    relay = Relay(Topology.from_settings(settings), lambda: pika.BlockingConnection(params))
+    return RouterParts(listener, router, keeper, mover, relay)
 
 
 def run_router(settings: Settings, **listener_options: Any) -> int:
@@ -340,12 +383,15 @@ def run_router(settings: Settings, **listener_options: Any) -> int:
     parts.keeper.join(stop)
     keeper = threading.Thread(target=parts.keeper.run, args=(stop,), name="registry", daemon=True)
     keeper.start()
+    relay = threading.Thread(target=parts.relay.run, args=(stop,), name="relay", daemon=True)
+    relay.start()
     parts.listener.install_signal_handlers()
     try:
         return parts.listener.run()
     finally:
         stop.set()
         keeper.join(timeout=10)
+        relay.join(timeout=10)
         parts.mover.close()
 
 
@@ -403,6 +449,7 @@ def worker_parts(settings: Settings, **listener_options: Any) -> WorkerParts:
 def run_worker(settings: Settings, **listener_options: Any) -> int:
     """``lambda-os worker``: serve this host's queue; drain on a clean stop."""
     parts = worker_parts(settings, **listener_options)
+    _expose_metrics(settings)
     stop = threading.Event()
     beating = threading.Thread(
         target=parts.heartbeat.run,
@@ -429,6 +476,8 @@ def run_controller(settings: Settings) -> int:
     permanent cloud error (bad credentials, unknown image) exits non-zero.
     """
     from lambda_os.errors import PermanentError
+    from listener.topology import Topology
+    from provisioner.broker_accounts import connect as connect_accounts
     from provisioner.controller import Controller
     from provisioner.nova import connect as connect_cloud
     from provisioner.scaling import Policy
@@ -438,7 +487,16 @@ def run_controller(settings: Settings) -> int:
     except ValueError as exc:  # the scale_* settings contradict each other
         raise SystemExit(f"lambda-os controller: {exc}") from exc
     catalogue = _cluster_catalogue(settings, "lambda-os controller")
-    controller = Controller(connect_cloud(settings), catalogue, settings)
+    try:
+        accounts = connect_accounts(settings, Topology.from_settings(settings))
+    except PermanentError as exc:
+        raise SystemExit(f"lambda-os controller: {exc}") from exc
+    if accounts is None:
+        LOGGER.warning(
+            "controller: no LAMBDA_OS_BROKER_ADMIN_URL: every host shares the worker RabbitMQ "
+            "URL, so a compromised host can read every host's invocations"
+        )
+    controller = Controller(connect_cloud(settings), catalogue, settings, accounts=accounts)
     stop = threading.Event()
 
     def stopping(signum: int, _frame: Any) -> None:

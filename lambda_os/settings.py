@@ -33,6 +33,17 @@ class Settings:
     allowed_origins: str = ""
     api_read_timeout_s: float = 30.0
     default_owner: str = "default"
+    auth: str = "none"
+    keystone_cloud: str | None = None
+    keystone_cache_s: int = 300
+    api_token_ttl_s: float = 43200.0
+    api_token: str | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    quota_functions: int = 100
+    quota_package_bytes: int = 1 << 30
+    quota_executions: int = 50
+    quota_memory_mb: int = 16384
     runtime_image_prefix: str = "lambda-os/runtime"
     state_dir: str = "/var/lib/lambda-os"
     concurrency: int = 8
@@ -67,6 +78,7 @@ class Settings:
     scale_interval_s: float = 15.0
     worker_amqp_url: str | None = None
     worker_mongo_url: str | None = None
+    broker_admin_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -150,7 +162,70 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "default_owner",
         "LAMBDA_OS_DEFAULT_OWNER",
-        "owner given to functions until authentication arrives",
+        "the project that owns everything when the API runs without authentication "
+        "(LAMBDA_OS_AUTH=none)",
+    ),
+    Option(
+        "auth",
+        "LAMBDA_OS_AUTH",
+        "how API callers prove who they are: `none` (loopback bind address only: every caller "
+        "is the local operator), `keystone` (Keystone v3 tokens in X-Auth-Token, scoped to "
+        "a project) or `tokens` (the API's own users and expiring tokens, for a lab)",
+    ),
+    Option(
+        "keystone_cloud",
+        "LAMBDA_OS_KEYSTONE_CLOUD",
+        "with LAMBDA_OS_AUTH=keystone: the clouds.yaml entry of the API's service user, who "
+        "validates tokens (default: OS_CLOUD, else the OS_* variables)",
+    ),
+    Option(
+        "keystone_cache_s",
+        "LAMBDA_OS_KEYSTONE_CACHE_S",
+        "with LAMBDA_OS_AUTH=keystone: seconds a validated token is trusted without asking "
+        "Keystone again (a revoked token works that long at most); -1 asks every time",
+    ),
+    Option(
+        "api_token_ttl_s",
+        "LAMBDA_OS_API_TOKEN_TTL_S",
+        "with LAMBDA_OS_AUTH=tokens: seconds a token from POST /v1/auth/tokens stays valid",
+    ),
+    Option(
+        "api_token",
+        "LAMBDA_OS_API_TOKEN",
+        "`function` and `hosts`: the token sent to the API in X-Auth-Token "
+        "(e.g. `openstack token issue -f value -c id`)",
+    ),
+    Option(
+        "metrics_host",
+        "LAMBDA_OS_METRICS_HOST",
+        "`listener` and `worker`: the address their Prometheus /metrics listens on",
+    ),
+    Option(
+        "metrics_port",
+        "LAMBDA_OS_METRICS_PORT",
+        "`listener` and `worker`: the port of their Prometheus /metrics (0: none; the API "
+        "serves /metrics itself)",
+    ),
+    Option(
+        "quota_functions",
+        "LAMBDA_OS_QUOTA_FUNCTIONS",
+        "functions a project may have, unless an admin set its own quota",
+    ),
+    Option(
+        "quota_package_bytes",
+        "LAMBDA_OS_QUOTA_PACKAGE_BYTES",
+        "bytes a project's current packages may hold together, unless an admin set its own",
+    ),
+    Option(
+        "quota_executions",
+        "LAMBDA_OS_QUOTA_EXECUTIONS",
+        "executions a project may run at once (more wait), unless an admin set its own",
+    ),
+    Option(
+        "quota_memory_mb",
+        "LAMBDA_OS_QUOTA_MEMORY_MB",
+        "memory (MB) a project's executions may take at once (more wait), unless an admin "
+        "set its own",
     ),
     Option(
         "runtime_image_prefix",
@@ -320,6 +395,14 @@ OPTIONS: tuple[Option, ...] = (
         "worker_mongo_url",
         "LAMBDA_OS_WORKER_MONGO_URL",
         "`controller`: the MongoDB URL written into a new host's user data (default: MONGO_URL)",
+    ),
+    Option(
+        "broker_admin_url",
+        "LAMBDA_OS_BROKER_ADMIN_URL",
+        "`controller`: RabbitMQ's management API with an administrator's credentials, e.g. "
+        "http://guest:guest@127.0.0.1:15672; each new host then gets a broker user of its own "
+        "that reads only its own queue. Unset, every host shares the worker RabbitMQ URL, "
+        "which is weaker: one compromised host can read and write every host's invocations",
     ),
 )
 

@@ -26,7 +26,8 @@ What happens to a message:
   then the message still lands on the dead-letter queue through the queue's DLX,
   and the reason is in the log. Either way nothing is lost and the consumer goes on.
 - no function matches: acked and counted.
-- run: acked after the records are stored; replies go to ``reply_to`` first.
+- run: acked after the records are stored; replies go to ``reply_to`` first
+  (a host's through the results queue, relayed by a router: ``listener.relay``).
   A retry (``Step.retry``) or a deferral (``Step.defer``: another listener holds
   the run, or, for a router, no host has room) is published to a delay queue
   first, and a router's invocation (``Step.route``) to its host's queue, each
@@ -68,7 +69,7 @@ from lambda_os.records import DeadLetterRecord, ExecutionRecord, iso, utcnow
 from listener.deadletter import dead_letter_record, own_headers
 from listener.events import Event, InvalidEvent, parse_event
 from listener.execute import Step
-from listener.topology import Topology, declare
+from listener.topology import Topology, declare_own
 
 LOGGER = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ class Session:
         """Declare, consume, and on stop finish what is in flight; connection errors propagate."""
         channel = self._connection.channel()
         try:
-            declare(channel, self._topology)
+            declare_own(channel, self._topology)
         except pika.exceptions.ChannelClosedByBroker as exc:
             raise TopologyError(
                 f"declaring the queues failed: {exc.reply_code} {exc.reply_text}"
@@ -363,10 +364,11 @@ class Session:
         if the broker refuses the copy.
         """
         copy = _copy_properties(properties, dict(properties.headers or {}), message_id=event.id)
+        exchange, key = self._topology.outlet(self._topology.events_queue)
         try:
             self._out.basic_publish(
-                exchange="",
-                routing_key=self._topology.events_queue,
+                exchange=exchange,
+                routing_key=key,
                 body=body,
                 properties=copy,
                 mandatory=True,
@@ -421,10 +423,11 @@ class Session:
                 tier = min(deferrals, ROOM_WAIT_TIERS) if step.wait_for_room else deferrals
                 queue = self._topology.retry_queue(tier + 1)
             copy = _copy_properties(properties, headers, message_id=event.id)
+            exchange, key = self._topology.outlet(queue)
             try:
                 self._out.basic_publish(
-                    exchange="",
-                    routing_key=queue,
+                    exchange=exchange,
+                    routing_key=key,
                     body=_addressed_body(event, record.function_id),
                     properties=copy,
                     mandatory=True,
@@ -638,17 +641,23 @@ class Session:
         headers: dict[str, Any],
         message_id: str | None = None,
     ) -> None:
-        """Write a reply into the output buffer; the ack that follows it flushes it."""
+        """Write a reply into the output buffer; the ack that follows it flushes it.
+
+        A host's reply goes to the results queue, ``reply_to`` kept, for a router
+        to relay: its broker user cannot write to the client's queue.
+        """
+        exchange, key = self._topology.reply_outlet(properties.reply_to)
         reply_properties = pika.BasicProperties(
             content_type="application/json",
             correlation_id=properties.correlation_id,
             message_id=message_id,
             headers=headers,
+            reply_to=properties.reply_to if exchange else None,
         )
         # Not mandatory: a client that has gone away (its reply queue deleted) is not an error.
         _unflushed(self._replies).basic_publish(
-            exchange="",
-            routing_key=properties.reply_to,
+            exchange=exchange,
+            routing_key=key,
             body=_REPLY_JSON.encode(payload).encode("utf-8"),
             properties=reply_properties,
         )

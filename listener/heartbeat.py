@@ -92,6 +92,7 @@ class Heartbeat:
             free_slots=max(0, self._provisioner.capacity - running),
             running=running,
             warm=usage.warm,
+            idle_memory_mb=usage.idle_memory_mb,
         )
 
     def beat_once(self) -> None:

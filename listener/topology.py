@@ -16,6 +16,13 @@ tests all declare through ``declare`` here and nowhere else.
   declared as the events queue is; the routers publish there what they placed on
   that host, and only that host's worker consumes it. Its retries and deferrals
   go back through the delay queues to ``<events_queue>``, to be placed again.
+- ``<events_queue>.from-hosts``: a durable direct exchange, the only one a host's
+  own broker user may publish to (besides the dead-letter exchange). Each delay
+  queue and the events queue are bound to it under their own names, so a host's
+  retries and deferrals reach them as before; its replies go with the key
+  ``<events_queue>.results`` to that queue, where a router relays each to its
+  ``reply_to`` (``listener.relay``). The default exchange would let a host write
+  into any queue, another host's too.
 - ``<events_queue>.retry.<ms>ms``: the delay queues for retries, one per backoff
   tier, each with its own ``x-message-ttl`` and the default exchange as
   dead-letter exchange routing back to ``<events_queue>``. No consumer reads
@@ -71,6 +78,36 @@ class Topology:
     def dead_letter_exchange(self) -> str:
         return f"{self.events_queue}.dlx"
 
+    @property
+    def from_hosts_exchange(self) -> str:
+        """The one exchange a host's broker user may publish its retries and replies to."""
+        return f"{self.events_queue}.from-hosts"
+
+    @property
+    def results_queue(self) -> str:
+        """Where hosts' replies wait for a router to relay them to their ``reply_to``."""
+        return f"{self.events_queue}.results"
+
+    def outlet(self, queue: str) -> tuple[str, str]:
+        """The exchange and routing key this process publishes to ``queue`` with.
+
+        A host goes through the host-output exchange, which its broker user may
+        write; everyone else through the default exchange, routed by queue name.
+        """
+        return (self.from_hosts_exchange, queue) if self.consume_queue else ("", queue)
+
+    def reply_outlet(self, reply_to: str) -> tuple[str, str]:
+        """Where a reply for ``reply_to`` is published: a host's waits in the results queue."""
+        if self.consume_queue:
+            return self.from_hosts_exchange, self.results_queue
+        return "", reply_to
+
+    def is_own_queue(self, name: str) -> bool:
+        """Whether ``name`` is one of the platform's queues (a reply must never go there)."""
+        return name in (self.events_queue, self.dead_letter_queue) or name.startswith(
+            (f"{self.events_queue}.", f"{self.dead_letter_queue}.")
+        )
+
     def retry_queue_for(self, delay_ms: int) -> str:
         return f"{self.events_queue}.retry.{delay_ms}ms"
 
@@ -102,7 +139,7 @@ class Topology:
 
 
 def declare(channel: Any, topology: Topology) -> None:
-    """Declare the exchange and both queues (idempotent); a mismatch closes the channel.
+    """Declare the exchanges and queues (idempotent); a mismatch closes the channel.
 
     ``channel`` is a pika ``BlockingChannel``; a declaration that contradicts what
     the broker holds raises ``pika.exceptions.ChannelClosedByBroker``.
@@ -125,8 +162,28 @@ def declare(channel: Any, topology: Topology) -> None:
             durable=True,
             arguments=topology.retry_arguments(delay_ms),
         )
+    channel.queue_declare(queue=topology.results_queue, durable=True)
+    channel.exchange_declare(
+        exchange=topology.from_hosts_exchange, exchange_type="direct", durable=True
+    )
+    outputs = [topology.events_queue, topology.results_queue]
+    outputs += [topology.retry_queue_for(delay_ms) for delay_ms in topology.retry_delays_ms]
+    for queue in outputs:
+        channel.queue_bind(queue=queue, exchange=topology.from_hosts_exchange, routing_key=queue)
     if topology.consume_queue:
         declare_host_queue(channel, topology, topology.consume_queue)
+
+
+def declare_own(channel: Any, topology: Topology) -> None:
+    """What a consuming process declares: everything, or for a host its own queue only.
+
+    A host's broker user may configure nothing but its queue; the routers declare
+    the rest before they place anything on it.
+    """
+    if topology.consume_queue:
+        declare_host_queue(channel, topology, topology.consume_queue)
+    else:
+        declare(channel, topology)
 
 
 def declare_host_queue(channel: Any, topology: Topology, queue: str) -> None:
@@ -140,6 +197,8 @@ def delete(channel: Any, topology: Topology) -> None:
     channel.queue_delete(queue=topology.dead_letter_queue)
     for delay_ms in topology.retry_delays_ms:
         channel.queue_delete(queue=topology.retry_queue_for(delay_ms))
+    channel.queue_delete(queue=topology.results_queue)
     if topology.consume_queue:
         channel.queue_delete(queue=topology.consume_queue)
     channel.exchange_delete(exchange=topology.dead_letter_exchange)
+    channel.exchange_delete(exchange=topology.from_hosts_exchange)

@@ -74,11 +74,14 @@ class Usage:
     """What a backend holds now, for its host's heartbeat: memory left, versions kept warm.
 
     ``warm`` names each function version with an idle warm container as
-    ``function_id:version``.
+    ``function_id:version``; ``idle_memory_mb`` is what idle containers hold.
     """
 
     free_memory_mb: int
     warm: tuple[str, ...] = ()
+    # Of the memory not free, what idle warm and pooled containers hold: reclaimed as
+    # soon as a run needs it, so it is not load (the scaling controller leaves it out).
+    idle_memory_mb: int = 0
 
 
 class Provisioner(Protocol):

@@ -6,6 +6,14 @@ with its reason as a scaling event. It keeps no state that matters across restar
 what exists is read from ``Cloud.servers()`` (each server names its host in its
 metadata) and the registry on every pass, so a restarted controller boots no
 duplicates, and the cooldown is read back from the recorded events.
+
+With broker accounts (``LAMBDA_OS_BROKER_ADMIN_URL``) every host it boots gets a
+RabbitMQ user of its own, whose URL goes into that host's user data; the user is
+deleted with the server, and at the end of every pass any of the platform's host
+users whose server is gone is deleted too (a boot that failed, a server deleted
+behind its back, a delete whose user removal failed). A user made in the last
+register grace period is kept even without a server: Nova may not list a server
+yet whose create answer was lost.
 """
 
 from __future__ import annotations
@@ -15,12 +23,13 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from lambda_os.errors import PermanentError, TransientError
 from lambda_os.records import HostRecord, ScalingEvent, utcnow
 from lambda_os.settings import Settings
+from provisioner.broker_accounts import BrokerAccounts, with_credentials
 from provisioner.cloud import Cloud, ServerSpec
 from provisioner.scaling import (
     BOOT,
@@ -68,7 +77,9 @@ class Controller:
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
         ids: Callable[[], str] = lambda: uuid.uuid4().hex[:8],
+        accounts: BrokerAccounts | None = None,
     ) -> None:
+        """``accounts``: the hosts' broker users; None shares the worker AMQP URL (weaker)."""
         self._cloud = cloud
         self._store = store
         self._settings = settings
@@ -80,6 +91,8 @@ class Controller:
         # harmless (a delete of a server going or gone is no error).
         self._deleting: set[str] = set()
         self._host_prefix = f"{settings.cloud_platform}-"
+        self._accounts = accounts
+        self._users_made: dict[str, datetime] = {}  # host id -> when its user was made
 
     def situation(self) -> Situation:
         """What the registry and the cloud say now."""
@@ -125,7 +138,24 @@ class Controller:
             if decision.action == NOTHING:
                 break
             applied.append(decision)
+        self.remove_stray_users()
         return applied
+
+    def remove_stray_users(self) -> list[str]:
+        """Delete the platform's host users whose server is gone; the host ids removed."""
+        if self._accounts is None:
+            return []
+        users = self._accounts.host_users()
+        if not users:
+            return []
+        live = {s.host_id for s in self._cloud.servers() if s.id not in self._deleting}
+        recent = self._clock() - timedelta(seconds=self._settings.scale_register_grace_s)
+        self._users_made = {h: at for h, at in self._users_made.items() if at > recent}
+        stray = [h for h in users if h not in live and h not in self._users_made]
+        for host_id in stray:
+            self._accounts.delete_host_user(host_id)
+            LOGGER.info("scaling: deleted the broker user of host %s: its server is gone", host_id)
+        return stray
 
     def run(self, stop: threading.Event) -> None:
         """Reconcile now and every ``scale_interval_s`` until ``stop`` is set.
@@ -163,18 +193,24 @@ class Controller:
                 raise
             self._deleting.add(server_id)
             self._record(decision)
+            self._delete_user(decision.host_id)
         else:
             raise ValueError(f"unknown scaling action {decision.action!r}")
 
     def _boot(self, decision: Decision) -> None:
         host_id = f"{self._host_prefix}{self._ids()}"
+        try:
+            amqp_url = self._host_amqp_url(host_id)
+        except (TransientError, PermanentError) as exc:
+            self._record(Decision(BOOT, decision.reason, host_id), error=str(exc))
+            raise
         spec = ServerSpec(
             name=host_id,
             host_id=host_id,
             image=self._settings.cloud_image,
             flavor=self._settings.cloud_flavor,
             network=self._settings.cloud_network,
-            user_data=host_user_data(self._settings, host_id),
+            user_data=host_user_data(self._settings, host_id, amqp_url),
         )
         try:
             server = self._cloud.boot(spec)
@@ -184,6 +220,25 @@ class Controller:
             self._record(Decision(BOOT, decision.reason, host_id), error=str(exc))
             raise
         self._record(Decision(BOOT, decision.reason, host_id, server.id))
+
+    def _host_amqp_url(self, host_id: str) -> str | None:
+        """The new host's own broker URL, its user made now; None to share the worker URL."""
+        if self._accounts is None:
+            return None
+        credentials = self._accounts.create_host_user(host_id)
+        self._users_made[host_id] = self._clock()
+        shared = self._settings.worker_amqp_url or self._settings.amqp_url
+        return with_credentials(shared, credentials)
+
+    def _delete_user(self, host_id: str | None) -> None:
+        """The deleted server's broker user; a failure is left to the next pass's sweep."""
+        if self._accounts is None or not host_id:
+            return
+        self._users_made.pop(host_id, None)
+        try:
+            self._accounts.delete_host_user(host_id)
+        except (TransientError, PermanentError) as exc:
+            LOGGER.warning("scaling: could not delete the broker user of host %s: %s", host_id, exc)
 
     def _record(self, decision: Decision, error: str | None = None) -> None:
         self._store.add_scaling_event(

@@ -16,7 +16,8 @@ The rules, in order:
    deleted: draining is how a host is taken out without losing work.
 4. Fewer hosts (registered or still booting) than the minimum: boot one.
 5. Memory in use above the high mark, or an execution queued longer than allowed,
-   and fewer than the maximum: boot one, unless a boot or drain happened within the
+   and fewer servers than the maximum (those of lost hosts included, since they
+   may register again): boot one, unless a boot or drain happened within the
    cooldown or a booted server has yet to register (its capacity is on the way).
 6. Memory in use below the low mark with more than the minimum: drain the least
    loaded host that runs nothing, if the others stay below the high mark without it.
@@ -117,11 +118,14 @@ class Situation:
 
 
 def memory_load(hosts: Sequence[HostRecord]) -> float | None:
-    """The share of the hosts' memory in use, per their last heartbeats; None without hosts."""
+    """The share of the hosts' memory running executions hold, per their last heartbeats;
+    None without hosts. Idle warm and pooled containers do not count: a host gives
+    their memory back the moment a run needs it, so a cluster that ran a burst and
+    now only keeps it warm is idle, and may shrink."""
     total = sum(h.memory_total_mb for h in hosts)
     if total <= 0:
         return None
-    free = sum(min(h.free_memory_mb, h.memory_total_mb) for h in hosts)
+    free = sum(min(h.free_memory_mb + h.idle_memory_mb, h.memory_total_mb) for h in hosts)
     return (total - free) / total
 
 
@@ -183,6 +187,10 @@ def decide(situation: Situation, policy: Policy) -> Decision:
     own = [h for h in active if h.id in servers]
     booting = [hid for hid in servers if hid not in hosts]
     counted = len(own) + len(booting)
+    # A lost host's server is kept for the grace period in case it registers again
+    # (a missed heartbeat or two on a busy host): it serves nothing, so the minimum
+    # may replace it, but load may not boot past the maximum around it.
+    lost = [hid for hid in servers if hid in hosts and hosts[hid].state == "lost"]
     if counted < policy.min_hosts:
         return Decision(
             BOOT,
@@ -204,8 +212,11 @@ def decide(situation: Situation, policy: Policy) -> Decision:
             f"{policy.waiting_after_s:.0f} s"
         )
     if want_more:
-        if counted >= policy.max_hosts:
-            return Decision(NOTHING, f"{want_more}, but at the maximum of {policy.max_hosts} hosts")
+        if counted + len(lost) >= policy.max_hosts:
+            held = f" ({len(lost)} of them lost, kept in case they return)" if lost else ""
+            return Decision(
+                NOTHING, f"{want_more}, but at the maximum of {policy.max_hosts} hosts{held}"
+            )
         if booting:
             return Decision(NOTHING, f"{want_more}; {len(booting)} booted host(s) yet to register")
         if cooling:
@@ -220,7 +231,16 @@ def decide(situation: Situation, policy: Policy) -> Decision:
         idle = [h for h in own if _idle(h, situation.placed)]
         if not idle:
             return Decision(NOTHING, "memory below the low mark, but every host runs something")
-        victim = max(idle, key=lambda h: (h.free_memory_mb / max(h.memory_total_mb, 1), h.id))
+        # The host with the fewest warm function versions goes first: draining one
+        # that keeps functions warm would turn their next events into cold starts.
+        victim = min(
+            idle,
+            key=lambda h: (
+                len(h.warm),
+                -(h.free_memory_mb + h.idle_memory_mb) / max(h.memory_total_mb, 1),
+                h.id,
+            ),
+        )
         rest = [h for h in active if h.id != victim.id]
         after = memory_load(rest)
         if after is not None and after > policy.high_mark:
@@ -231,7 +251,7 @@ def decide(situation: Situation, policy: Policy) -> Decision:
         return Decision(
             DRAIN,
             f"memory {load:.0%} in use, below the low mark {policy.low_mark:.0%}; "
-            f"{victim.id} is the least loaded and runs nothing",
+            f"{victim.id} runs nothing and keeps the fewest functions warm",
             victim.id,
             servers[victim.id].id,
         )

@@ -2,7 +2,8 @@
 environment, start ``lambda-os worker``.
 
 The controller names the host (its id, so the worker registers under the id the
-server's metadata carries) and passes on where the catalogue and the broker are; the
+server's metadata carries) and passes on where the catalogue and the broker are, and
+the host's own broker user when it made one (``provisioner.broker_accounts``); the
 server's own Nova id is only known once it boots, so it is left to cloud-init's Jinja
 rendering (``v1.instance_id``, the instance UUID on OpenStack). The document is built
 as data and dumped with PyYAML, so a URL with YAML's special characters cannot change
@@ -38,14 +39,25 @@ WantedBy=multi-user.target
 """
 
 
-def worker_environment(settings: Settings, host_id: str) -> dict[str, str]:
-    """What the worker on the new host is told, as its environment file will hold it."""
+def worker_environment(
+    settings: Settings, host_id: str, amqp_url: str | None = None
+) -> dict[str, str]:
+    """What the worker on the new host is told, as its environment file will hold it.
+
+    ``amqp_url`` is the host's own (its broker user); without it the host gets the
+    shared worker URL.
+    """
     env = {
         # The hosts may reach the broker and catalogue at other addresses than we do.
         "MONGO_URL": settings.worker_mongo_url or settings.mongo_url or "",
         "MONGO_DB": settings.mongo_db,
-        "AMQP_URL": settings.worker_amqp_url or settings.amqp_url,
+        "AMQP_URL": amqp_url or settings.worker_amqp_url or settings.amqp_url,
         "EVENTS_QUEUE": settings.events_queue,
+        # The worker declares the events queue with its dead-letter arguments: another
+        # name than the routers' makes RabbitMQ refuse the declaration.
+        "DEAD_LETTER_QUEUE": settings.dead_letter_queue,
+        # Routers judge a host lost after host_lost_after of *their* intervals.
+        "LAMBDA_OS_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
         "LAMBDA_OS_HOST_ID": host_id,
         "LAMBDA_OS_SERVER_ID": SERVER_ID_PLACEHOLDER,
     }
@@ -55,9 +67,9 @@ def worker_environment(settings: Settings, host_id: str) -> dict[str, str]:
     return env
 
 
-def host_user_data(settings: Settings, host_id: str) -> str:
+def host_user_data(settings: Settings, host_id: str, amqp_url: str | None = None) -> str:
     """The ``#cloud-config`` (a Jinja template, for the server id) for host ``host_id``."""
-    env = worker_environment(settings, host_id)
+    env = worker_environment(settings, host_id, amqp_url)
     config = {
         "package_update": True,
         "packages": ["docker.io"],

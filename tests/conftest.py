@@ -18,6 +18,10 @@ from lambda_os.catalogue_server import CatalogueServer, CatalogueServerError, fi
 from lambda_os.settings import Settings
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+# RabbitMQ's management API, as deploy/setup.sh enables it (guest works on loopback only).
+BROKER_ADMIN_URL = os.environ.get(
+    "LAMBDA_OS_BROKER_ADMIN_URL", "http://guest:guest@127.0.0.1:15672"
+)
 # deploy/openstack/setup.sh writes this clouds.yaml, with the cloud lambda-os-test in it.
 OPENSTACK_CLOUDS_YAML = os.environ.get(
     "OS_CLIENT_CONFIG_FILE", "/var/lib/lambda-os/openstack/clouds.yaml"
@@ -87,6 +91,24 @@ def amqp_url() -> str:
     except pika.exceptions.AMQPError as exc:
         missing(f"RabbitMQ is not reachable at {AMQP_URL}: {exc!r}")
     return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def broker_admin_url(amqp_url) -> str:
+    """The URL of the broker's management API, with an administrator's credentials."""
+    import urllib.error
+
+    from lambda_os.errors import LambdaError
+    from listener.topology import Topology
+    from provisioner.broker_accounts import ManagementAccounts
+
+    try:
+        ManagementAccounts(
+            BROKER_ADMIN_URL, "/", Topology("probe", "probe.dead"), "probe"
+        ).host_users()
+    except (LambdaError, urllib.error.URLError) as exc:
+        missing(f"RabbitMQ's management API is not usable at {BROKER_ADMIN_URL}: {exc}")
+    return BROKER_ADMIN_URL
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,9 @@ egress set-up in one place.
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ import docker.errors
 from lambda_os.errors import PermanentError, TransientError
 from provisioner.docker.firewall import Firewall, FirewallUnavailable, resolvers_from
 from provisioner.docker.host import PLATFORM_LABEL, DockerHost, engine_errors
+from provisioner.docker.platform_addresses import platform_addresses
 
 LOGGER = logging.getLogger(__name__)
 
@@ -65,11 +68,14 @@ class EgressNetwork:
         *,
         engine_is_local: bool = True,
         resolv_conf: Path = RESOLV_CONF,
+        platform: Callable[[], Iterable[str]] = platform_addresses,
     ) -> None:
         self.host = host
         self.firewall = firewall
         self.engine_is_local = engine_is_local
         self.resolv_conf = resolv_conf
+        # Gathered at each set-up, so an address the host gained since is fenced too.
+        self.platform = platform
         self._lock = threading.Lock()
         self._ready = False
 
@@ -91,7 +97,7 @@ class EgressNetwork:
             self._ready = False
             self._network()
             try:
-                self.firewall.protect(BRIDGE, self._resolvers())
+                self.firewall.protect(BRIDGE, self._resolvers(), self._platform())
             except FirewallUnavailable as exc:
                 raise PermanentError(
                     f"network: true functions are refused: the firewall that keeps them off "
@@ -99,6 +105,13 @@ class EgressNetwork:
                 ) from exc
             self._ready = True
             return NETWORK
+
+    def _platform(self) -> list[str]:
+        """The addresses to drop first; unreadable, the firewall is not installed at all."""
+        try:
+            return list(self.platform())
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            raise FirewallUnavailable(f"the platform's addresses cannot be read: {exc}") from exc
 
     def _resolvers(self) -> list[str]:
         try:

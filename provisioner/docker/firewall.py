@@ -7,7 +7,9 @@ host. The platform's egress bridge is fenced in here, in two places:
 
 - ``FORWARD`` (through ``DOCKER-USER``, the chain Docker leaves to the operator
   and never flushes): packets in from the bridge jump to ``LAMBDA-OS-EGRESS``,
-  which drops any destination that is not a public address: the host's own
+  which first drops the platform's own addresses, public or not (the metadata
+  service, the broker, the catalogue, the API and the host's own interfaces:
+  ``platform_addresses.py``), then any destination that is not a public address: the host's own
   addresses, loopback, link-local (169.254.0.0/16, the metadata service), the
   RFC 1918 networks, carrier-grade NAT (100.64.0.0/10) and the other reserved
   ranges. Only DNS to the host's own resolvers is let through, so names still
@@ -18,7 +20,9 @@ Our chain is rewritten whole in one ``iptables-restore --noflush`` transaction,
 so a second process (or a restart with other resolvers) never leaves it half
 built or doubled; the two jumps are checked (``-C``) before they are inserted.
 Two processes inserting a jump at the same moment can leave it twice, which is
-harmless. Nothing here sends a packet; the rules are read back with ``-S``.
+harmless. The chain is one per engine: processes on one engine told of different
+brokers rewrite each other's platform drops (the last one's stand), which is why a
+cluster host runs one worker per engine. Nothing here sends a packet; the rules are read back with ``-S``.
 """
 
 from __future__ import annotations
@@ -63,8 +67,13 @@ class FirewallUnavailable(Exception):
 class Firewall(Protocol):
     """What the provisioner needs: fence in one bridge, or say why it cannot."""
 
-    def protect(self, bridge: str, resolvers: Iterable[str] = ()) -> None:
-        """Install the rules for ``bridge`` (idempotent); ``FirewallUnavailable`` if it cannot."""
+    def protect(
+        self, bridge: str, resolvers: Iterable[str] = (), platform: Iterable[str] = ()
+    ) -> None:
+        """Install the rules for ``bridge`` (idempotent); ``FirewallUnavailable`` if it cannot.
+
+        ``platform`` are addresses dropped before anything else, even DNS.
+        """
         ...
 
 
@@ -76,10 +85,17 @@ class Rules:
     jumps: list[tuple[str, list[str]]]  # (built-in or Docker chain, rule) inserted first in it
 
 
-def egress_rules(bridge: str, resolvers: Iterable[str] = ()) -> Rules:
-    """The rules that keep packets from ``bridge`` to public addresses (DNS to ``resolvers`` aside)."""
+def egress_rules(bridge: str, resolvers: Iterable[str] = (), platform: Iterable[str] = ()) -> Rules:
+    """The rules that keep packets from ``bridge`` to public addresses (DNS to ``resolvers`` aside).
+
+    The ``platform`` addresses are dropped first, so no later exception (DNS to a
+    resolver on the same address, say) can open a way to them.
+    """
     tag = ["-m", "comment", "--comment", COMMENT]
-    chain: list[list[str]] = []
+    chain: list[list[str]] = [
+        ["-d", f"{address}/32", *tag, "-j", "DROP"]
+        for address in sorted(set(platform), key=ipaddress.ip_address)
+    ]
     for resolver in sorted(set(resolvers)):
         for proto in ("udp", "tcp"):
             chain.append(
@@ -115,17 +131,26 @@ def resolvers_from(resolv_conf: str) -> list[str]:
 
 
 class Iptables:
-    """The ``Firewall`` on the host's ``iptables`` (legacy or nft, as Docker uses it)."""
+    """The ``Firewall`` on the host's ``iptables`` (legacy or nft, as Docker uses it).
 
-    def __init__(self, iptables: str = "iptables") -> None:
+    With ``netns`` the rules go into that network namespace's own tables (each
+    namespace has its own netfilter state), as a VM's would: tests use it.
+    """
+
+    def __init__(self, iptables: str = "iptables", netns: str | None = None) -> None:
         self.iptables = iptables
         self.restore = f"{iptables}-restore"
+        self.netns = netns
+        self._prefix = ["ip", "netns", "exec", netns] if netns else []
 
-    def protect(self, bridge: str, resolvers: Iterable[str] = ()) -> None:
+    def protect(
+        self, bridge: str, resolvers: Iterable[str] = (), platform: Iterable[str] = ()
+    ) -> None:
         for tool in (self.iptables, self.restore):
             if shutil.which(tool) is None:
                 raise FirewallUnavailable(f"{tool} is not installed on this host")
-        rules = egress_rules(bridge, resolvers)
+        platform = list(platform)
+        rules = egress_rules(bridge, resolvers, platform)
         script = ["*filter", f":{CHAIN} - [0:0]"]
         script += [_line(["-A", CHAIN, *rule]) for rule in rules.chain]
         script.append("COMMIT")
@@ -134,12 +159,17 @@ class Iptables:
             present = self._call([self.iptables, "-w", XTABLES_WAIT_S, "-C", parent, *rule])
             if present.returncode != 0:
                 self._run([self.iptables, "-w", XTABLES_WAIT_S, "-I", parent, "1", *rule])
-        LOGGER.info("firewall for bridge %s installed in %s, DOCKER-USER and INPUT", bridge, CHAIN)
+        LOGGER.info(
+            "firewall for bridge %s installed in %s, DOCKER-USER and INPUT (%d platform drops)",
+            bridge,
+            CHAIN,
+            len(set(platform)),
+        )
 
     def _call(self, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(
-                argv,
+                [*self._prefix, *argv],
                 input=stdin,
                 capture_output=True,
                 text=True,

@@ -40,6 +40,12 @@ class Inventory:
         self._warm_by_key: dict[Hashable, OrderedDict[str, Tracked]] = {}
         self._pooled: OrderedDict[str, Tracked] = OrderedDict()
 
+    @property
+    def idle_mb(self) -> int:
+        """Memory held by idle containers (warm or pooled): given back the moment it is needed."""
+        idle = sum(c.memory_mb for _key, c in self._warm.values())
+        return idle + sum(c.memory_mb for c in self._pooled.values())
+
     def fits(self, memory_mb: int) -> bool:
         return self.held_mb + memory_mb <= self.budget_mb
 
@@ -102,9 +108,7 @@ class Inventory:
         They leave the inventory and their memory is freed at once. None (and
         nothing evicted) when even evicting every idle container would not do.
         """
-        idle = sum(c.memory_mb for _key, c in self._warm.values())
-        idle += sum(c.memory_mb for c in self._pooled.values())
-        if self.held_mb - idle + memory_mb > self.budget_mb:
+        if self.held_mb - self.idle_mb + memory_mb > self.budget_mb:
             return None
         evicted: list[Tracked] = []
         while not self.fits(memory_mb):

@@ -50,6 +50,7 @@ from provisioner.docker.egress import EgressNetwork
 from provisioner.docker.firewall import Iptables
 from provisioner.docker.host import DockerHost
 from provisioner.docker.inventory import Inventory
+from provisioner.docker.platform_addresses import platform_addresses
 from provisioner.images import RUNTIMES
 from provisioner.limits import ConcurrencyLimits, FairSlots
 
@@ -198,6 +199,7 @@ class DockerProvisioner:
             self.host,
             Iptables(),
             engine_is_local=(settings.docker_host or "unix://").startswith("unix://"),
+            platform=lambda: platform_addresses(settings),
         )
         self.clock = clock
         self.state_dir = Path(settings.state_dir)
@@ -435,8 +437,9 @@ class DockerProvisioner:
         """Memory left in the budget and the function versions warm now (a host's heartbeat)."""
         with self._lock:
             free = self._inventory.budget_mb - self._inventory.held_mb
+            idle = self._inventory.idle_mb
             warm = sorted({f"{key[0]}:{key[1]}" for key, _container in self._inventory.warm()})
-        return Usage(free_memory_mb=max(0, free), warm=tuple(warm))
+        return Usage(free_memory_mb=max(0, free), warm=tuple(warm), idle_memory_mb=idle)
 
     def expire_idle(self) -> int:
         """Remove warm containers idle for longer than ``warm_idle_s``; return how many."""

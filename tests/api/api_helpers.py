@@ -12,8 +12,11 @@ import urllib.request
 import uuid
 import zipfile
 
+import falcon
 import falcon.testing
 import pytest
+
+from catalog_api.auth.principal import Principal
 
 # The Host header falcon's TestClient sends, which the tests' settings allow.
 TEST_HOST = falcon.testing.helpers.DEFAULT_HOST
@@ -86,3 +89,21 @@ def stop(process: subprocess.Popen, timeout_s: float = 10) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+# Callers by token, for the API's own side of authentication (the role table and the
+# scoping); Keystone's validation of real tokens is tried in tests/openstack.
+TOKENS = {
+    "a-member": Principal("project-a", "alice", frozenset({"member"})),
+    "a-reader": Principal("project-a", "rita", frozenset({"reader"})),
+    "b-member": Principal("project-b", "bob", frozenset({"member"})),
+    "admin": Principal("project-admin", "ada", frozenset({"admin"})),
+    "no-role": Principal("project-a", "nora", frozenset()),
+}
+
+
+class TokenTable:
+    challenge = 'Keystone uri="http://keystone.invalid"'
+
+    def authenticate(self, req: falcon.Request) -> Principal | None:
+        return TOKENS.get(req.get_header("X-Auth-Token") or "")

@@ -11,9 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import falcon
-
-from catalog_api.app import create_app
+from catalog_api.app import create_app, served
 from lambda_os.catalogue import Catalogue, connect
 from lambda_os.records import ExecutionRecord, FunctionRecord, execution_id_for, utcnow
 from lambda_os.serve import GunicornServer, gunicorn_options
@@ -45,9 +43,10 @@ class EchoInvoker:
         return self.invoke(function, data)
 
 
-def build(settings: Settings) -> falcon.App:
+def build(settings: Settings) -> Any:
+    """The app as ``lambda-os api`` serves it, behind what its auth mode needs."""
     catalogue = connect(None, "live")
-    return create_app(catalogue, settings, invoker=EchoInvoker(catalogue))
+    return served(create_app(catalogue, settings, invoker=EchoInvoker(catalogue)), settings)
 
 
 if __name__ == "__main__":

@@ -98,3 +98,17 @@ def test_docs_assets_are_served_locally(client):
 
     assert script.status_code == 200
     assert b"SwaggerUIBundle" in script.content
+
+
+def test_metrics_count_requests_by_route_template_not_path(client, created):
+    for _ in range(2):
+        client.simulate_get(f"/v1/functions/{created['id']}")
+    client.simulate_get("/v1/functions/no-such-function")
+    result = client.simulate_get("/metrics")
+    assert result.status_code == 200
+    assert result.headers["Content-Type"].startswith("text/plain")
+    text = result.text
+    route = 'route="/v1/functions/{function_id}"'
+    assert f'lambda_os_http_requests_total{{method="GET",{route},status="200"}}' in text
+    assert f'lambda_os_http_requests_total{{method="GET",{route},status="404"}}' in text
+    assert created["id"] not in text and "no-such-function" not in text

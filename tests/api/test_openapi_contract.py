@@ -135,3 +135,18 @@ def test_every_operation_documents_the_403_a_web_page_gets(client, document):
         )
         assert result.status_code == 403, (method, url, result.status)
         assert "403" in operation["responses"], (method, url)
+
+
+def test_the_document_says_which_operations_need_a_token(document):
+    from catalog_api.auth.middleware import is_public
+
+    # Optional in the document: only LAMBDA_OS_AUTH=keystone asks for it.
+    assert document["security"] == [{"keystoneToken": []}, {}]
+    scheme = document["components"]["securitySchemes"]["keystoneToken"]
+    assert (scheme["in"], scheme["name"]) == ("header", "X-Auth-Token")
+    for path, method, operation in operations(document):
+        if is_public(path):
+            assert operation.get("security") == [], (method, path)
+        else:
+            assert "security" not in operation, (method, path)
+            assert "401" in operation["responses"], (method, path)

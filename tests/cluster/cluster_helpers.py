@@ -79,6 +79,7 @@ class LiveCluster:
         parts.keeper.join(self._stop)
         threads = [
             threading.Thread(target=parts.keeper.run, args=(self._stop,), daemon=True),
+            threading.Thread(target=parts.relay.run, args=(self._stop,), daemon=True),
             threading.Thread(target=parts.listener.run, daemon=True),
         ]
         for thread in threads:
@@ -87,14 +88,15 @@ class LiveCluster:
         self._threads += threads
         return parts.router
 
-    def start_worker(self, host_id: str) -> None:
+    def start_worker(self, host_id: str, amqp_url: str | None = None) -> None:
+        """A worker process for ``host_id``, on the shared broker URL or ``amqp_url``."""
         state_dir = tempfile.mkdtemp(prefix="lc-", dir="/tmp")
         self._state_dirs.append(state_dir)
         env = {
             **os.environ,
             "MONGO_URL": self.settings.mongo_url or "",
             "MONGO_DB": self.settings.mongo_db,
-            "AMQP_URL": self.settings.amqp_url,
+            "AMQP_URL": amqp_url or self.settings.amqp_url,
             "EVENTS_QUEUE": self.settings.events_queue,
             "DEAD_LETTER_QUEUE": self.settings.dead_letter_queue,
             "LAMBDA_OS_RUNTIME_IMAGE_PREFIX": self.settings.runtime_image_prefix,

@@ -14,6 +14,7 @@ import pytest
 from lambda_os.errors import PermanentError
 from provisioner.docker.egress import BRIDGE, NETWORK, EgressNetwork
 from provisioner.docker.firewall import CHAIN, Iptables
+from provisioner.docker.platform_addresses import METADATA, host_addresses
 
 pytestmark = pytest.mark.integration
 
@@ -89,6 +90,10 @@ def test_iptables_drops_what_the_bridge_sends_to_the_host_and_every_non_public_a
         "100.64.0.0/10",
     } <= drops
     assert any("--dst-type LOCAL" in rule and rule.endswith("-j DROP") for rule in ours)
+    # Before those, the platform's own addresses: metadata, the broker, this host's.
+    first = [r.split("-d ")[1].split()[0] for r in ours[1:] if "-d " in r and "-j DROP" in r]
+    platform = {f"{a}/32" for a in [METADATA, "127.0.0.1", *host_addresses()]}
+    assert platform <= set(first[: len(platform)])
     # Nothing is accepted here; only DNS to the host's resolvers goes on to Docker's rules.
     assert all(rule.endswith("-j DROP") or "--dport 53" in rule for rule in ours[1:])
 
@@ -145,3 +150,16 @@ def test_rules_removed_while_running_are_put_back_before_the_next_network_contai
     assert outcome.status == "succeeded"
     first = rules("DOCKER-USER")[1]
     assert first.startswith(f"-A DOCKER-USER -i {BRIDGE} ") and first.endswith(f"-j {CHAIN}")
+
+
+def test_when_a_platform_address_cannot_be_read_network_functions_are_refused(docker_client):
+    from provisioner.docker.host import DockerHost
+    from provisioner.docker.platform_addresses import UnresolvedHost
+
+    def unresolved() -> list[str]:
+        raise UnresolvedHost("the platform host 'broker.example' does not resolve")
+
+    egress = EgressNetwork(DockerHost(client=docker_client), Iptables(), platform=unresolved)
+
+    with pytest.raises(PermanentError, match="refused.*'broker.example' does not resolve"):
+        egress.ensure()

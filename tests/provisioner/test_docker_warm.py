@@ -252,3 +252,13 @@ def test_a_function_under_its_concurrency_runs_executions_side_by_side(backend, 
     windows = sorted(run_together(provisioner, runs))
     (_, first_end), (second_start, _) = windows
     assert second_start < first_end
+
+
+def test_usage_tells_memory_idle_containers_hold_from_memory_in_use(backend, invocation):
+    provisioner = backend(pool_size=0, host_memory_mb=2048)
+    before = provisioner.usage()
+    assert (before.free_memory_mb, before.idle_memory_mb) == (2048, 0)
+    assert provisioner.run(invocation(COUNTER, 1, memory_mb=256)).status == "succeeded"
+    after = provisioner.usage()
+    # The container stays warm: its memory is held, but only by an idle container.
+    assert (after.free_memory_mb, after.idle_memory_mb) == (2048 - 256, 256)

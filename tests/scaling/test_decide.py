@@ -25,7 +25,9 @@ NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 POLICY = Policy(min_hosts=1, max_hosts=3, cooldown_s=60, register_grace_s=300)
 
 
-def host(host_id: str, free: int = 2000, total: int = 4000, running: int = 0, state="active"):
+def host(
+    host_id: str, free: int = 2000, total: int = 4000, running: int = 0, state="active", idle=0
+):
     return HostRecord(
         id=host_id,
         queue=f"q.{host_id}",
@@ -33,6 +35,7 @@ def host(host_id: str, free: int = 2000, total: int = 4000, running: int = 0, st
         state=state,
         memory_total_mb=total,
         free_memory_mb=free,
+        idle_memory_mb=idle,
         running=running,
         heartbeat_at=NOW,
     )
@@ -58,6 +61,27 @@ def situation(hosts, servers=None, placed=None, **more) -> Situation:
 def test_memory_load_is_the_share_of_memory_in_use():
     assert memory_load([host("a", free=1000), host("b", free=3000)]) == 0.5
     assert memory_load([]) is None
+
+
+def test_memory_idle_containers_hold_is_not_load():
+    # A burst ran and left warm containers behind: the memory is held, not used.
+    warm = [host("a", free=200, idle=3800), host("b", free=200, idle=2800)]
+    assert memory_load(warm) == 1000 / 8000
+
+
+def test_a_cluster_that_only_keeps_a_burst_warm_shrinks():
+    hosts = [host("a", free=100, idle=3900), host("b", free=4000), host("c", free=100, idle=3000)]
+    decision = decide(situation(hosts), POLICY)
+    assert decision.action == DRAIN
+
+
+def test_the_host_keeping_functions_warm_is_drained_last():
+    warm = dataclasses.replace(host("a", free=100, idle=3900), warm=["f:1", "g:1"])
+    cold = host("b", free=3000)
+    decision = decide(situation([warm, cold, host("c", free=3500)]), POLICY)
+    assert (decision.action, decision.host_id) == (DRAIN, "c")
+    decision = decide(situation([warm, cold]), POLICY)
+    assert (decision.action, decision.host_id) == (DRAIN, "b")
 
 
 def test_load_within_the_marks_does_nothing():
@@ -204,6 +228,21 @@ def test_the_server_of_a_host_lost_longer_than_the_grace_period_is_deleted():
 def test_the_server_of_a_host_lost_moments_ago_is_kept_in_case_it_registers_again():
     gone = dataclasses.replace(host("b", state="lost"), lost_at=NOW - timedelta(seconds=10))
     assert decide(situation([host("a"), gone]), POLICY).action == NOTHING
+
+
+def test_the_server_of_a_lost_host_counts_towards_the_maximum_so_load_boots_none_past_it():
+    # Seen on the test cloud: a busy host missed its heartbeats, the load booted a
+    # fourth server of three, and the lost host came back.
+    gone = dataclasses.replace(host("c", state="lost"), lost_at=NOW - timedelta(seconds=10))
+    decision = decide(situation([host("a", free=100), host("b", free=100), gone]), POLICY)
+    assert decision.action == NOTHING
+    assert "maximum of 3" in decision.reason and "lost" in decision.reason
+
+
+def test_a_lost_host_below_the_minimum_is_still_replaced():
+    policy = dataclasses.replace(POLICY, min_hosts=2)
+    gone = dataclasses.replace(host("b", state="lost"), lost_at=NOW - timedelta(seconds=10))
+    assert decide(situation([host("a"), gone]), policy).action == BOOT
 
 
 def test_marks_the_wrong_way_round_or_a_minimum_above_the_maximum_are_refused():

@@ -57,3 +57,21 @@ def test_hosts_that_reach_the_broker_and_catalogue_elsewhere_are_given_those_url
     env = env_file(parsed(host_user_data(settings, "h1")))
     assert env["AMQP_URL"] == "amqp://u:p@198.18.0.1/"
     assert env["MONGO_URL"] == "mongodb://198.18.0.1:27017/"
+
+
+def test_a_host_with_its_own_broker_user_is_given_its_own_url():
+    env = env_file(parsed(host_user_data(SETTINGS, "h1", "amqp://lambda-os-host-h1:pw@mq/")))
+    assert env["AMQP_URL"] == "amqp://lambda-os-host-h1:pw@mq/"
+
+
+def test_the_worker_shares_the_routers_dead_letter_queue_and_heartbeat_interval():
+    import dataclasses
+
+    settings = dataclasses.replace(
+        SETTINGS, dead_letter_queue="mine.dead", heartbeat_interval_s=0.5
+    )
+    env = env_file(parsed(host_user_data(settings, "h1")))
+    assert env["DEAD_LETTER_QUEUE"] == "mine.dead"
+    assert float(env["LAMBDA_OS_HEARTBEAT_INTERVAL_S"]) == 0.5
+    read = Settings.from_env(env)
+    assert (read.dead_letter_queue, read.heartbeat_interval_s) == ("mine.dead", 0.5)
