@@ -22,6 +22,15 @@ Layout:
 - ``hosts``: the cluster's hosts (``lambda-os worker``), one document each, ``_id``
   = host id, changed only through ``HOST_TRANSITIONS``; ``routers``: the live
   routers (cluster-mode listeners), which split every host's slots among them.
+- ``slots``: one document per host slot a router took for an execution it placed
+  or is placing (its own ``_id``, the execution, its function, host, router, and
+  when, by the server's clock). Derived from ``executions``, and kept so that
+  a router counts what is placed by reading the few executions in flight rather
+  than every execution stored (a catalogue server that cannot use the indexes,
+  FerretDB on SQLite, scans the whole collection for such a query). A slot is
+  held before its execution is placed and released after it ends, so every
+  placed unfinished execution has one; one left over (a crash in between, an
+  execution ended by the sweeper) only keeps a slot busy until ``prune_slots``.
 - ``scaling_events``: the scaling controller's decisions with their reasons; ids
   begin with the time, so listings come newest first by ``_id``.
 """
@@ -71,6 +80,7 @@ COLLECTIONS = (
     "hosts",
     "routers",
     "scaling_events",
+    "slots",
 )
 _SEQUENCE = itertools.count()
 
@@ -98,6 +108,7 @@ _REOPENED_FIELDS = (
 TRANSITIONS: tuple[tuple[str, str, str, str], ...] = (
     # (from, to, method, condition)
     ("(new)", "queued", "create_execution", "no record for (event, function)"),
+    ("(new)", "queued, placed on a host", "create_execution", "no record for (event, function)"),
     ("(new)", "running", "start_execution", "no record for (event, function)"),
     ("queued", "running", "acquire_execution", "queued"),
     ("running", "running", "acquire_execution", "lease lapsed: attempt + 1, old holder fenced"),
@@ -142,6 +153,29 @@ class Package:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """A slot held on a host: by which execution, of what function, placed by whom, when."""
+
+    id: str
+    execution_id: str
+    function_id: str
+    host_id: str
+    router_id: str | None
+    placed_at: datetime | None = None
+
+
+def _placement(doc: dict[str, Any]) -> Placement:
+    return Placement(
+        doc["_id"],
+        doc.get("execution_id", ""),
+        doc.get("function_id", ""),
+        doc.get("host_id", ""),
+        doc.get("router_id"),
+        doc.get("placed_at"),
+    )
+
+
+@dataclass(frozen=True)
 class Page:
     """One page of a listing; ``marker`` is the id to continue after, None on the last page."""
 
@@ -175,6 +209,9 @@ class Catalogue:
         self._hosts = database["hosts"]
         self._routers = database["routers"]
         self._scaling_events = database["scaling_events"]
+        self._slots = database["slots"]
+        # A cluster host's worker sets this: its runs end by releasing their slots.
+        self.releases_slots = False
         self._quotas = database["quotas"]
         self._api_users = database["api_users"]
         self._api_tokens = database["api_tokens"]
@@ -223,6 +260,8 @@ class Catalogue:
             )
             self._versions.create_index([("function_id", ASCENDING)], name="function")
             self._hosts.create_index([("state", ASCENDING)], name="state")
+            self._slots.create_index([("function_id", ASCENDING)], name="function")
+            self._slots.create_index([("execution_id", ASCENDING)], name="execution")
             self._deadletters.create_index(
                 [("event_id", ASCENDING), ("function_id", ASCENDING)], name="event_function"
             )
@@ -672,6 +711,8 @@ class Catalogue:
             stored = ExecutionRecord.stored_changes(changes)
         if not self._fenced_update(lease, {"$set": {**stored, **_NO_LEASE}}):
             return False
+        if self.releases_slots:
+            self.release_slots_of(lease.execution_id)
         if self._keep_finished is not None:
             self._forget_oldest_finished(lease.execution_id)
         return True
@@ -688,7 +729,10 @@ class Catalogue:
             "$inc": {"attempt": 1},
             "$push": entry,
         }
-        return self._fenced_update(lease, update, read_back=True)
+        queued = self._fenced_update(lease, update, read_back=True)
+        if queued is not None and self.releases_slots:
+            self.release_slots_of(lease.execution_id)  # no longer placed: placed again later
+        return queued
 
     def release_execution(self, lease: Lease) -> bool:
         """running → queued, the same attempt: the run could not start (no attempt spent)."""
@@ -934,8 +978,8 @@ class Catalogue:
 
         Keyed on the state the router read (status, attempt, lease), so a record
         that moved on meanwhile is left alone. ``placed_at`` is the catalogue
-        server's clock (``$currentDate``), so every router ranks placements in the
-        order the server applied them (``placed_before``).
+        server's clock (``$currentDate``). The router holds the host's slot for it
+        first (``hold_slot``).
         """
         condition = _as_read(record)
         with _converted():
@@ -962,31 +1006,89 @@ class Catalogue:
             result = self._executions.update_one(condition, {"$set": dict(_NOT_PLACED)})
         return bool(result.matched_count)
 
-    def placed_before(self, record: ExecutionRecord) -> int:
-        """How many other unfinished executions of its function were placed no later than it.
+    def placements(self) -> list[Placement]:
+        """Every slot held on a host: what a router needs to place one more, in one query.
 
-        Running ones count whenever they were placed: they hold a slot now.
+        The slots in use on each host (and this router's share of them) and a
+        function's placed count come from the same small collection (``slots``),
+        so the cost does not grow with the executions stored.
         """
-        query = {
-            "function_id": record.function_id,
-            "status": _UNFINISHED,
-            "placed_at": {"$lte": record.placed_at},
-            "_id": {"$ne": record.id},
-        }
         with _converted():
-            return self._executions.count_documents(query)
+            docs = list(self._slots.find({}))
+        return [_placement(doc) for doc in docs]
 
-    def placed_count(self, function_id: str, excluding: str = "") -> int:
-        """Unfinished executions of the function placed on a host (in its queue, or running),
-        but for the execution ``excluding`` (the one being placed)."""
+    def hold_slot(
+        self, execution_id: str, function_id: str, host_id: str, router_id: str
+    ) -> Placement:
+        """Take a slot of ``host_id`` for an execution, before it is placed there.
+
+        Each hold is a document of its own, never another's overwritten, so a router
+        that loses a race for a record (another placed it first) releases only what
+        it took. ``placed_at`` is the server's clock, so every router ranks the slots
+        of a function in the order the server applied them (``slots_held_before``).
+        """
+        with _converted():
+            doc = self._slots.find_one_and_update(
+                {"_id": new_id()},  # not self._ids: tests may fix those
+                {
+                    "$set": {
+                        "execution_id": execution_id,
+                        "function_id": function_id,
+                        "host_id": host_id,
+                        "router_id": router_id,
+                    },
+                    "$currentDate": {"placed_at": True},
+                },
+                upsert=True,
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+        return _placement(doc)
+
+    def release_slot(self, slot: Placement) -> None:
+        """Give back a slot this router took: its placement was not made or taken back."""
+        with _converted():
+            self._slots.delete_one({"_id": slot.id})
+
+    def release_slots_of(self, execution_id: str) -> None:
+        """The execution holds no slot any more: its run ended or it waits for a retry."""
+        with _converted():
+            self._slots.delete_many({"execution_id": execution_id})
+
+    def slots_held_before(self, slot: Placement) -> int:
+        """How many slots of the function's other executions were taken no later than ``slot``."""
         query = {
-            "function_id": function_id,
-            "status": _UNFINISHED,
-            "placed_on": {"$ne": None},
-            "_id": {"$ne": excluding},
+            "function_id": slot.function_id,
+            "placed_at": {"$lte": slot.placed_at},
+            "execution_id": {"$ne": slot.execution_id},
         }
         with _converted():
-            return self._executions.count_documents(query)
+            return self._slots.count_documents(query)
+
+    def prune_slots(self, held_before: datetime) -> int:
+        """Release the slots no placed unfinished execution holds any more; how many.
+
+        A slot is left over when its execution ended by another way than its run's
+        finish (the sweeper, a deleted function), or a process died between two
+        writes. One taken since ``held_before`` is left alone: its placement may
+        still be on the way. Each check is a read by ``_id``.
+        """
+        pruned = 0
+        with _converted():
+            for slot in list(self._slots.find({"placed_at": {"$lt": held_before}})):
+                doc = self._executions.find_one(
+                    {"_id": slot.get("execution_id")}, {"status": 1, "placed_on": 1}
+                )
+                if (
+                    doc is not None
+                    and doc.get("status") in ("queued", "running")
+                    and doc.get("placed_on") == slot.get("host_id")
+                ):
+                    continue
+                result = self._slots.delete_one(
+                    {"_id": slot["_id"], "placed_at": slot["placed_at"]}
+                )
+                pruned += result.deleted_count
+        return pruned
 
     def placements_on(self, host_ids: Iterable[str]) -> list[tuple[str, str | None]]:
         """(host, router) of every unfinished execution placed on these hosts."""

@@ -415,6 +415,8 @@ def worker_parts(settings: Settings, **listener_options: Any) -> WorkerParts:
     from listener.topology import Topology
 
     catalogue = _cluster_catalogue(settings, "lambda-os worker")
+    # Its runs end the placements the routers made: each frees its host slot.
+    catalogue.releases_slots = True
     host_id = settings.host_id or socket.gethostname()
     topology = Topology.from_settings(settings).for_host(host_id)
     provisioner = CountingProvisioner(_provisioner(settings))

@@ -262,6 +262,28 @@ def start_step(
     return _run_leased(run, record, now)
 
 
+def resume_step(
+    catalogue: ExecutionStore,
+    provisioner: Provisioner,
+    function: FunctionRecord,
+    event: Event,
+    clock: Callable[[], datetime] = utcnow,
+    **options: Any,
+) -> Step:
+    """``start_step`` for an execution a router recorded before it placed it on this host.
+
+    Its record exists, so it is read rather than inserted: one read where a
+    failed insert and a read would come to the same record, and so to the same
+    step. Should it be gone, the event starts as a new one. ``options`` are
+    ``execute_step``'s keywords.
+    """
+    try:
+        record = catalogue.get_execution(execution_id_for(event.id, function.id))
+    except NotFound:
+        return start_step(catalogue, provisioner, function, event, clock, **options)
+    return _step(_run_of(catalogue, provisioner, function, event, clock, **options), record)
+
+
 def run_execution(
     catalogue: ExecutionStore,
     provisioner: Provisioner,
@@ -698,9 +720,13 @@ def run_event(
     provisioner: Provisioner,
     event: Event,
     clock: Callable[[], datetime] = utcnow,
+    placed: bool = False,
     **options: Any,
 ) -> list[Step]:
     """Match, then run each function in turn; every record is stored when this returns.
+
+    ``placed``: the event comes from a cluster host's own queue, where a router put
+    it after recording its execution (``resume_step``).
 
     The functions of one event run one after another on the caller's thread: one
     event holds one of the listener's slots (its prefetch follows the
@@ -708,7 +734,8 @@ def run_event(
     ``TransientError`` stops the event; the records already finished are kept and
     skipped when it comes back. ``options`` are ``execute_step``'s keywords.
     """
+    step = resume_step if placed else start_step
     return [
-        start_step(catalogue, provisioner, function, event, clock, **options)
+        step(catalogue, provisioner, function, event, clock, **options)
         for function in match(catalogue, event)
     ]

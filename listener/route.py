@@ -14,18 +14,28 @@ each function it creates the execution record (``queued``) and returns a
 - ``defer``: another host's run holds the execution's lease: look again later;
 - a finished record (a redelivery) is answered as the listener always does.
 
+An event's first delivery, when a host has room, takes one write fewer: the record
+is inserted already placed (``_place_new``), as a listener inserts it already leased.
+
 The host's worker (``lambda-os worker``) consumes its queue with the usual
 ``run_event`` path: the execution already exists, so it runs that one function.
 
-Where: ``listener.placement`` chooses, on counts read from the catalogue under one
-lock per router (so this router's threads never over-fill a host or overrun a
-function's concurrency between them). A function's ``concurrency`` holds across
-routers too: after placing, the router counts the function's other unfinished
-executions placed no later than this one by the catalogue server's clock
-(``placed_before``); at or over the limit it takes the placement back and
-waits. Of two routers racing for a function's last slot, the one whose write the
-server applied last always sees the other's, so at most the limit stay placed
-(both may back off on a tie, which only costs a delay).
+Where: ``listener.placement`` chooses, on counts read from the catalogue's slots
+(``Catalogue.placements``: one document per execution in flight, however many are
+stored) under one lock per router, so this router's threads never over-fill a host
+or overrun a function's concurrency between them. The router holds the slot
+(``hold_slot``) before it places the record; the worker releases it when the run
+ends, and the keeper prunes what a crash or the sweeper left (``prune_slots``). A
+function's ``concurrency`` holds across routers too: after placing, the router
+counts the function's other slots taken no later than this one by the catalogue
+server's clock (``slots_held_before``); at or over the limit it takes the
+placement back and waits. Of two routers racing for a function's last slot, the
+one whose write the server applied last always sees the other's, so at most the
+limit stay placed (both may back off on a tie, which only costs a delay). A
+router that is the only live one skips that second count: every placement then
+goes through its lock, so the count it read before placing was exact. A router
+that joins waits one heartbeat interval before it places (``RegistryKeeper.join``),
+by which time this one has counted it in, as the host shares already rely on.
 
 ``RegistryKeeper`` is the router's clock: it heartbeats the router, learns the
 live routers (for the shares) and the active hosts, marks silent hosts lost, and
@@ -41,8 +51,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from lambda_os.catalogue import Placement
 from lambda_os.errors import LambdaError
-from lambda_os.records import ExecutionRecord, FunctionRecord, HostRecord, utcnow
+from lambda_os.records import ExecutionRecord, FunctionRecord, HostRecord, utcnow, with_changes
 from listener.events import Event
 from listener.execute import Step, exhausted_reason, new_record
 from listener.match import match
@@ -64,11 +75,15 @@ class PlacementStore(Protocol):
 
     def unplace_execution(self, record: ExecutionRecord) -> bool: ...
 
-    def placed_before(self, record: ExecutionRecord) -> int: ...
+    def placements(self) -> list[Placement]: ...
 
-    def placed_count(self, function_id: str, excluding: str) -> int: ...
+    def hold_slot(
+        self, execution_id: str, function_id: str, host_id: str, router_id: str
+    ) -> Placement: ...
 
-    def placements_on(self, host_ids: Sequence[str]) -> list[tuple[str, str | None]]: ...
+    def release_slot(self, slot: Placement) -> None: ...
+
+    def slots_held_before(self, slot: Placement) -> int: ...
 
 
 class RegistryStore(Protocol):
@@ -85,6 +100,8 @@ class RegistryStore(Protocol):
     def mark_lost_hosts(self, heartbeat_before: datetime) -> list[HostRecord]: ...
 
     def lapse_leases_of(self, lease_owner: str, now: datetime) -> int: ...
+
+    def prune_slots(self, held_before: datetime) -> int: ...
 
 
 class QueueMover(Protocol):
@@ -127,6 +144,10 @@ class Router:
         return [self._route(function, event) for function in match(self._catalogue, event)]
 
     def _route(self, function: FunctionRecord, event: Event) -> Step:
+        if event.attempt is None:  # an event's first delivery, nearly always
+            placed = self._place_new(function, new_record(function, event), event)
+            if placed is not None:
+                return placed
         record, _created = self._catalogue.create_execution(new_record(function, event))
         if event.attempt is not None and (record.finished or record.attempt != event.attempt):
             LOGGER.info(
@@ -143,16 +164,63 @@ class Router:
             return Step(record, defer=True)
         return self._place(function, record, event)
 
+    def _place_new(
+        self, function: FunctionRecord, record: ExecutionRecord, event: Event
+    ) -> Step | None:
+        """Insert a new execution already placed on a host with room: one write fewer.
+
+        None when there is no room or the record exists already (a redelivery): the
+        caller then records and places it the long way, which answers both.
+        """
+        with self._lock:
+            placements = self._catalogue.placements()
+            if any(p.execution_id == record.id for p in placements):
+                return None  # placed already: a redelivery, the long way
+            of_function = sum(1 for p in placements if p.function_id == function.id)
+            if of_function >= function.concurrency:
+                return None
+            host = choose_host(
+                record.function_id,
+                record.function_version,
+                function.memory_mb,
+                self._loads(placements),
+                self._share,
+            )
+            if host is None:
+                return None
+            slot = self._catalogue.hold_slot(record.id, function.id, host.id, self.router_id)
+            placed = with_changes(
+                record, placed_on=host.id, placed_by=self.router_id, placed_at=slot.placed_at
+            )
+            stored, created = self._catalogue.create_execution(placed)
+            if not created:
+                # Only the slot taken here: the record's own placement has its own.
+                self._catalogue.release_slot(slot)
+                return None
+            racing = self._share.routers > 1
+            if racing and self._catalogue.slots_held_before(slot) >= function.concurrency:
+                self._catalogue.unplace_execution(stored)
+                self._catalogue.release_slot(slot)
+                return Step(
+                    self._catalogue.get_execution(record.id), defer=True, wait_for_room=True
+                )
+        LOGGER.debug("event %s: execution %s recorded on %s", event.id, record.id, host.id)
+        return Step(stored, route=host.queue)
+
     def _place(self, function: FunctionRecord, record: ExecutionRecord, event: Event) -> Step:
         """Place a queued record (or a lapsed running one) on a host with room, or wait."""
         waiting = Step(record, defer=True, wait_for_room=True)
         with self._lock:
-            if self._catalogue.placed_count(function.id, excluding=record.id) >= (
-                function.concurrency
-            ):
+            placements = self._catalogue.placements()
+            of_function = sum(
+                1
+                for p in placements
+                if p.function_id == function.id and p.execution_id != record.id
+            )
+            if of_function >= function.concurrency:
                 LOGGER.debug("event %s: function %s is at its concurrency", event.id, function.id)
                 return waiting
-            loads = self._loads()
+            loads = self._loads(placements)
             host = choose_host(
                 record.function_id, record.function_version, function.memory_mb, loads, self._share
             )
@@ -161,8 +229,11 @@ class Router:
                     "event %s: no host has room for function %s; waiting", event.id, function.id
                 )
                 return waiting
+            # The slot first: every placed unfinished execution is counted from then on.
+            slot = self._catalogue.hold_slot(record.id, function.id, host.id, self.router_id)
             placed = self._catalogue.place_execution(record, host.id, self.router_id)
             if placed is None:
+                self._catalogue.release_slot(slot)
                 current = self._catalogue.get_execution(record.id)
                 LOGGER.info(
                     "event %s: execution %s moved on (%s) while being placed",
@@ -171,17 +242,19 @@ class Router:
                     current.status,
                 )
                 return Step(current, defer=not current.finished)
-            if self._catalogue.placed_before(placed) >= function.concurrency:
+            # Alone, this router's lock already kept the count exact (see the module doc).
+            racing = self._share.routers > 1
+            if racing and self._catalogue.slots_held_before(slot) >= function.concurrency:
                 self._catalogue.unplace_execution(placed)
+                self._catalogue.release_slot(slot)
                 return waiting
         LOGGER.debug("event %s: execution %s placed on %s", event.id, record.id, host.id)
         return Step(placed, route=host.queue)
 
-    def _loads(self) -> list[HostLoad]:
+    def _loads(self, placements: Sequence[Placement]) -> list[HostLoad]:
         hosts = self._hosts
-        placed = self._catalogue.placements_on([host.id for host in hosts])
-        in_use = Counter(host_id for host_id, _router in placed)
-        mine = Counter(host_id for host_id, router in placed if router == self.router_id)
+        in_use = Counter(p.host_id for p in placements)
+        mine = Counter(p.host_id for p in placements if p.router_id == self.router_id)
         return [
             HostLoad(
                 id=host.id,
@@ -233,6 +306,8 @@ class RegistryKeeper:
         lost = self._catalogue.mark_lost_hosts(now - self._silence)
         hosts = self._catalogue.list_hosts()
         self._router.refresh(hosts, share)
+        # Older than a pass: a slot held since may still have its placement on the way.
+        self._catalogue.prune_slots(now - timedelta(seconds=self._interval_s * 2))
         for host in lost:
             taken = self._catalogue.lapse_leases_of(host.lease_owner, now)
             LOGGER.warning(

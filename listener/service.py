@@ -276,6 +276,8 @@ class Listener:
             self._catalogue,
             self._provisioner,
             event,
+            # A host's own queue holds only what a router recorded and placed.
+            placed=bool(self._topology.consume_queue),
             lease_margin_s=self._lease_margin_s,
             retry_delay_s=self._retry_delay_s,
             owner=self._owner,

@@ -11,7 +11,11 @@ One command, on one machine, prints a table and writes a JSON file:
 4. ``cold``: a new function's first execution, with the pre-warmed pool and without;
 5. ``per_event``: a ``docker run`` of the runtime image for every event;
 6. ``celery``: the same task on a Celery worker on the same RabbitMQ;
-7. ``memory``: the listener's resident size before and after N events.
+7. ``memory``: the listener's resident size before and after N events;
+8. ``cluster`` (not in the default run: it starts worker processes and a FerretDB of
+   its own): a router and ``lambda-os worker`` processes, throughput on 1, 2 and 4
+   workers, the warm-hit rate with 20 functions, and the hop's latency over
+   standalone (``testing_service.bench.cluster``).
 
 The platform runs in this process (a ``Listener`` with a ``DockerProvisioner`` and
 the in-memory catalogue, on queues of the run's own); the load comes from a
@@ -55,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--cases",
         default=DEFAULT_CASES,
-        help=f"comma-separated cases to run (default {DEFAULT_CASES})",
+        help=f"comma-separated cases to run (default {DEFAULT_CASES}; also: cluster)",
     )
     add("--warmup", type=int, default=200, help="events sent before each timed run (default 200)")
     add(
@@ -136,6 +140,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=120.0,
         help="stop a throughput run after this long (default 120)",
     )
+    from testing_service.bench.cluster import add_arguments as cluster_arguments
+
+    cluster_arguments(add)
     add(
         "--profile",
         action=argparse.BooleanOptionalAction,

@@ -1,4 +1,4 @@
-"""The seven cases of the benchmark, each a function from the options to a dict of figures.
+"""The eight cases of the benchmark, each a function from the options to a dict of figures.
 
 Every case builds what it needs on queues and containers of its own, bounds
 itself by count and time, and removes what it made; see the package docstring
@@ -17,6 +17,7 @@ import pika
 
 from lambda_os.settings import Settings
 from testing_service.bench import cpu, profiling, stats
+from testing_service.bench.cluster import cluster_case
 from testing_service.bench.floor import FloorConsumer
 from testing_service.bench.load import LoadSpec, drive, run_in_child
 from testing_service.bench.memory import container_memory
@@ -373,4 +374,5 @@ CASES = {
     "per_event": container_per_event,
     "celery": celery,
     "memory": listener_memory,
+    "cluster": cluster_case,
 }

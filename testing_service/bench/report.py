@@ -113,6 +113,27 @@ def targets(cases: dict[str, Any], ratio: dict[str, Any]) -> list[dict[str, Any]
             "MiB",
         ),
         (
+            "cluster throughput, 2 workers over 1",
+            _get(cases, "cluster", "throughput_ratio", "2"),
+            ">=",
+            1.8,
+            "x",
+        ),
+        (
+            "cluster throughput, 4 workers over 1",
+            _get(cases, "cluster", "throughput_ratio", "4"),
+            ">=",
+            3.4,
+            "x",
+        ),
+        (
+            "cluster warm-hit rate, 20 functions on 4 hosts",
+            _percent(_get(cases, "cluster", "warm", "warm_hit_rate")),
+            ">=",
+            95.0,
+            "%",
+        ),
+        (
             "listener growth per 100,000 events",
             None if growth_100k is None else round(growth_100k / MIB, 2),
             "<=",
@@ -131,6 +152,10 @@ def targets(cases: dict[str, Any], ratio: dict[str, Any]) -> list[dict[str, Any]
         }
         for name, value, op, goal, unit in rows
     ]
+
+
+def _percent(fraction: Any) -> float | None:
+    return None if fraction is None else round(fraction * 100, 2)
 
 
 def _fmt(value: Any) -> str:
@@ -177,6 +202,23 @@ def measurements(cases: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"6 Celery ({_get(c, 'celery', 'pool')} x{_get(c, 'celery', 'concurrency')}, rpc://)"
         )
         add(label, _get(c, "celery", "events_per_s"), _get(c, "celery", "latency"))
+    if "cluster" in c and "throughput" in c["cluster"]:
+        add(
+            "8 standalone, one at a time (same catalogue)",
+            None,
+            _get(c, "cluster", "standalone_latency"),
+        )
+        add(
+            "8 cluster, one at a time (router + 1 worker)",
+            None,
+            _get(c, "cluster", "cluster_latency"),
+        )
+        for workers, figures in c["cluster"]["throughput"].items():
+            add(
+                f"8 cluster, {figures['in_flight']} in flight on {workers} worker(s)",
+                figures.get("events_per_s"),
+                figures.get("latency"),
+            )
     return rows
 
 
@@ -233,6 +275,61 @@ def table(results: dict[str, Any]) -> str:
     section = cpu_section(cases)
     if section:
         lines += ["", section]
+    section = cluster_section(cases.get("cluster") or {})
+    if section:
+        lines += ["", section]
+    return "\n".join(lines)
+
+
+# The cluster's parts, in the order an event meets them.
+CLUSTER_PARTS = ("broker", "load_driver", "router", "catalogue", "workers", "containers")
+
+
+def cluster_section(case: dict[str, Any]) -> str:
+    """The cluster case: hop, scaling, warm hits, then CPU and catalogue commands per event."""
+    if "throughput" not in case:
+        return ""
+    lines = [
+        (
+            f"8 cluster ({case.get('catalogue')}, {case.get('slots_per_worker')} slots per worker): "
+            f"the hop adds {_fmt(case.get('hop_added_p50_ms'))} ms at p50, "
+            f"{_fmt(case.get('hop_added_p95_ms'))} ms at p95 over standalone"
+        )
+    ]
+    ratios = case.get("throughput_ratio") or {}
+    lines.append(
+        "  throughput over 1 worker: "
+        + ", ".join(f"{n} workers {_fmt(ratio)}x" for n, ratio in ratios.items())
+    )
+    warm = case.get("warm") or {}
+    if warm:
+        lines.append(
+            f"  warm hits: {_fmt(warm.get('warm_hits'))} of {_fmt(warm.get('events'))} events "
+            f"({_fmt(_percent(warm.get('warm_hit_rate')))} %) over {warm.get('functions')} "
+            f"functions on {warm.get('workers')} workers, {warm.get('in_flight')} in flight "
+            f"({_fmt(_percent(warm.get('warm_hit_rate_second_half')))} % in the second half)"
+        )
+    header = ("workers", *CLUSTER_PARTS, "total", "commands")
+    rows = [header]
+    for workers, figures in case["throughput"].items():
+        ms = figures.get("cpu_ms_per_event") or {}
+        commands = (figures.get("catalogue_commands_per_event") or {}).get("total")
+        rows.append(
+            (
+                workers,
+                *(_fmt(ms.get(part)) for part in CLUSTER_PARTS),
+                _fmt(ms.get("total")),
+                _fmt(commands),
+            )
+        )
+    lines.append("  CPU ms per event by part, and catalogue commands per event:")
+    for row in rows:
+        lines.append("  " + "".join(f"{cell:>12}" for cell in row))
+    for workers, figures in case["throughput"].items():
+        commands = figures.get("catalogue_commands_per_event") or {}
+        named = [f"{name} {value}" for name, value in commands.items() if name != "total"]
+        if named:
+            lines.append(f"  commands per event, {workers} worker(s): " + ", ".join(named))
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from lambda_os.cli import build_parser
 from lambda_os.settings import load
-from testing_service.bench import run_bench
+from testing_service.bench import DEFAULT_CASES, run_bench
 from testing_service.bench.cases import CASES
 from testing_service.bench.stats import latency, percentile
 
@@ -47,6 +47,10 @@ def test_bench_flags_parse_with_the_settings_flags() -> None:
     assert load(args, env={}).concurrency == 3
 
 
+def test_the_default_run_is_every_case_but_the_cluster() -> None:
+    assert set(DEFAULT_CASES.split(",")) == set(CASES) - {"cluster"}
+
+
 @pytest.mark.integration
 def test_bench_runs_every_case_and_writes_json(
     tmp_path: Path, amqp_url: str, runtime_image: str, docker_client: object
@@ -73,9 +77,10 @@ def test_bench_runs_every_case_and_writes_json(
     failures = {name: case["error"] for name, case in results["cases"].items() if "error" in case}
     assert failures == {}
     assert code == 0
-    assert set(results["cases"]) == set(CASES)
+    assert set(results["cases"]) == set(DEFAULT_CASES.split(","))
     assert results["cases"]["throughput1"]["events"] == 10
     assert results["cases"]["warm"]["latency"]["n"] == 5
     assert {target["target"] for target in results["targets"]} >= {"warm latency p50"}
-    assert all(target["met"] is not None for target in results["targets"])
+    default_targets = [t for t in results["targets"] if not t["target"].startswith("cluster")]
+    assert all(target["met"] is not None for target in default_targets)
     assert set(results["ratios"]) == {"floor", "per_event", "celery"}

@@ -212,9 +212,58 @@ def test_a_finished_execution_frees_its_slot(store):
     running = store.acquire_execution(first.record.id, "a:1:abc", now, now + timedelta(minutes=1))
     from lambda_os.records import Lease
 
+    store.releases_slots = True  # as the host's worker finishes its runs
     store.finish_execution(Lease.of(running), {"status": "succeeded", "finished_at": now})
 
     assert routed(store, router, 1, fn, start=1)[0].route == "q.host.a"
+
+
+def test_a_slot_left_by_an_execution_that_ended_another_way_is_pruned(store):
+    store.register_host(host("a", slots=1))
+    fn = function(store)
+    router = refreshed(store, Router(store, "r1"))
+    first = routed(store, router, 1, fn)[0]
+    error = {"type": "Lost", "message": "its event is gone", "reason": "stranded"}
+    assert store.fail_stranded(store.get_execution(first.record.id), error)  # the sweeper
+    assert routed(store, router, 1, fn, start=1)[0].wait_for_room  # the slot still looks taken
+
+    assert store.prune_slots(held_before=utcnow() - timedelta(minutes=1)) == 0  # too recent
+    assert store.prune_slots(held_before=utcnow() + timedelta(seconds=1)) == 1
+
+    assert routed(store, router, 1, fn, start=1)[0].route == "q.host.a"
+
+
+def test_pruning_keeps_the_slot_of_an_execution_still_placed(store):
+    store.register_host(host("a", slots=1))
+    fn = function(store)
+    router = refreshed(store, Router(store, "r1"))
+    routed(store, router, 1, fn)
+
+    assert store.prune_slots(held_before=utcnow() + timedelta(seconds=1)) == 0
+    assert routed(store, router, 1, fn, start=1)[0].wait_for_room
+
+
+def test_placements_are_the_slots_held_by_unfinished_placed_executions(store):
+    store.register_host(host("a", slots=2))
+    store.register_host(host("b", slots=2))
+    fn, other = function(store, "f"), function(store, "g")
+    router = refreshed(store, Router(store, "r1"))
+    steps = routed(store, router, 3, fn) + routed(store, router, 1, other, start=3)
+    assert all(step.route for step in steps)
+    now = utcnow()
+    done = store.acquire_execution(steps[0].record.id, "a:1:abc", now, now + timedelta(minutes=1))
+    from lambda_os.records import Lease
+
+    store.releases_slots = True  # as the host's worker finishes its runs
+    store.finish_execution(Lease.of(done), {"status": "succeeded", "finished_at": now})
+
+    placed = sorted(store.placements(), key=lambda p: p.execution_id)
+
+    expected = sorted(steps[1:], key=lambda step: step.record.id)
+    assert [p.execution_id for p in placed] == [step.record.id for step in expected]
+    assert [p.function_id for p in placed] == [step.record.function_id for step in expected]
+    assert [p.host_id for p in placed] == [step.record.placed_on for step in expected]
+    assert {p.router_id for p in placed} == {"r1"}
 
 
 def test_a_functions_concurrency_holds_across_hosts(store):
@@ -339,3 +388,53 @@ def test_spent_attempts_count_failed_runs_of_this_budget_only():
         ],
     )
     assert spent_attempts(record) == 2
+
+
+def test_a_new_event_is_recorded_already_placed_and_holds_one_slot(store):
+    store.register_host(host("a", slots=2))
+    fn = function(store)
+    router = refreshed(store, Router(store, "r1"))
+
+    (step,) = router.handle(event(1, fn))
+
+    stored = store.get_execution(step.record.id)
+    assert (step.route, stored.status, stored.placed_on, stored.placed_by) == (
+        "q.host.a",
+        "queued",
+        "a",
+        "r1",
+    )
+    assert [p.execution_id for p in store.placements()] == [stored.id]
+    assert stored.placed_at == store.placements()[0].placed_at  # the server's clock
+
+
+def test_a_redelivered_event_of_a_finished_execution_leaves_no_slot_held(store):
+    store.register_host(host("a", slots=2))
+    fn = function(store)
+    router = refreshed(store, Router(store, "r1"))
+    (first,) = router.handle(event(1, fn))
+    now = utcnow()
+    running = store.acquire_execution(first.record.id, "a:1:abc", now, now + timedelta(minutes=1))
+    from lambda_os.records import Lease
+
+    store.releases_slots = True  # as the host's worker finishes its runs
+    store.finish_execution(Lease.of(running), {"status": "succeeded", "finished_at": now})
+
+    (again,) = router.handle(event(1, fn))
+
+    assert again.record.status == "succeeded" and again.route is None
+    assert store.placements() == []
+    assert len(store.list_executions({}, 10).items) == 1
+
+
+def test_a_router_that_loses_the_race_for_a_record_gives_back_only_its_own_slot(store):
+    store.register_host(host("a", slots=2))
+    fn = function(store)
+    router = refreshed(store, Router(store, "r1"))
+    (won,) = router.handle(event(1, fn))
+    lost = store.hold_slot(won.record.id, fn.id, "a", "r2")  # a second router, a moment late
+
+    store.release_slot(lost)  # its place_execution found the record moved on
+
+    (kept,) = store.placements()
+    assert (kept.execution_id, kept.router_id) == (won.record.id, "r1")

@@ -547,3 +547,29 @@ def test_an_execution_whose_version_is_no_longer_kept_fails_saying_so_and_runs_n
     assert provisioner.runs == []
     assert (step.record.status, step.record.error["reason"]) == ("failed", "cannot run")
     assert "no longer kept" in step.record.error["message"]
+
+
+def test_an_event_a_router_placed_runs_its_recorded_execution_once(catalogue):
+    from listener.execute import claim
+
+    function = add_function(catalogue, "echo")
+    provisioner = FakeProvisioner()
+    queued, _created = claim(catalogue, function, event({"n": 1}))  # as the router records it
+
+    (step,) = run_event(catalogue, provisioner, event({"n": 1}), placed=True)
+    (again,) = run_event(catalogue, provisioner, event({"n": 1}), placed=True)
+
+    assert (step.record.id, step.record.status) == (queued.id, "succeeded")
+    assert again.record == step.record  # a redelivery finds it finished: not run twice
+    assert len(provisioner.runs) == 1
+    assert catalogue.list_executions({}, 10).items == [step.record]
+
+
+def test_a_placed_event_whose_record_is_gone_starts_as_a_new_one(catalogue):
+    add_function(catalogue, "echo")
+    provisioner = FakeProvisioner()
+
+    (step,) = run_event(catalogue, provisioner, event({"n": 2}), placed=True)
+
+    assert step.record.status == "succeeded"
+    assert [r.id for r in catalogue.list_executions({}, 10).items] == [step.record.id]
