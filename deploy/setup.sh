@@ -53,9 +53,8 @@ say "installing lambda-os into .venv"
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
 
 # The MongoDB-wire server of the test suites and of the default standalone catalogue:
-# FerretDB built from the Go module proxy (deploy/ferretdb pins the version, and
-# deploy/ferretdb/build.sh lays its patches over it); Go's build cache makes this a few
-# seconds after the first time.
+# FerretDB built from the Go module proxy (deploy/ferretdb pins the version); Go's build
+# cache makes this a few seconds after the first time.
 ferretdb=.venv/bin/lambda-os-ferretdb
 if [ ! -x "$ferretdb" ] || [ -n "$(find deploy/ferretdb -type f -newer "$ferretdb")" ]; then
   go_bin=$(command -v go || echo /usr/local/go/bin/go)
@@ -67,7 +66,7 @@ if [ ! -x "$ferretdb" ] || [ -n "$(find deploy/ferretdb -type f -newer "$ferretd
     exit 1
   fi
   say "building FerretDB (first time: a few minutes)"
-  GO="$go_bin" deploy/ferretdb/build.sh "$repo/$ferretdb"
+  (cd deploy/ferretdb && "$go_bin" build -o "$repo/$ferretdb" .)
 fi
 
 say "building runtime images (first time: a Debian root filesystem, about a minute)"
