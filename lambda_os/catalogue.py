@@ -134,6 +134,12 @@ HOST_TRANSITIONS: tuple[tuple[str, str, str, str], ...] = (
     ("active/draining", "same", "heartbeat_host", "not lost"),
     ("active", "draining", "drain_host", "active"),
     ("active/draining", "lost", "mark_lost_hosts", "the heartbeat read is older than the cutoff"),
+    (
+        "draining/lost",
+        "retired",
+        "retire_host",
+        "draining or lost: the controller deleted its server",
+    ),
 )
 
 
@@ -1119,7 +1125,12 @@ class Catalogue:
         """(new) or any → active: a host says it is here, with what it has; the stored record."""
         now = self._clock()
         record = dataclasses.replace(
-            record, state="active", registered_at=now, heartbeat_at=now, lost_at=None
+            record,
+            state="active",
+            registered_at=now,
+            heartbeat_at=now,
+            lost_at=None,
+            retired_at=None,
         )
         with _converted():
             self._hosts.replace_one({"_id": record.id}, record.to_document(), upsert=True)
@@ -1150,6 +1161,23 @@ class Catalogue:
         with _converted():
             result = self._hosts.update_one(
                 {"_id": host_id, "state": "active"}, {"$set": {"state": "draining"}}
+            )
+        return bool(result.matched_count)
+
+    def retire_host(self, host_id: str) -> bool:
+        """draining/lost → retired: the controller deleted the host's server; False if the
+        host was in neither state.
+
+        Only from those two: a draining host placed nothing more and ran nothing when
+        its server went, and a lost one had its work handed over; an active host whose
+        server is deleted must first be found lost, so its runs are handed over. A
+        retired host stays listed as history, is never placed on, marked lost or
+        counted by the controller, and comes back only by registering again.
+        """
+        with _converted():
+            result = self._hosts.update_one(
+                {"_id": host_id, "state": {"$in": ["draining", "lost"]}},
+                {"$set": {"state": "retired", "retired_at": self._clock()}},
             )
         return bool(result.matched_count)
 

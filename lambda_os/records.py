@@ -310,7 +310,7 @@ class Lease:
         return cls(record.id, record.leased_by, record.attempt, record.lease_until)
 
 
-HOST_STATES = ("active", "draining", "lost")
+HOST_STATES = ("active", "draining", "lost", "retired")
 
 
 @dataclass(frozen=True)
@@ -324,7 +324,8 @@ class HostRecord(Stored):
     and ``warm`` (``function_id:version`` of its warm containers) fields are its
     last heartbeat's. ``state`` is ``active`` (routers place on it), ``draining``
     (it finishes what it has, routers place nothing more) or ``lost`` (it missed
-    its heartbeats; it must register again to come back).
+    its heartbeats; it must register again to come back) or ``retired`` (the
+    controller deleted its server: kept as history, judged by no one).
     """
 
     id: str
@@ -342,10 +343,11 @@ class HostRecord(Stored):
     registered_at: datetime | None = None
     heartbeat_at: datetime | None = None
     lost_at: datetime | None = None
+    retired_at: datetime | None = None
 
     def to_api(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        for key in ("registered_at", "heartbeat_at", "lost_at"):
+        for key in ("registered_at", "heartbeat_at", "lost_at", "retired_at"):
             out[key] = iso(getattr(self, key))
         return out
 

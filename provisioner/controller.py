@@ -62,6 +62,8 @@ class ScalingStore(Protocol):
 
     def drain_host(self, host_id: str) -> bool: ...
 
+    def retire_host(self, host_id: str) -> bool: ...
+
     def add_scaling_event(self, record: ScalingEvent) -> ScalingEvent: ...
 
     def last_scaled_at(self, actions: Iterable[str]) -> datetime | None: ...
@@ -97,7 +99,8 @@ class Controller:
     def situation(self) -> Situation:
         """What the registry and the cloud say now."""
         now = self._clock()
-        hosts = self._store.list_hosts()
+        # A retired host's server is gone by the controller's own hand: history only.
+        hosts = [h for h in self._store.list_hosts() if h.state != "retired"]
         # Nova can list a server twice while it moves from its build request into its
         # cell (seen on the test cloud): keep each id once.
         listed = {s.id: s for s in self._cloud.servers()}
@@ -192,6 +195,8 @@ class Controller:
                 self._record(decision, error=str(exc))
                 raise
             self._deleting.add(server_id)
+            if decision.host_id:
+                self._store.retire_host(decision.host_id)
             self._record(decision)
             self._delete_user(decision.host_id)
         else:

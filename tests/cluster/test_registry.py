@@ -438,3 +438,23 @@ def test_a_router_that_loses_the_race_for_a_record_gives_back_only_its_own_slot(
 
     (kept,) = store.placements()
     assert (kept.execution_id, kept.router_id) == (won.record.id, "r1")
+
+
+def test_a_drained_or_lost_host_retires_and_stays_retired(store):
+    for host_id in ("d", "l", "a"):
+        store.register_host(host(host_id))
+    store.drain_host("d")
+    store._hosts.update_one({"_id": "l"}, {"$set": {"state": "lost"}})
+
+    assert store.retire_host("d") and store.retire_host("l")
+    assert not store.retire_host("a")  # an active host must be found lost first
+    assert not store.retire_host("d")
+    assert {h.id: h.state for h in store.list_hosts()} == {
+        "a": "active",
+        "d": "retired",
+        "l": "retired",
+    }
+    # Neither heartbeats nor the lost check bring it back; registering again does.
+    assert not store.heartbeat_host("d", HostBeat(1, 1, 0))
+    store.register_host(host("d"))
+    assert store.get_host("d").state == "active"
