@@ -138,7 +138,14 @@ class Cluster:
         self.catalogue = connect(mongo_url, database)
         self.parts = router_parts(self.settings)
         self.parts.keeper.join(self._stop)
-        for target, args in ((self.parts.keeper.run, (self._stop,)), (self.parts.listener.run, ())):
+        # The router's three jobs, as ``run_router`` runs them: the registry, the events,
+        # and the relay of the hosts' replies (workers send them through the results queue).
+        jobs = (
+            (self.parts.keeper.run, (self._stop,)),
+            (self.parts.listener.run, ()),
+            (self.parts.relay.run, (self._stop,)),
+        )
+        for target, args in jobs:
             thread = threading.Thread(target=target, args=args, daemon=True, name="bench-router")
             thread.start()
             self._threads.append(thread)
