@@ -56,7 +56,9 @@ say "installing lambda-os into .venv"
 # FerretDB built from the Go module proxy (deploy/ferretdb pins the version); Go's build
 # cache makes this a few seconds after the first time.
 ferretdb=.venv/bin/lambda-os-ferretdb
-if [ ! -x "$ferretdb" ] || [ -n "$(find deploy/ferretdb -type f -newer "$ferretdb")" ]; then
+# Rebuilt when the sources' digest changes: a changed, added or removed file all count.
+sources=$(cd deploy/ferretdb && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
+if [ ! -x "$ferretdb" ] || [ "$(cat "$ferretdb.sources" 2>/dev/null)" != "$sources" ]; then
   go_bin=$(command -v go || echo /usr/local/go/bin/go)
   [ -x "$go_bin" ] || { echo "Go 1.24 or newer is needed to build FerretDB (deploy/ferretdb)" >&2; exit 1; }
   # Debian bookworm's golang is 1.19, which cannot read the module's go directive.
@@ -67,6 +69,7 @@ if [ ! -x "$ferretdb" ] || [ -n "$(find deploy/ferretdb -type f -newer "$ferretd
   fi
   say "building FerretDB (first time: a few minutes)"
   (cd deploy/ferretdb && "$go_bin" build -o "$repo/$ferretdb" .)
+  echo "$sources" >"$ferretdb.sources"
 fi
 
 say "building runtime images (first time: a Debian root filesystem, about a minute)"
