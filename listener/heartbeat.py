@@ -34,6 +34,8 @@ class HostStore(Protocol):
 
     def drain_host(self, host_id: str) -> bool: ...
 
+    def get_host(self, host_id: str) -> HostRecord: ...
+
 
 class CountingProvisioner:
     """The host's provisioner, counting the executions it runs now for the heartbeat."""
@@ -100,6 +102,8 @@ class Heartbeat:
         beat = self.beat()
         if self._registered and self._catalogue.heartbeat_host(self._host.id, beat):
             return
+        if self._registered and self._retired():
+            return  # its server is deleted: this worker is about to go with it
         if self._registered:
             LOGGER.warning(
                 "host %s was marked lost (its heartbeats were late); registering again",
@@ -122,6 +126,17 @@ class Heartbeat:
                 LOGGER.warning("heartbeat of host %s failed: %s", self._host.id, exc.description)
             if stop.wait(self._interval_s):
                 return
+
+    def _retired(self) -> bool:
+        """Whether the controller retired this host (deleted its server): then it must not
+        register again, as a host wrongly found lost does."""
+        try:
+            retired = self._catalogue.get_host(self._host.id).state == "retired"
+        except LambdaError:
+            return False
+        if retired:
+            LOGGER.info("host %s was retired with its server; no more heartbeats", self._host.id)
+        return retired
 
     def drain(self) -> None:
         """Routers place nothing more here (a clean stop)."""

@@ -458,3 +458,31 @@ def test_a_drained_or_lost_host_retires_and_stays_retired(store):
     assert not store.heartbeat_host("d", HostBeat(1, 1, 0))
     store.register_host(host("d"))
     assert store.get_host("d").state == "active"
+
+
+class _Backend:
+    """What a host's heartbeat reads of its provisioner."""
+
+    capacity = 2
+
+    def usage(self):
+        from provisioner.base import Usage
+
+        return Usage(free_memory_mb=4096)
+
+
+def test_a_retired_hosts_worker_does_not_register_again_but_a_lost_ones_does(store):
+    from listener.heartbeat import CountingProvisioner, Heartbeat
+
+    beats = Heartbeat(store, host("w"), CountingProvisioner(_Backend()), 1.0)
+    beats.beat_once()
+    assert store.get_host("w").state == "active"
+
+    store._hosts.update_one({"_id": "w"}, {"$set": {"state": "lost"}})
+    beats.beat_once()  # wrongly found lost: it comes back
+    assert store.get_host("w").state == "active"
+
+    store.drain_host("w")
+    assert store.retire_host("w")
+    beats.beat_once()  # its server was deleted: it stays retired
+    assert store.get_host("w").state == "retired"
