@@ -126,6 +126,12 @@ TRANSITIONS: tuple[tuple[str, str, str, str], ...] = (
     ("queued/running", "same, placed on a host", "place_execution", "the state the router read"),
     ("queued/running", "same, not placed", "unplace_execution", "the placement it made"),
     ("running", "running, lease lapsed now", "lapse_leases_of", "leased by a lost host's runs"),
+    (
+        "running",
+        "running, lease lapsed now",
+        "register_host",
+        "leased by the host's earlier worker",
+    ),
 )
 
 # Every change a host record can go through; no other code writes host records.
@@ -1122,7 +1128,13 @@ class Catalogue:
     # -- hosts and routers: the cluster's registry ---------------------------
 
     def register_host(self, record: HostRecord) -> HostRecord:
-        """(new) or any → active: a host says it is here, with what it has; the stored record."""
+        """(new) or any → active: a host says it is here, with what it has; the stored record.
+
+        A host runs one worker, so a registration under a new ``lease_owner`` (the
+        worker restarted: killed, crashed, rebooted) ends the leases its earlier
+        worker's runs still hold (``lapse_leases_of``): the sweeper puts them back at
+        its next pass instead of after the whole lease.
+        """
         now = self._clock()
         record = dataclasses.replace(
             record,
@@ -1133,7 +1145,15 @@ class Catalogue:
             retired_at=None,
         )
         with _converted():
-            self._hosts.replace_one({"_id": record.id}, record.to_document(), upsert=True)
+            before = self._hosts.find_one_and_replace(
+                {"_id": record.id},
+                record.to_document(),
+                upsert=True,
+                return_document=pymongo.ReturnDocument.BEFORE,
+            )
+        earlier = (before or {}).get("lease_owner")
+        if earlier and earlier != record.lease_owner:
+            self.lapse_leases_of(earlier, now)
         return record
 
     def heartbeat_host(self, host_id: str, beat: HostBeat) -> bool:

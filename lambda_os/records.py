@@ -175,7 +175,9 @@ class ExecutionRecord(Stored):
     (a release, a replay, the sweeper), which the sweeper waits from.
     ``placed_on`` names the host whose queue holds its invocation (cluster
     placement only), ``placed_by`` the router that put it there and ``placed_at``
-    when, by the catalogue server's clock. Those six stay out of the API.
+    when, by the catalogue server's clock. ``reply_to`` and ``correlation_id`` are
+    where the publisher of its event wanted the answer, kept for a run the sweeper
+    starts again. Those eight stay out of the API.
     """
 
     id: str
@@ -206,6 +208,8 @@ class ExecutionRecord(Stored):
     placed_on: str | None = None
     placed_by: str | None = None
     placed_at: datetime | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
 
     free_form = ("event", "result", "error", "attempts")
 
@@ -230,7 +234,7 @@ class ExecutionRecord(Stored):
 
 
 # In declaration order, without what stays internal (the lease, the sweep, the retry
-# budget's start, the placement).
+# budget's start, the placement, where the answer goes).
 _INTERNAL_EXECUTION_FIELDS = frozenset(
     {
         "lease_until",
@@ -240,6 +244,8 @@ _INTERNAL_EXECUTION_FIELDS = frozenset(
         "placed_on",
         "placed_by",
         "placed_at",
+        "reply_to",
+        "correlation_id",
     }
 )
 _API_EXECUTION_FIELDS = tuple(

@@ -293,6 +293,10 @@ class Session:
             return
         if project is not None:
             event = dataclasses.replace(event, project=project)
+        if properties.reply_to:
+            event = dataclasses.replace(
+                event, reply_to=properties.reply_to, correlation_id=properties.correlation_id
+            )
         attempt = (properties.headers or {}).get(ATTEMPT_HEADER)
         if isinstance(attempt, int) and attempt >= 1 and event.function_id is not None:
             event = dataclasses.replace(event, attempt=attempt)

@@ -53,6 +53,9 @@ class Event:
     ``project`` is set by the consumer from the delivery (``listener.project``),
     never from the body: the project whose functions alone the event may run, or
     None for the platform's own messages, which match every project.
+
+    ``reply_to`` and ``correlation_id`` are the delivery's too: its records keep
+    them, so an execution run again by the sweeper still answers its publisher.
     """
 
     id: str
@@ -63,6 +66,8 @@ class Event:
     id_origin: str = "event"
     attempt: int | None = None
     project: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
 
 
 def new_event_id() -> str:

@@ -190,6 +190,8 @@ def new_record(function: FunctionRecord, event: Event) -> ExecutionRecord:
         event_type=event.event_type,
         event=stored_event_data(event.data),
         status="queued",
+        reply_to=event.reply_to,
+        correlation_id=event.correlation_id,
     )
 
 

@@ -61,6 +61,8 @@ class EventPublisher(Protocol):
         *,
         message_id: str | None = None,
         headers: dict[str, Any] | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
     ) -> None: ...
 
 
@@ -144,8 +146,13 @@ class Sweeper:
         if not self._catalogue.mark_swept(record, now):
             return False  # another sweeper has it, or it moved on
         # A failed publish leaves it marked swept: it is found again ``queued_after`` later.
+        # With the first delivery's reply_to, so the run answers whoever asked.
         self._publisher.publish(
-            body, message_id=record.event_id, headers={SWEPT_HEADER: record.attempt}
+            body,
+            message_id=record.event_id,
+            headers={SWEPT_HEADER: record.attempt},
+            reply_to=record.reply_to,
+            correlation_id=record.correlation_id,
         )
         LOGGER.info(
             "event %s: execution %s was %s with nothing behind it (attempt %d); event published again",

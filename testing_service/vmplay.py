@@ -26,6 +26,8 @@ API (stable; other suites use it)::
         player.relayed_url("amqp", settings.amqp_url)  # what LAMBDA_OS_WORKER_AMQP_URL says
         player.sync()           # start VMs for new ACTIVE servers, stop gone ones
         player.vms              # server id -> PlayedVM (netns, address, process)
+        player.restart_worker(server_id)  # kill -9 its worker; systemd starts it again
+        player.crash(server_id)           # the VM dies whole; its server stays
     # leaving stops every worker and relay and removes the netns, veths and bridge it made
 
 ``own_docker=True`` gives each VM a Docker Engine of its own in its netns
@@ -48,6 +50,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -57,9 +60,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+import docker
 import yaml
 
 from provisioner.cloud import Cloud
+from provisioner.docker.host import OWNER_LABEL
 from provisioner.userdata import ENV_FILE, SERVER_ID_PLACEHOLDER
 from testing_service.relay import Relay, relayed_url, url_target
 from testing_service.vmdocker import VMDocker
@@ -126,6 +131,22 @@ def worker_env(user_data: str, server_id: str) -> dict[str, str]:
             content = entry["content"].replace(SERVER_ID_PLACEHOLDER, server_id)
             return dict(line.split("=", 1) for line in content.splitlines() if "=" in line)
     raise ValueError(f"user data writes no {ENV_FILE}")
+
+
+def remove_containers_of(pid: int) -> int:
+    """Remove, running or not, the containers the worker process ``pid`` of this machine
+    started on the shared engine (``provisioner.docker.host`` labels each with its owner)."""
+    client = docker.from_env()
+    prefix = f"{socket.gethostname()}/{pid}/"
+    removed = 0
+    try:
+        for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
+            if container.labels.get(OWNER_LABEL, "").startswith(prefix):
+                container.remove(force=True)
+                removed += 1
+    finally:
+        client.close()
+    return removed
 
 
 @dataclass
@@ -229,15 +250,7 @@ class VMPlayer:
             engine = self._engines[netns] = VMDocker(netns)
             engine.start().load(self._own_images)
             env["DOCKER_HOST"] = engine.url
-        base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-        log = open(state_dir / "worker.log", "ab")  # noqa: SIM115 - the process owns it
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", netns, *WORKER],
-            env={**base, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        process = self._spawn_worker(netns, env, state_dir)
         LOGGER.info(
             "playing server %s as %s (%s) in netns %s",
             server_id,
@@ -251,11 +264,48 @@ class VMPlayer:
         self._pending.remove((veth, netns))
         return self.vms[server_id]
 
+    def _spawn_worker(
+        self, netns: str, env: dict[str, str], state_dir: Path
+    ) -> subprocess.Popen[bytes]:
+        base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+        log = open(state_dir / "worker.log", "ab")  # noqa: SIM115 - the process owns it
+        return subprocess.Popen(
+            ["ip", "netns", "exec", netns, *WORKER],
+            env={**base, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
     def kill(self, server_id: str) -> None:
         """SIGKILL a VM's worker (a crashed host), leaving its netns."""
         vm = self.vms[server_id]
         os.killpg(vm.process.pid, signal.SIGKILL)
         vm.process.wait()
+
+    def restart_worker(self, server_id: str) -> None:
+        """``kill -9`` a VM's worker and start it again at once, as the host's systemd unit
+        (``Restart=on-failure``) does: the VM, its engine and the containers the dead
+        worker started stay as they were."""
+        vm = self.vms[server_id]
+        self.kill(server_id)
+        vm.process = self._spawn_worker(vm.netns, vm.env, vm.state_dir)
+        LOGGER.info("restarted the worker of server %s after kill -9", server_id)
+
+    def crash(self, server_id: str) -> None:
+        """The VM dies whole, as at a power cut: its worker, the containers it ran and its
+        connections go at once. The server stays in the cloud for the controller to
+        notice; the player never starts this VM again."""
+        vm = self.vms[server_id]
+        worker_pid = vm.process.pid
+        self.kill(server_id)
+        if vm.engine is not None:
+            self._stop_engine(vm.netns)
+        else:
+            remove_containers_of(worker_pid)
+        for relay in self._relays:
+            relay.cut(vm.address)
+        LOGGER.info("crashed the VM of server %s", server_id)
 
     def _stop_vm(self, vm: PlayedVM) -> None:
         if vm.process.poll() is None:

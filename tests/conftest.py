@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fault_table import write_table
 
 from lambda_os.catalogue import Catalogue, connect
 from lambda_os.catalogue_server import CatalogueServer, CatalogueServerError, find_binary
@@ -168,3 +169,8 @@ def openstack_settings() -> Settings:
     except ks_exceptions.ClientException as exc:  # raw: no seam converts a bare token fetch
         missing(f"the test cloud {OPENSTACK_CLOUD} does not answer: {exc!r}")
     return settings
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """The fault table of every fault suite that ran (``tests/fault_table.py``)."""
+    write_table(terminalreporter)

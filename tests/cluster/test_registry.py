@@ -8,6 +8,7 @@ execution went.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -165,6 +166,39 @@ def test_a_lost_hosts_leases_end_now_so_the_sweeper_finds_them(store):
     stranded = store.stranded_executions(now + timedelta(seconds=1), now - timedelta(minutes=5))
     assert [r.id for r in stranded] == [record.id]
     assert store.get_execution(other.id).lease_until > now
+
+
+def test_a_host_registering_with_a_new_worker_ends_the_leases_of_its_earlier_one(store):
+    fn = function(store)
+    now = utcnow()
+    store.register_host(host("a"))  # its worker leases as "a:1:abc"
+    earlier, _ = store.start_execution(
+        new_record(fn, event(1, fn)), "a:1:abc", now, now + timedelta(minutes=5)
+    )
+    elsewhere, _ = store.start_execution(
+        new_record(fn, event(2, fn)), "b:1:abc", now, now + timedelta(minutes=5)
+    )
+
+    store.register_host(dataclasses.replace(host("a"), lease_owner="a:2:def"))  # restarted
+
+    stranded = store.stranded_executions(
+        utcnow() + timedelta(seconds=1), now - timedelta(minutes=5)
+    )
+    assert [r.id for r in stranded] == [earlier.id]
+    assert store.get_execution(elsewhere.id).lease_until > now
+
+
+def test_a_host_registering_again_with_the_same_worker_keeps_its_leases(store):
+    fn = function(store)
+    now = utcnow()
+    store.register_host(host("a"))
+    record, _ = store.start_execution(
+        new_record(fn, event(1, fn)), "a:1:abc", now, now + timedelta(minutes=5)
+    )
+
+    store.register_host(host("a"))  # e.g. found lost wrongly, and back
+
+    assert store.get_execution(record.id).lease_until > now
 
 
 # -- placement -----------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The fault suite's table: one row per fault, printed at the end of the run.
 
-Each test in this directory appends a ``FaultRow``; ``pytest_terminal_summary``
-prints them as the table the README quotes. Faults that restart shared services
+Each test in this directory appends a ``FaultRow`` to the fault table
+(``tests/fault_table.py``) that the run prints at its end. Faults that restart shared services
 (RabbitMQ, the Docker Engine) always bring them back, in ``finally``.
 """
 
@@ -11,11 +11,10 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pika
 import pytest
-from fault_helpers import ROWS, FaultRow
+from fault_table import ROWS, FaultRow
 
 from lambda_os.settings import Settings
 from listener.topology import Topology, declare, delete
@@ -49,36 +48,3 @@ def fault_settings(amqp_url: str, runtime_image: str) -> Iterator[Settings]:
 @pytest.fixture
 def fault_rows() -> list[FaultRow]:
     return ROWS
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
-    if not ROWS:
-        return
-    header = (
-        "fault",
-        "events sent",
-        "executions recorded",
-        "duplicates",
-        "lost",
-        "retried runs",
-        "overlapping runs",
-        "seconds",
-    )
-    lines = [
-        (
-            row.fault,
-            row.sent,
-            row.recorded,
-            row.duplicates,
-            row.lost,
-            row.retried,
-            "-" if row.overlapping is None else row.overlapping,
-            row.seconds,
-        )
-        for row in ROWS
-    ]
-    terminalreporter.section("fault table")
-    terminalreporter.write_line("| " + " | ".join(header) + " |")
-    terminalreporter.write_line("|" + "---|" * len(header))
-    for line in lines:
-        terminalreporter.write_line("| " + " | ".join(str(cell) for cell in line) + " |")

@@ -15,30 +15,12 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from lambda_os.errors import TransientError
 from listener.events import encode_event
 from listener.publish import Publisher
 from provisioner.base import Invocation, Outcome
-
-
-@dataclass(frozen=True)
-class FaultRow:
-    """One line of the fault table."""
-
-    fault: str
-    sent: int
-    recorded: int
-    duplicates: int
-    lost: int
-    retried: int
-    seconds: float
-    overlapping: int | None = None  # executions whose runs overlapped in time, where measured
-
-
-ROWS: list[FaultRow] = []
 
 
 class CountingProvisioner:

@@ -24,13 +24,8 @@ from typing import Any
 
 import pytest
 from broker_tools import close_connections_named
-from fault_helpers import (
-    CountingProvisioner,
-    FaultRow,
-    Stream,
-    restart_dockerd,
-    restart_rabbitmq,
-)
+from fault_helpers import CountingProvisioner, Stream, restart_dockerd, restart_rabbitmq
+from fault_table import FaultRow
 
 from lambda_os.catalogue import connect
 from lambda_os.packages import inspect_package

@@ -34,7 +34,8 @@ from typing import Any
 
 import pytest
 from broker_tools import connected_at
-from fault_helpers import FaultRow, Stream
+from fault_helpers import Stream
+from fault_table import FaultRow
 
 from lambda_os.catalogue import connect
 from lambda_os.catalogue_server import CatalogueServer, find_binary

@@ -6,6 +6,7 @@ Against the real RabbitMQ, with a provisioner double and a mongomock catalogue.
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import timedelta
 
 from listener_helpers import FakeProvisioner, add_function, force_fields, running, wait_for
@@ -85,6 +86,40 @@ def test_the_sweeper_reruns_a_lapsed_run_and_a_queued_record_whose_messages_were
     )
     assert len(provisioner.runs) == 2
     assert broker.ready(broker_settings.events_queue) == 0
+
+
+def test_a_swept_run_answers_the_publisher_of_its_event_where_it_first_asked(
+    broker_settings, broker, catalogue
+):
+    function = add_function(catalogue, "echo")
+    replies = broker.temporary_queue()
+    long_ago = utcnow() - timedelta(hours=1)
+    record = stranded(
+        catalogue,
+        function,
+        "asked",
+        status="running",
+        leased_by="a worker that was killed",
+        lease_until=long_ago,
+        reply_to=replies,
+        correlation_id="the publisher's own id",
+    )
+    listener = make_listener(
+        broker_settings,
+        catalogue,
+        FakeProvisioner(),
+        sweep_interval_s=0.2,
+        sweep_queued_after_s=1.0,
+    )
+
+    with running(listener):
+        reply = wait_for(lambda: broker.get(replies), what="the reply of the swept run")
+
+    properties, body = reply
+    assert properties.correlation_id == "the publisher's own id"
+    answer = json.loads(body)
+    assert (answer["id"], answer["status"]) == (record.id, "succeeded")
+    assert "reply_to" not in answer  # where answers go stays out of the API
 
 
 def test_a_stranded_record_whose_event_was_too_large_to_keep_ends_failed_saying_so(

@@ -142,6 +142,16 @@ class NovaCluster:
             self.player.kill(server_id)
         self.cloud.delete(server_id)
 
+    def crash_vm(self, server_id: str) -> None:
+        """The VM dies whole (worker, containers, connections); its server stays in Nova."""
+        with self._play_lock:
+            self.player.crash(server_id)
+
+    def restart_worker(self, server_id: str) -> None:
+        """``kill -9`` the VM's worker, which its systemd unit starts again."""
+        with self._play_lock:
+            self.player.restart_worker(server_id)
+
     def active_hosts(self) -> set[str]:
         return {h.id for h in self.catalogue.list_hosts("active")}
 
