@@ -224,7 +224,9 @@ def run_standalone(settings: Settings) -> int:
         # cached: an event then costs no function query.
         catalogue = _catalogue(settings, sole_writer=server is not None)
         provisioner = _provisioner(settings)
-        listener = Listener(settings, catalogue, provisioner)
+        # Its own catalogue (server or memory) has no other listener to count with.
+        alone = server is not None or not settings.mongo_url
+        listener = Listener(settings, catalogue, provisioner, alone=alone)
         thread = threading.Thread(
             target=watch_listener,
             args=(listener.run, stopping, listener_died),
@@ -347,6 +349,7 @@ def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
 
     import pika
 
+    from listener.admit import Admission
     from listener.publish import connection_parameters
     from listener.relay import Relay
     from listener.relocate import BrokerQueueMover
@@ -356,7 +359,11 @@ def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
 
     catalogue = _cluster_catalogue(settings, "a cluster router")
     # Its own name, even beside another router in one process: the shares count names.
-    router = Router(catalogue, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    router = Router(
+        catalogue,
+        f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
+        admission=Admission(catalogue, settings),
+    )
     mover = BrokerQueueMover(settings)
     keeper = RegistryKeeper(
         catalogue, router, mover, settings.heartbeat_interval_s, settings.host_lost_after
