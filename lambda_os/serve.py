@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 
@@ -30,6 +30,9 @@ from lambda_os.catalogue_server import CatalogueServer, CatalogueServerError
 from lambda_os.errors import PermanentError, TransientError
 from lambda_os.settings import Settings
 from lambda_os.worker import bounded_read_worker
+
+if TYPE_CHECKING:
+    from listener.admit import Ceiling
 
 LOGGER = logging.getLogger(__name__)
 
@@ -197,6 +200,14 @@ def run_listener(settings: Settings) -> int:
         provisioner.close()
 
 
+def standalone_ceiling(listener_slots: int, api_threads: int) -> Ceiling:
+    """The most ``standalone`` runs at once on a catalogue of its own: a run per listener
+    slot and one per API thread (a synchronous invocation)."""
+    from listener.admit import Ceiling
+
+    return Ceiling(runs=max(1, listener_slots) + api_threads)
+
+
 def run_standalone(settings: Settings) -> int:
     """API and listener in one process, over one catalogue."""
     from catalog_api.app import create_app, served
@@ -224,9 +235,10 @@ def run_standalone(settings: Settings) -> int:
         # cached: an event then costs no function query.
         catalogue = _catalogue(settings, sole_writer=server is not None)
         provisioner = _provisioner(settings)
-        # Its own catalogue (server or memory) has no other listener to count with.
+        # On a MongoDB of its own (a server or memory) nothing else runs its events.
         alone = server is not None or not settings.mongo_url
-        listener = Listener(settings, catalogue, provisioner, alone=alone)
+        ceiling = standalone_ceiling(provisioner.capacity, options["threads"]) if alone else None
+        listener = Listener(settings, catalogue, provisioner, quota_ceiling=ceiling)
         thread = threading.Thread(
             target=watch_listener,
             args=(listener.run, stopping, listener_died),

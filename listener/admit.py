@@ -8,17 +8,19 @@ queues, as for a function at its ``concurrency``. It spends no attempt and its
 record stays ``queued``.
 
 Reading the use costs queries, so it is read only when the quota could bind:
-``binding`` answers None when the quota is at least what the runner can run at
-once at all (``Ceiling``: the active hosts' slots and memory for a router, the
-provisioner's slots for a listener alone on its catalogue), and the quotas
-themselves are read at most every ``quota_cache_s`` per project: they change
-when an admin says so, and a change a second late is no loss for a budget.
-Where no ceiling is known (several listeners on one catalogue) every event of
-the project is counted.
+``binding`` answers None when the quota is at least what can run at once at all
+(``Ceiling``: the active hosts' slots and memory for a router; for
+``lambda-os standalone``, alone on its catalogue, the listener's and the API's
+threads, each running one function of at most the project's largest memory).
+The quotas, and that largest memory, are read at most every ``quota_cache_s``
+per project: quotas change when an admin says so, and a change a second late is
+no loss for a budget. Where no ceiling is known (several listeners on one
+catalogue) every event of a project is counted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -32,8 +34,6 @@ from lambda_os.records import FunctionRecord
 from lambda_os.settings import Settings
 
 QUOTA_CACHE_S = 2.0
-# The largest memory a function may ask for (catalog_api.schemas), for a listener's ceiling.
-MAX_FUNCTION_MEMORY_MB = 4096
 
 
 class AdmissionStore(Protocol):
@@ -48,15 +48,22 @@ class AdmissionStore(Protocol):
 
 @dataclass(frozen=True)
 class Ceiling:
-    """The most a runner can hold at once, whatever the quotas: runs and their memory."""
+    """The most that can run at once, whatever the quotas: runs and their memory.
+
+    ``memory_mb`` None: ``runs`` times the largest memory among the project's functions.
+    """
 
     runs: int
-    memory_mb: int
+    memory_mb: int | None = None
 
-    @classmethod
-    def of_slots(cls, slots: int) -> Ceiling:
-        """A listener's: ``slots`` runs, each of at most the largest memory a function has."""
-        return cls(slots, slots * MAX_FUNCTION_MEMORY_MB)
+
+@dataclass(frozen=True)
+class _Limits:
+    """What is cached of a project: its quota, and the largest memory of its functions once read."""
+
+    read_at: float
+    quota: Quota
+    largest_mb: int | None = None
 
 
 class Admission:
@@ -78,20 +85,23 @@ class Admission:
         self._settings = settings
         self._clock = clock
         self._quota_cache_s = quota_cache_s
-        self._quotas: dict[str, tuple[float, Quota]] = {}
+        self._limits: dict[str, _Limits] = {}
         self._quotas_lock = threading.Lock()
         self.turn = threading.Lock()
 
     def binding(self, function: FunctionRecord, ceiling: Ceiling | None) -> Quota | None:
         """The function's project's quota if it could bind under ``ceiling``; None if it cannot."""
-        quota = self._quota(function.owner)
-        if (
-            ceiling is not None
-            and quota.executions >= ceiling.runs
-            and quota.memory_mb >= ceiling.memory_mb
-        ):
-            return None
-        return quota
+        limits = self._limits_of(function.owner)
+        quota = limits.quota
+        if ceiling is None or quota.executions < ceiling.runs:
+            return quota
+        if ceiling.memory_mb is not None:
+            memory = ceiling.memory_mb
+        else:
+            memory = ceiling.runs * max(
+                self._largest_mb(function.owner, limits), function.memory_mb
+            )
+        return quota if quota.memory_mb < memory else None
 
     def over_after_start(self, function: FunctionRecord, quota: Quota) -> str | None:
         """Why a run just started (now ``running``, so counted) passes the quota; None if not."""
@@ -114,16 +124,25 @@ class Admission:
         usage = Quota(0, 0, len(held), sum(memory[p.function_id] for p in held))
         return refusal(quota, usage, function)
 
-    def _quota(self, project_id: str) -> Quota:
+    def _limits_of(self, project_id: str) -> _Limits:
         now = self._clock()
         with self._quotas_lock:
-            cached = self._quotas.get(project_id)
-        if cached is not None and now - cached[0] < self._quota_cache_s:
-            return cached[1]
-        quota = quota_of(self._store, self._settings, project_id)
+            cached = self._limits.get(project_id)
+        if cached is not None and now - cached.read_at < self._quota_cache_s:
+            return cached
+        limits = _Limits(now, quota_of(self._store, self._settings, project_id))
         with self._quotas_lock:
-            self._quotas[project_id] = (now, quota)
-        return quota
+            self._limits[project_id] = limits
+        return limits
+
+    def _largest_mb(self, project_id: str, limits: _Limits) -> int:
+        """The largest memory of the project's functions, read once per cached quota."""
+        if limits.largest_mb is not None:
+            return limits.largest_mb
+        largest = max(self._store.function_memory_of(project_id).values(), default=0)
+        with self._quotas_lock:
+            self._limits[project_id] = dataclasses.replace(limits, largest_mb=largest)
+        return largest
 
 
 def refusal(quota: Quota, usage: Quota, function: FunctionRecord) -> str | None:

@@ -131,14 +131,14 @@ class Listener:
         lease_margin_s: float = LEASE_MARGIN_S,
         owner: str | None = None,
         handle: Callable[[Event], list[Step]] | None = None,
-        alone: bool = False,
+        quota_ceiling: Ceiling | None = None,
     ) -> None:
         """``provisioner`` runs the events here; a router has none and passes ``handle``
         (what it does with each event, as ``run_event`` would) instead. ``owner`` names
         the leases its runs take (a cluster host's worker: one its registry record
-        names). ``alone``: no other listener runs this catalogue's events (standalone
-        on its own catalogue server), so a project's at-once quota at or above what
-        this one can run needs no count (``listener.admit``)."""
+        names). ``quota_ceiling``: the most that runs at once on this catalogue, when
+        this listener knows it (standalone, alone on its own catalogue); a project's
+        at-once quota at or above it is never counted (``listener.admit``)."""
         if (provisioner is None) == (handle is None):
             raise ValueError("a listener takes either a provisioner or a handle")
         self._topology = topology or Topology.from_settings(settings)
@@ -168,7 +168,7 @@ class Listener:
         # A host's runs were admitted by the router that placed them; a router admits its own.
         admits = handle is None and not self._topology.consume_queue
         self._admission = Admission(catalogue, settings) if admits else None
-        self._ceiling = Ceiling.of_slots(self._capacity) if alone else None
+        self._ceiling = quota_ceiling
 
     @property
     def topology(self) -> Topology:

@@ -160,14 +160,17 @@ class CountingStore:
         return self._catalogue.function_memory_of(owner)
 
 
-def test_a_quota_no_smaller_than_what_the_runner_can_hold_is_never_counted(catalogue):
+def test_a_quota_no_smaller_than_what_can_run_at_once_is_never_counted(catalogue):
     function = add_function(catalogue, "f", memory_mb=128)
+    add_function(catalogue, "bigger", event_type="updated", memory_mb=256)
     store = CountingStore(catalogue)
-    gate = Admission(store, Settings(quota_executions=8, quota_memory_mb=8 * 4096))
+    gate = Admission(store, Settings(quota_executions=8, quota_memory_mb=8 * 256))
 
-    assert gate.binding(function, Ceiling.of_slots(8)) is None
-    assert gate.binding(function, Ceiling.of_slots(9)) is not None
-    assert gate.binding(function, None) is not None  # no ceiling known: always counted
+    # 8 runs, each of at most the project's largest function: the quota cannot bind.
+    assert gate.binding(function, Ceiling(runs=8)) is None
+    assert gate.binding(function, Ceiling(runs=9)) is not None
+    assert gate.binding(function, Ceiling(runs=8, memory_mb=8 * 256 + 1)) is not None
+    assert gate.binding(function, None) is not None  # nothing known: always counted
     assert store.reads["usage_of"] == 0
 
 
@@ -195,3 +198,18 @@ def test_a_projects_quota_is_read_once_per_cache_period(catalogue):
     quota = gate.binding(function, None)
 
     assert store.reads == 2 and quota.executions == 1
+
+
+def test_standalone_on_its_own_catalogue_never_counts_under_the_default_quotas(catalogue):
+    from lambda_os.serve import gunicorn_options, standalone_ceiling
+
+    settings = Settings()
+    function = add_function(catalogue, "f", memory_mb=1024)
+    store = CountingStore(catalogue)
+    threads = gunicorn_options(settings, workers=1)["threads"]
+
+    quota = Admission(store, settings).binding(
+        function, standalone_ceiling(settings.concurrency, threads)
+    )
+
+    assert quota is None and store.reads["usage_of"] == 0
