@@ -4,8 +4,8 @@ A synchronous invocation over a project's ``executions`` or ``memory_mb`` quota 
 refused with 429 (``catalog_api.quotas``); an event from the queue has no caller
 to refuse, so it waits: the listener (``listener.execute``) and the router
 (``listener.route``) hand it back as a ``Step`` that defers it to the short delay
-queues, as for a function at its ``concurrency``. It spends no attempt and its
-record stays ``queued``.
+queues, as a router does for a function at its ``concurrency``. It spends no
+attempt and its record stays ``queued``.
 
 Reading the use costs queries, so it is read only when the quota could bind:
 ``binding`` answers None when the quota is at least what can run at once at all
@@ -86,7 +86,7 @@ class Admission:
         self._clock = clock
         self._quota_cache_s = quota_cache_s
         self._limits: dict[str, _Limits] = {}
-        self._quotas_lock = threading.Lock()
+        self._limits_lock = threading.Lock()
         self.turn = threading.Lock()
 
     def binding(self, function: FunctionRecord, ceiling: Ceiling | None) -> Quota | None:
@@ -126,12 +126,12 @@ class Admission:
 
     def _limits_of(self, project_id: str) -> _Limits:
         now = self._clock()
-        with self._quotas_lock:
+        with self._limits_lock:
             cached = self._limits.get(project_id)
         if cached is not None and now - cached.read_at < self._quota_cache_s:
             return cached
         limits = _Limits(now, quota_of(self._store, self._settings, project_id))
-        with self._quotas_lock:
+        with self._limits_lock:
             self._limits[project_id] = limits
         return limits
 
@@ -140,7 +140,7 @@ class Admission:
         if limits.largest_mb is not None:
             return limits.largest_mb
         largest = max(self._store.function_memory_of(project_id).values(), default=0)
-        with self._quotas_lock:
+        with self._limits_lock:
             self._limits[project_id] = dataclasses.replace(limits, largest_mb=largest)
         return largest
 
