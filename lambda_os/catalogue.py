@@ -416,6 +416,12 @@ class Catalogue:
         with _converted():
             return [doc["_id"] for doc in self._functions.find({"owner": owner}, {"_id": 1})]
 
+    def function_memory_of(self, owner: str) -> dict[str, int]:
+        """Each of ``owner``'s functions by id, with its memory: what a router counts quotas by."""
+        with _converted():
+            docs = self._functions.find({"owner": owner}, {"memory_mb": 1})
+            return {doc["_id"]: int(doc.get("memory_mb", 0)) for doc in docs}
+
     def find_matching(self, event_source: str, event_type: str) -> list[FunctionRecord]:
         """Every function registered for this event: one query on the (source, type) index.
 

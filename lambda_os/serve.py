@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 
@@ -30,6 +30,9 @@ from lambda_os.catalogue_server import CatalogueServer, CatalogueServerError
 from lambda_os.errors import PermanentError, TransientError
 from lambda_os.settings import Settings
 from lambda_os.worker import bounded_read_worker
+
+if TYPE_CHECKING:
+    from listener.admit import Ceiling
 
 LOGGER = logging.getLogger(__name__)
 
@@ -197,6 +200,14 @@ def run_listener(settings: Settings) -> int:
         provisioner.close()
 
 
+def standalone_ceiling(listener_slots: int, api_threads: int) -> Ceiling:
+    """The most ``standalone`` runs at once on a catalogue of its own: a run per listener
+    slot and one per API thread (a synchronous invocation)."""
+    from listener.admit import Ceiling
+
+    return Ceiling(runs=max(1, listener_slots) + api_threads)
+
+
 def run_standalone(settings: Settings) -> int:
     """API and listener in one process, over one catalogue."""
     from catalog_api.app import create_app, served
@@ -224,7 +235,10 @@ def run_standalone(settings: Settings) -> int:
         # cached: an event then costs no function query.
         catalogue = _catalogue(settings, sole_writer=server is not None)
         provisioner = _provisioner(settings)
-        listener = Listener(settings, catalogue, provisioner)
+        # On a MongoDB of its own (a server or memory) nothing else runs its events.
+        alone = server is not None or not settings.mongo_url
+        ceiling = standalone_ceiling(provisioner.capacity, options["threads"]) if alone else None
+        listener = Listener(settings, catalogue, provisioner, quota_ceiling=ceiling)
         thread = threading.Thread(
             target=watch_listener,
             args=(listener.run, stopping, listener_died),
@@ -347,6 +361,7 @@ def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
 
     import pika
 
+    from listener.admit import Admission
     from listener.publish import connection_parameters
     from listener.relay import Relay
     from listener.relocate import BrokerQueueMover
@@ -356,7 +371,11 @@ def router_parts(settings: Settings, **listener_options: Any) -> RouterParts:
 
     catalogue = _cluster_catalogue(settings, "a cluster router")
     # Its own name, even beside another router in one process: the shares count names.
-    router = Router(catalogue, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    router = Router(
+        catalogue,
+        f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}",
+        admission=Admission(catalogue, settings),
+    )
     mover = BrokerQueueMover(settings)
     keeper = RegistryKeeper(
         catalogue, router, mover, settings.heartbeat_interval_s, settings.host_lost_after

@@ -40,10 +40,20 @@ cannot help and the user must see why. An error nobody foresaw ends the record
 with ``not storable``: no record is ever left ``running`` under a lease nobody
 renews. Every change of a record is one of the catalogue's transitions
 (``Catalogue``'s state machine); this module writes none itself.
+
+Given an ``Admission`` (the listener passes one; the API's synchronous path,
+which answers 429 instead, and a cluster host, whose router admitted the run,
+do not), a run that would pass its project's ``executions`` or ``memory_mb``
+quota is not run: the write that started it is undone (``release_execution``:
+back to ``queued``, no attempt spent) and ``Step.defer`` with ``wait_for_room``
+sends the event to the short delay queues, to look again when a run may have
+ended. The count comes after the write, under ``Admission.turn``, so two
+listeners racing for the last room never both keep it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -58,6 +68,7 @@ from typing import Any, Protocol, TypeVar
 
 from lambda_os import storable
 from lambda_os.errors import LambdaError, LeaseLost, NotFound, PermanentError, TransientError
+from lambda_os.quotas import Quota
 from lambda_os.records import (
     ExecutionRecord,
     FunctionRecord,
@@ -66,6 +77,7 @@ from lambda_os.records import (
     utcnow,
     with_changes,
 )
+from listener.admit import Admission, Ceiling
 from listener.events import Event
 from listener.match import match
 from provisioner.base import Invocation, Outcome, Provisioner
@@ -143,7 +155,8 @@ class Step:
     stale retry). ``route``: a router placed the execution on a host; publish the
     event addressed to that function to this queue (the host's own), confirmed,
     before the ack. ``wait_for_room``: with ``defer``, no host has room (or the
-    function is at its concurrency): wait in the short delay queues only.
+    function is at its concurrency, or its project at an at-once quota): wait in
+    the short delay queues only.
     """
 
     record: ExecutionRecord
@@ -207,6 +220,8 @@ class _Run:
     owner: str
     lease_margin_s: float
     retry_delay_s: Callable[[int], float] | None
+    admission: Admission | None = None
+    ceiling: Ceiling | None = None
     gone: str | None = None  # why the version the record was made for cannot run
 
     @property
@@ -226,6 +241,8 @@ def _run_of(
     owner: str | None = None,
     lease_margin_s: float = LEASE_MARGIN_S,
     retry_delay_s: Callable[[int], float] | None = None,
+    admission: Admission | None = None,
+    ceiling: Ceiling | None = None,
 ) -> _Run:
     return _Run(
         catalogue,
@@ -236,6 +253,8 @@ def _run_of(
         owner or process_owner(),
         lease_margin_s,
         retry_delay_s,
+        admission,
+        ceiling,
     )
 
 
@@ -255,10 +274,15 @@ def start_step(
     ``execute_step``'s keywords.
     """
     run = _run_of(catalogue, provisioner, function, event, clock, **options)
-    now = clock()
-    record, created = catalogue.start_execution(
-        new_record(function, event), run.owner, now, run.lease_until(now)
-    )
+    quota = _binding(run)
+    with _turn(run, quota):
+        now = clock()
+        record, created = catalogue.start_execution(
+            new_record(function, event), run.owner, now, run.lease_until(now)
+        )
+        waiting = _wait_if_over(run, record, quota) if created else None
+    if waiting is not None:
+        return waiting
     if not created:
         return _step(run, record)
     return _run_leased(run, record, now)
@@ -326,6 +350,8 @@ def execute_step(
     owner: str | None = None,
     lease_margin_s: float = LEASE_MARGIN_S,
     retry_delay_s: Callable[[int], float] | None = None,
+    admission: Admission | None = None,
+    ceiling: Ceiling | None = None,
 ) -> Step:
     """Run an execution already claimed, under a lease, and say what the listener does next.
 
@@ -335,9 +361,20 @@ def execute_step(
     failed run with retries left queues the next attempt (``Step.retry``) and one
     without ends the record and asks for a dead letter (``Step.dead_letter``).
     A record another listener holds under a live lease is not run: ``Step.defer``.
+    ``admission`` holds the run to its project's at-once quotas, counting only
+    where they could pass ``ceiling`` (see the module doc).
     """
     run = _run_of(
-        catalogue, provisioner, function, event, clock, owner, lease_margin_s, retry_delay_s
+        catalogue,
+        provisioner,
+        function,
+        event,
+        clock,
+        owner,
+        lease_margin_s,
+        retry_delay_s,
+        admission,
+        ceiling,
     )
     return _step(run, record)
 
@@ -379,7 +416,13 @@ def _step(run: _Run, record: ExecutionRecord) -> Step:
             )
         except NotFound as exc:
             run = dataclasses.replace(run, gone=exc.description)
-    acquired = run.catalogue.acquire_execution(record.id, run.owner, now, run.lease_until(now))
+    quota = _binding(run)
+    with _turn(run, quota):
+        now = run.clock()
+        acquired = run.catalogue.acquire_execution(record.id, run.owner, now, run.lease_until(now))
+        waiting = None if acquired is None else _wait_if_over(run, acquired, quota)
+    if waiting is not None:
+        return waiting
     if acquired is None:
         current = run.catalogue.get_execution(record.id)
         if current.finished:
@@ -394,6 +437,35 @@ def _step(run: _Run, record: ExecutionRecord) -> Step:
         )
         return Step(current, defer=True)
     return _run_leased(run, acquired, now)
+
+
+def _binding(run: _Run) -> Quota | None:
+    """The project's at-once quota if this run must be counted against it, else None."""
+    if run.admission is None:
+        return None
+    return run.admission.binding(run.function, run.ceiling)
+
+
+def _turn(run: _Run, quota: Quota | None) -> contextlib.AbstractContextManager[Any]:
+    """This process's turn to start a counted run; nothing to wait for when none is counted."""
+    if quota is None or run.admission is None:
+        return contextlib.nullcontext()
+    return run.admission.turn
+
+
+def _wait_if_over(run: _Run, record: ExecutionRecord, quota: Quota | None) -> Step | None:
+    """None if the run just started fits its project's quota; else undo the start and wait."""
+    if quota is None or run.admission is None:
+        return None
+    reason = run.admission.over_after_start(run.function, quota)
+    if reason is None:
+        return None
+    if not run.catalogue.release_execution(Lease.of(record)):
+        # Taken over between our write and this one: whoever holds it now runs it.
+        return Step(run.catalogue.get_execution(record.id), reply=False)
+    LOGGER.info("event %s: %s; execution %s waits", run.event.id, reason, record.id)
+    released = with_changes(record, status="queued", started_at=None, **NO_LEASE)
+    return Step(released, defer=True, wait_for_room=True)
 
 
 def _run_leased(run: _Run, record: ExecutionRecord, now: datetime) -> Step:

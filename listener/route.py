@@ -8,9 +8,10 @@ each function it creates the execution record (``queued``) and returns a
 - ``route``: the record was placed on a host (``Catalogue.place_execution``);
   the consumer publishes the event addressed to that function to the host's
   queue and acks the event only once the broker confirmed every such publish;
-- ``defer`` with ``wait_for_room``: no host has room, or the function is at its
-  ``concurrency`` across the cluster; the addressed event waits in a delay queue
-  and comes back here (never held in this process's memory);
+- ``defer`` with ``wait_for_room``: no host has room, the function is at its
+  ``concurrency`` across the cluster, or its project at its ``executions`` or
+  ``memory_mb`` quota; the addressed event waits in a delay queue and comes back
+  here (never held in this process's memory), its record ``queued``;
 - ``defer``: another host's run holds the execution's lease: look again later;
 - a finished record (a redelivery) is answered as the listener always does.
 
@@ -37,6 +38,12 @@ goes through its lock, so the count it read before placing was exact. A router
 that joins waits one heartbeat interval before it places (``RegistryKeeper.join``),
 by which time this one has counted it in, as the host shares already rely on.
 
+A project's at-once quotas (``listener.admit``) are counted the same way, from
+the same slots: the project's placed runs and their functions' memory. Only
+when the quota is below what the active hosts hold at once, since otherwise
+it cannot bind; racing routers count again after placing, the slots held no
+later than theirs, as for ``concurrency``.
+
 ``RegistryKeeper`` is the router's clock: it heartbeats the router, learns the
 live routers (for the shares) and the active hosts, marks silent hosts lost, and
 recovers a lost host's work (``recover``).
@@ -53,7 +60,9 @@ from typing import Any, Protocol
 
 from lambda_os.catalogue import Placement
 from lambda_os.errors import LambdaError
+from lambda_os.quotas import Quota
 from lambda_os.records import ExecutionRecord, FunctionRecord, HostRecord, utcnow, with_changes
+from listener.admit import Admission, Ceiling
 from listener.events import Event
 from listener.execute import Step, exhausted_reason, new_record
 from listener.match import match
@@ -118,10 +127,13 @@ class Router:
         catalogue: Any,
         router_id: str,
         clock: Callable[[], datetime] = utcnow,
+        admission: Admission | None = None,
     ) -> None:
+        """``admission`` holds projects to their at-once quotas; without it, none is counted."""
         self._catalogue = catalogue
         self.router_id = router_id
         self._clock = clock
+        self._admission = admission
         self._lock = threading.Lock()
         self._hosts: tuple[HostRecord, ...] = ()
         self._share = RouterShare()
@@ -172,12 +184,15 @@ class Router:
         None when there is no room or the record exists already (a redelivery): the
         caller then records and places it the long way, which answers both.
         """
+        quota = self._binding(function)
         with self._lock:
             placements = self._catalogue.placements()
             if any(p.execution_id == record.id for p in placements):
                 return None  # placed already: a redelivery, the long way
             of_function = sum(1 for p in placements if p.function_id == function.id)
             if of_function >= function.concurrency:
+                return None
+            if self._over_quota(function, quota, placements, record.id) is not None:
                 return None
             host = choose_host(
                 record.function_id,
@@ -197,8 +212,7 @@ class Router:
                 # Only the slot taken here: the record's own placement has its own.
                 self._catalogue.release_slot(slot)
                 return None
-            racing = self._share.routers > 1
-            if racing and self._catalogue.slots_held_before(slot) >= function.concurrency:
+            if self._lost_race(function, quota, slot):
                 self._catalogue.unplace_execution(stored)
                 self._catalogue.release_slot(slot)
                 return Step(
@@ -210,6 +224,7 @@ class Router:
     def _place(self, function: FunctionRecord, record: ExecutionRecord, event: Event) -> Step:
         """Place a queued record (or a lapsed running one) on a host with room, or wait."""
         waiting = Step(record, defer=True, wait_for_room=True)
+        quota = self._binding(function)
         with self._lock:
             placements = self._catalogue.placements()
             of_function = sum(
@@ -219,6 +234,10 @@ class Router:
             )
             if of_function >= function.concurrency:
                 LOGGER.debug("event %s: function %s is at its concurrency", event.id, function.id)
+                return waiting
+            busy = self._over_quota(function, quota, placements, record.id)
+            if busy is not None:
+                LOGGER.info("event %s: %s; execution %s waits", event.id, busy, record.id)
                 return waiting
             loads = self._loads(placements)
             host = choose_host(
@@ -242,14 +261,55 @@ class Router:
                     current.status,
                 )
                 return Step(current, defer=not current.finished)
-            # Alone, this router's lock already kept the count exact (see the module doc).
-            racing = self._share.routers > 1
-            if racing and self._catalogue.slots_held_before(slot) >= function.concurrency:
+            if self._lost_race(function, quota, slot):
                 self._catalogue.unplace_execution(placed)
                 self._catalogue.release_slot(slot)
                 return waiting
         LOGGER.debug("event %s: execution %s placed on %s", event.id, record.id, host.id)
         return Step(placed, route=host.queue)
+
+    def _binding(self, function: FunctionRecord) -> Quota | None:
+        """The project's at-once quota if it could bind on the active hosts, else None."""
+        if self._admission is None:
+            return None
+        hosts = self._hosts
+        ceiling = Ceiling(
+            sum(host.slots_total for host in hosts), sum(host.memory_total_mb for host in hosts)
+        )
+        return self._admission.binding(function, ceiling)
+
+    def _over_quota(
+        self,
+        function: FunctionRecord,
+        quota: Quota | None,
+        placements: Sequence[Placement],
+        execution_id: str,
+    ) -> str | None:
+        """Under the lock: why one more run would pass the project's quota; None if it fits."""
+        if quota is None or self._admission is None:
+            return None
+        others = [p for p in placements if p.execution_id != execution_id]
+        return self._admission.over_if_placed(function, quota, others)
+
+    def _lost_race(self, function: FunctionRecord, quota: Quota | None, slot: Placement) -> bool:
+        """After placing, with other routers live: whether slots held no later than ours fill
+        the function's concurrency or the project's quota, so this placement is taken back.
+
+        Alone, this router's lock already kept the counts exact (see the module doc).
+        """
+        if self._share.routers <= 1:
+            return False
+        if self._catalogue.slots_held_before(slot) >= function.concurrency:
+            return True
+        if quota is None:
+            return False
+        earlier = [
+            p
+            for p in self._catalogue.placements()
+            if p.execution_id != slot.execution_id
+            and (p.placed_at is None or slot.placed_at is None or p.placed_at <= slot.placed_at)
+        ]
+        return self._over_quota(function, quota, earlier, slot.execution_id) is not None
 
     def _loads(self, placements: Sequence[Placement]) -> list[HostLoad]:
         hosts = self._hosts

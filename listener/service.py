@@ -49,6 +49,7 @@ import pika.exceptions
 
 from lambda_os.errors import TransientError
 from lambda_os.settings import Settings
+from listener.admit import Admission, Ceiling
 from listener.consume import Counters, EventGuard, Session, TopologyError
 from listener.events import Event
 from listener.execute import LEASE_MARGIN_S, Step, run_event
@@ -130,11 +131,14 @@ class Listener:
         lease_margin_s: float = LEASE_MARGIN_S,
         owner: str | None = None,
         handle: Callable[[Event], list[Step]] | None = None,
+        quota_ceiling: Ceiling | None = None,
     ) -> None:
         """``provisioner`` runs the events here; a router has none and passes ``handle``
         (what it does with each event, as ``run_event`` would) instead. ``owner`` names
         the leases its runs take (a cluster host's worker: one its registry record
-        names)."""
+        names). ``quota_ceiling``: the most that runs at once on this catalogue, when
+        this listener knows it (standalone, alone on its own catalogue); a project's
+        at-once quota at or above it is never counted (``listener.admit``)."""
         if (provisioner is None) == (handle is None):
             raise ValueError("a listener takes either a provisioner or a handle")
         self._topology = topology or Topology.from_settings(settings)
@@ -161,6 +165,10 @@ class Listener:
         self._settings = settings
         self._sweep_interval_s = settings.sweep_interval_s
         self._consuming = threading.Event()
+        # A host's runs were admitted by the router that placed them; a router admits its own.
+        admits = handle is None and not self._topology.consume_queue
+        self._admission = Admission(catalogue, settings) if admits else None
+        self._ceiling = quota_ceiling
 
     @property
     def topology(self) -> Topology:
@@ -281,6 +289,8 @@ class Listener:
             lease_margin_s=self._lease_margin_s,
             retry_delay_s=self._retry_delay_s,
             owner=self._owner,
+            admission=self._admission,
+            ceiling=self._ceiling,
         )
 
     def _retry_delay_s(self, attempt: int) -> float:

@@ -88,6 +88,21 @@ def test_a_functions_concurrency_holds_across_hosts(live_cluster):
     assert max_overlap(records) <= 3  # ... but never more than 3 at once
 
 
+def test_a_projects_executions_quota_holds_across_hosts_and_functions(live_cluster):
+    live_cluster.start_worker("alpha")
+    live_cluster.start_worker("beta")
+    live_cluster.wait_for_hosts("alpha", "beta")
+    functions = [live_cluster.function("quota-a"), live_cluster.function("quota-b")]
+    live_cluster.catalogue.set_quota("tests", {"executions": 2})
+
+    for n in range(6):
+        live_cluster.send(functions[n % 2], n, sleep=1.5)
+
+    records = [r for fn in functions for r in live_cluster.finished(fn, 3)]
+    assert [(r.status, r.attempt) for r in records] == [("succeeded", 1)] * 6
+    assert max_overlap(records) <= 2  # 4 slots in all, but the project may use 2
+
+
 def test_a_killed_host_loses_no_event_and_its_invocations_finish_elsewhere(live_cluster):
     live_cluster.start_worker("alpha")
     live_cluster.start_worker("beta")

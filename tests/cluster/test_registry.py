@@ -18,6 +18,8 @@ import pytest
 from lambda_os.catalogue import HOST_TRANSITIONS, TRANSITIONS, Catalogue
 from lambda_os.packages import inspect_package
 from lambda_os.records import ExecutionRecord, FunctionRecord, HostBeat, HostRecord, utcnow
+from lambda_os.settings import Settings
+from listener.admit import Admission
 from listener.events import Event
 from listener.execute import execute_step, new_record, spent_attempts
 from listener.placement import HostLoad, home_host, probe_order
@@ -312,6 +314,85 @@ def test_a_functions_concurrency_holds_across_hosts(store):
     assert all(step.wait_for_room for step in steps[3:])
     waiting = store.get_execution(steps[4].record.id)
     assert (waiting.status, waiting.placed_on) == ("queued", None)
+
+
+def quota_router(store: Catalogue, admission_store=None) -> Router:
+    admission = Admission(admission_store or store, Settings(), quota_cache_s=0)
+    return refreshed(store, Router(store, "r1", admission=admission))
+
+
+def test_a_projects_executions_quota_holds_across_its_functions_and_hosts(store):
+    for host_id in ("a", "b"):
+        store.register_host(host(host_id, slots=4))
+    f, g = function(store, "f"), function(store, "g")
+    store.set_quota("tests", {"executions": 3})
+    router = quota_router(store)
+
+    steps = [router.handle(event(n, (f, g)[n % 2]))[0] for n in range(6)]
+
+    assert sum(1 for step in steps if step.route) == 3
+    assert all(step.defer and step.wait_for_room for step in steps[3:])
+    waiting = store.get_execution(steps[5].record.id)
+    assert (waiting.status, waiting.placed_on, waiting.attempt) == ("queued", None, 1)
+
+
+def test_a_projects_memory_quota_counts_the_memory_of_its_placed_runs(store):
+    store.register_host(host("a", slots=4))
+    f = function(store, "f", memory_mb=256)
+    g = function(store, "g", memory_mb=256)
+    store.set_quota("tests", {"memory_mb": 300})
+    router = quota_router(store)
+
+    first = router.handle(event(1, f))[0]
+    second = router.handle(event(2, g))[0]
+
+    assert first.route == "q.host.a"
+    assert second.wait_for_room and second.route is None
+
+
+def test_an_event_that_waited_for_its_projects_quota_is_placed_once_a_run_ends(store):
+    store.register_host(host("a", slots=4))
+    fn = function(store)
+    store.set_quota("tests", {"executions": 1})
+    router = quota_router(store)
+    first = router.handle(event(1, fn))[0]
+    assert router.handle(event(2, fn))[0].wait_for_room
+
+    for slot in store.placements():
+        store.release_slot(slot)  # as the host's worker does when the first run ends
+    again = router.handle(event(2, fn))[0]
+
+    assert first.route and again.route == "q.host.a"
+    stored = store.list_executions({"function_id": fn.id}, 10).items
+    assert sorted(r.id for r in stored) == sorted([first.record.id, again.record.id])
+
+
+class CountingReads:
+    """The catalogue for an ``Admission``, counting the reads of what a project runs."""
+
+    def __init__(self, store: Catalogue) -> None:
+        self._store = store
+        self.counted = 0
+
+    def get_quota(self, project_id):
+        return self._store.get_quota(project_id)
+
+    def function_memory_of(self, owner):
+        self.counted += 1
+        return self._store.function_memory_of(owner)
+
+
+def test_a_quota_the_active_hosts_cannot_reach_is_never_counted(store):
+    store.register_host(host("a", slots=2, memory_mb=4096))
+    fn = function(store)
+    store.set_quota("tests", {"executions": 2, "memory_mb": 4096})
+    reads = CountingReads(store)
+    router = quota_router(store, reads)
+
+    steps = routed(store, router, 3, fn)
+
+    assert [bool(step.route) for step in steps] == [True, True, False]  # the host is full
+    assert reads.counted == 0
 
 
 def test_two_routers_on_one_catalogue_keep_to_their_shares_of_a_host(store):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,3 +83,28 @@ def broker(amqp_url: str) -> Iterator[Broker]:
     b = Broker(amqp_url)
     yield b
     b.close()
+
+
+@pytest.fixture
+def docker_settings(broker_settings: Settings, runtime_image: str) -> Iterator[Settings]:
+    """The broker settings with a runtime image and 2 slots on the local Docker Engine."""
+    # A short state directory: the agent's socket path must fit in 108 bytes.
+    state_dir = tempfile.mkdtemp(prefix="los-", dir="/tmp")
+    yield dataclasses.replace(
+        broker_settings,
+        state_dir=state_dir,
+        runtime_image_prefix=runtime_image.rsplit(":", 1)[0],
+        concurrency=2,
+    )
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def docker_provisioner(docker_settings: Settings, docker_client: Any) -> Iterator[Any]:
+    try:
+        from provisioner.docker import DockerProvisioner
+    except ImportError as exc:
+        pytest.skip(f"provisioner.docker is not available: {exc}")
+    backend = DockerProvisioner(docker_settings, client=docker_client)
+    yield backend
+    backend.close()

@@ -6,45 +6,15 @@ Engine and the locally built runtime image; the catalogue is mongomock.
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
-import tempfile
 import textwrap
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from listener_helpers import add_function, running, wait_for
 
-from lambda_os.settings import Settings
 from listener.events import encode_event
 from listener.service import Backoff, Listener
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def docker_settings(broker_settings: Settings, runtime_image: str) -> Iterator[Settings]:
-    # A short state directory: the agent's socket path must fit in 108 bytes.
-    state_dir = tempfile.mkdtemp(prefix="los-", dir="/tmp")
-    yield dataclasses.replace(
-        broker_settings,
-        state_dir=state_dir,
-        runtime_image_prefix=runtime_image.rsplit(":", 1)[0],
-        concurrency=2,
-    )
-    shutil.rmtree(state_dir, ignore_errors=True)
-
-
-@pytest.fixture
-def docker_provisioner(docker_settings: Settings, docker_client: Any) -> Iterator[Any]:
-    try:
-        from provisioner.docker import DockerProvisioner
-    except ImportError as exc:
-        pytest.skip(f"provisioner.docker is not available: {exc}")
-    backend = DockerProvisioner(docker_settings, client=docker_client)
-    yield backend
-    backend.close()
 
 
 def run_event(settings, catalogue, provisioner, broker, source: str, data=None, **fields):
