@@ -107,3 +107,41 @@ class TokenTable:
 
     def authenticate(self, req: falcon.Request) -> Principal | None:
         return TOKENS.get(req.get_header("X-Auth-Token") or "")
+
+
+# -- who may do what: the role table, shared by the in-process and the Keystone suites --
+
+ENDPOINTS = [
+    ("GET", "/v1/functions/{id}"),
+    ("GET", "/v1/functions/{id}/code"),
+    ("PATCH", "/v1/functions/{id}"),
+    ("PUT", "/v1/functions/{id}/code?filename=main.py"),
+    ("POST", "/v1/functions/{id}/invocations"),
+    ("DELETE", "/v1/functions/{id}"),
+    ("GET", "/v1/executions/{execution_id}"),
+    ("GET", "/v1/executions/{execution_id}/logs"),
+    ("GET", "/v1/deadletters/{dead_letter_id}"),
+    ("POST", "/v1/deadletters/{dead_letter_id}/replay"),
+]
+BODIES = {
+    "PATCH": {"json": {"description": "changed"}},
+    "PUT": {"body": HELLO, "headers": {"Content-Type": "text/x-python"}},
+    "POST": {"json": {}},
+}
+READS = {"GET"}
+# Without an invoker or replayer the app answers 503 once the caller may act.
+MAY_ACT = {"GET": 200, "PATCH": 200, "PUT": 200, "POST": 503, "DELETE": 204}
+CALLERS = ("a-member", "admin", "a-reader", "no-role", "b-member", None)
+
+
+def expected_status(who: str | None, method: str, allowed: int) -> int:
+    """What ``who`` gets on project A's resources: ``allowed`` (the answer once the caller
+    may act), 403 for a role that may not (a reader's change), 404 for another project
+    (as for an id that does not exist), 401 without a valid token."""
+    if who is None:
+        return 401
+    if who == "b-member":
+        return 404
+    if who == "no-role" or (who == "a-reader" and method not in READS):
+        return 403
+    return allowed

@@ -3,7 +3,8 @@
 Run as a script by the live tests: settings come from the environment, the
 catalogue is in memory, and invocations go to ``EchoInvoker``, which answers at
 once with the event data as the result, so a test sees exactly what the
-function would have been given.
+function would have been given; an event ``{"fail": true}`` ends failed and leaves
+a dead letter, as a run whose retries are exhausted does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from typing import Any
 
 from catalog_api.app import create_app, served
 from lambda_os.catalogue import Catalogue, connect
-from lambda_os.records import ExecutionRecord, FunctionRecord, execution_id_for, utcnow
+from lambda_os.records import (
+    DeadLetterRecord,
+    ExecutionRecord,
+    FunctionRecord,
+    execution_id_for,
+    utcnow,
+)
 from lambda_os.serve import GunicornServer, gunicorn_options
 from lambda_os.settings import Settings
 
@@ -36,8 +43,24 @@ class EchoInvoker:
             event=data,
             status="succeeded",
         )
-        record = dataclasses.replace(record, result={"event": data}, finished_at=utcnow())
-        return self._catalogue.create_execution(record)[0]
+        if isinstance(data, dict) and data.get("fail") is True:
+            error = {"type": "Failed", "message": "asked to fail", "reason": "handler error"}
+            record = dataclasses.replace(record, status="failed", error=error)
+        else:
+            record = dataclasses.replace(record, result={"event": data})
+        record = dataclasses.replace(record, finished_at=utcnow())
+        stored = self._catalogue.create_execution(record)[0]
+        if stored.status == "failed":
+            letter = DeadLetterRecord(
+                "",
+                "retries exhausted",
+                "asked to fail",
+                event_id=event_id,
+                function_id=function.id,
+                execution_id=stored.id,
+            )
+            self._catalogue.add_dead_letter(letter)
+        return stored
 
     def submit(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
         return self.invoke(function, data)

@@ -11,7 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from api_helpers import HELLO, TokenTable, encode_multipart, function_fields
+from api_helpers import (
+    BODIES,
+    CALLERS,
+    ENDPOINTS,
+    HELLO,
+    MAY_ACT,
+    TokenTable,
+    encode_multipart,
+    expected_status,
+    function_fields,
+)
 from falcon.testing import TestClient
 
 from catalog_api.app import create_app
@@ -55,47 +65,15 @@ def a_function(client: TestClient, catalogue: Catalogue) -> dict[str, Any]:
     return {**function, "execution_id": execution_id, "dead_letter_id": letter.id}
 
 
-ENDPOINTS = [
-    ("GET", "/v1/functions/{id}"),
-    ("GET", "/v1/functions/{id}/code"),
-    ("PATCH", "/v1/functions/{id}"),
-    ("PUT", "/v1/functions/{id}/code?filename=main.py"),
-    ("POST", "/v1/functions/{id}/invocations"),
-    ("DELETE", "/v1/functions/{id}"),
-    ("GET", "/v1/executions/{execution_id}"),
-    ("GET", "/v1/executions/{execution_id}/logs"),
-    ("GET", "/v1/deadletters/{dead_letter_id}"),
-    ("POST", "/v1/deadletters/{dead_letter_id}/replay"),
-]
-BODIES = {
-    "PATCH": {"json": {"description": "changed"}},
-    "PUT": {"body": HELLO, "headers": {"Content-Type": "text/x-python"}},
-    "POST": {"json": {}},
-}
-READS = {"GET"}
-# Without an invoker or replayer the app answers 503 once the caller may act.
-MAY_ACT = {"GET": 200, "PATCH": 200, "PUT": 200, "POST": 503, "DELETE": 204}
-
-# who -> what it gets on project A's resources: its own answer, 403 for a read-only
-# role on a change, 404 for another project (as for an id that does not exist).
-EXPECTED = {
-    "a-member": lambda method: MAY_ACT[method],
-    "admin": lambda method: MAY_ACT[method],
-    "a-reader": lambda method: MAY_ACT[method] if method in READS else 403,
-    "no-role": lambda method: 403,
-    "b-member": lambda method: 404,
-    None: lambda method: 401,
-}
-
-
 @pytest.mark.parametrize("method,template", ENDPOINTS)
-@pytest.mark.parametrize("who", list(EXPECTED))
+@pytest.mark.parametrize("who", CALLERS)
 def test_each_caller_gets_its_answer_on_project_a_resources(
     client, a_function, who, method, template
 ):
     path = template.format(**a_function)
     result = call(client, who, method, path, **BODIES.get(method, {}))
-    assert result.status_code == EXPECTED[who](method), (who, method, path, result.text)
+    expected = expected_status(who, method, MAY_ACT[method])
+    assert result.status_code == expected, (who, method, path, result.text)
 
 
 def test_an_unknown_id_and_another_projects_id_answer_alike(client, a_function):

@@ -33,8 +33,13 @@ REPO = Path(__file__).resolve().parents[2]
 API_TESTS = REPO / "tests" / "api"
 sys.path.insert(0, str(API_TESTS))
 from api_helpers import (
+    BODIES,
+    CALLERS,
+    ENDPOINTS,
     HELLO,
+    MAY_ACT,
     encode_multipart,
+    expected_status,
     free_port,
     function_fields,
     stop,
@@ -194,6 +199,57 @@ def test_a_readers_token_may_not_change_anything(api, tokens):
     status, _head, body = upload(api, tokens["a-reader"], "not-allowed")
     assert status == 403
     assert "member" in body["description"]
+
+
+# What a caller allowed to act gets from this API server (tests/api/live_server.py): its
+# invoker answers at once, and it has no replayer.
+LIVE_ALLOWED = {
+    ("POST", "/v1/functions/{id}/invocations"): 200,
+    ("POST", "/v1/deadletters/{dead_letter_id}/replay"): 503,
+}
+
+
+@pytest.fixture
+def a_resources(api, tokens) -> dict[str, str]:
+    """Project A's function, a failed execution of it and its dead letter, made over HTTP."""
+    member = tokens["a-member"]
+    status, _head, function = upload(api, member, f"table-{uuid.uuid4().hex[:8]}")
+    assert status == 201, function
+    invocations = f"/v1/functions/{function['id']}/invocations"
+    failed = json.dumps({"fail": True}).encode()
+    status, _head, execution = request(
+        api, "POST", invocations, member, body=failed, headers={"Content-Type": "application/json"}
+    )
+    assert (status, execution["status"]) == (200, "failed"), execution
+    _status, _head, letters = request(
+        api, "GET", f"/v1/deadletters?function_id={function['id']}", member
+    )
+    (letter,) = letters["deadletters"]
+    return {"id": function["id"], "execution_id": execution["id"], "dead_letter_id": letter["id"]}
+
+
+@pytest.mark.parametrize("method,template", ENDPOINTS)
+@pytest.mark.parametrize("who", [c for c in CALLERS if c != "no-role"] + ["forged"])
+def test_each_keystone_caller_gets_its_answer_on_project_a_resources(
+    api, tokens, keystone, a_resources, who, method, template
+):
+    # Keystone gives no project-scoped token without a role, so "no-role" cannot be.
+    token = {"admin": keystone.admin.get_token(), "forged": "gAAAAABforged", None: None}.get(
+        who, tokens.get(who or "")
+    )
+    extra = BODIES.get(method, {})
+    body = extra.get("body")
+    headers = dict(extra.get("headers", {}))
+    if "json" in extra:
+        body = json.dumps(extra["json"]).encode()
+        headers["Content-Type"] = "application/json"
+    path = template.format(**a_resources)
+
+    status, _head, answer = request(api, method, path, token, body=body, headers=headers)
+
+    allowed = LIVE_ALLOWED.get((method, template), MAY_ACT[method])
+    expected = expected_status(None if who == "forged" else who, method, allowed)
+    assert status == expected, (who, method, path, answer)
 
 
 def test_the_clouds_admin_sees_the_hosts_and_a_member_does_not(api, tokens, keystone):
