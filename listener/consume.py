@@ -30,6 +30,8 @@ What happens to a message:
   then the message still lands on the dead-letter queue through the queue's DLX,
   and the reason is in the log. Either way nothing is lost and the consumer goes on.
 - no function matches: acked and counted.
+- no id: held until a copy carrying its assigned id is committed to the broker
+  (``listener.numbering``, in batches), then acked; the copy is what runs.
 - run: acked after the records are stored; replies go to ``reply_to`` first
   (a host's through the results queue, relayed by a router: ``listener.relay``).
   A retry (``Step.retry``) or a deferral (``Step.defer``: another listener holds
@@ -73,6 +75,7 @@ from lambda_os.records import DeadLetterRecord, ExecutionRecord, iso, utcnow
 from listener.deadletter import dead_letter_record, own_headers
 from listener.events import Event, InvalidEvent, parse_event
 from listener.execute import Step
+from listener.numbering import Numbering, Unnumbered
 from listener.project import project_of
 from listener.topology import Topology, declare_own
 
@@ -225,6 +228,7 @@ class Session:
         self._channel: Any = None
         self._out: Any = None
         self._replies: Any = None
+        self._numbering: Any = None
 
     def run(self, on_consuming: Callable[[], None] = lambda: None) -> None:
         """Declare, consume, and on stop finish what is in flight; connection errors propagate."""
@@ -241,6 +245,7 @@ class Session:
         # Replies need no confirm: the record is stored before any reply goes out, so a
         # confirm would only make every reply wait a broker round trip on this thread.
         self._replies = self._connection.channel()
+        self._numbering = Numbering(self._connection)
         self._channel, self._out = channel, out
         queue = self._topology.consumed_queue
         LOGGER.info("consuming %s with prefetch %d", queue, self._prefetch)
@@ -252,9 +257,14 @@ class Session:
             if self._stop.is_set():
                 if method is not None:  # not started: straight back to the queue
                     channel.basic_nack(method.delivery_tag, requeue=True)
+                self._numbering.give_back(lambda tag: channel.basic_nack(tag, requeue=True))
                 break
             if method is not None:
                 self._on_message(method, properties, body)
+            if self._numbering.held and (
+                method is None or self._numbering.full or channel.get_waiting_message_count() == 0
+            ):
+                self._commit_numbered()
         if not self._stop.is_set():
             # The generator ends without a stop when the broker cancels the consumer
             # (the queue was deleted): reconnect, with backoff, and declare it again.
@@ -300,10 +310,12 @@ class Session:
         attempt = (properties.headers or {}).get(ATTEMPT_HEADER)
         if isinstance(attempt, int) and attempt >= 1 and event.function_id is not None:
             event = dataclasses.replace(event, attempt=attempt)
-        if event.id_origin == "assigned" and self._republish_with_id(
-            method, properties, body, event
-        ):
+        if event.id_origin == "assigned":
+            self._hold_unnumbered(method, properties, event, body)
             return
+        self._submit(tag, properties, body, event)
+
+    def _submit(self, tag: int, properties: Any, body: bytes, event: Event) -> None:
         LOGGER.debug(
             "event %s: received %s/%s (id from %s, delivery %d)",
             event.id,
@@ -372,39 +384,25 @@ class Session:
             reason = f"internal error: {type(error).__name__}: {error}"
             self._dead_letter(tag, properties, body, reason, event.id, kind="internal error")
 
-    def _republish_with_id(self, method: Any, properties: Any, body: bytes, event: Event) -> bool:
-        """Put an id-less event back with its assigned id as ``message_id``, then ack it.
-
-        The copy is what runs, so every later redelivery of it carries the same id
-        and maps to the same executions. A project's event goes back the way it came
-        (the projects exchange, its routing key), so the copy keeps its project.
-        False (run it now, under the assigned id) if the broker refuses the copy.
-        """
-        tag = method.delivery_tag
+    def _hold_unnumbered(self, method: Any, properties: Any, event: Event, body: bytes) -> None:
+        """Hold an id-less event until its copy with the assigned id is committed
+        (``listener.numbering``). A project's event goes back the way it came (the
+        projects exchange, its routing key), so the copy keeps its project."""
         copy = _copy_properties(properties, dict(properties.headers or {}), message_id=event.id)
         if event.project is not None:
             exchange, key = method.exchange, method.routing_key
         else:
             exchange, key = self._topology.outlet(self._topology.events_queue)
-        try:
-            self._out.basic_publish(
-                exchange=exchange,
-                routing_key=key,
-                body=body,
-                properties=copy,
-                mandatory=True,
-            )
-        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
-            LOGGER.warning(
-                "event %s: could not republish with its assigned id (%r); running it as it is",
-                event.id,
-                exc,
-            )
-            return False
-        self._counters.add("ids_assigned")
-        LOGGER.debug("event %s: had no id; republished with it as message_id", event.id)
-        self._channel.basic_ack(tag)
-        return True
+        self._numbering.hold(
+            Unnumbered(method.delivery_tag, event, properties, body, exchange, key, copy)
+        )
+
+    def _commit_numbered(self) -> None:
+        committed = self._numbering.commit(
+            ack=self._channel.basic_ack,
+            run_as_is=lambda held: self._submit(held.tag, held.properties, held.body, held.event),
+        )
+        self._counters.add("ids_assigned", committed)
 
     def _publish_retries(self, properties: Any, event: Event, steps: list[Step]) -> bool:
         """Publish the delayed messages the steps ask for; False on refusal.

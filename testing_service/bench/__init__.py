@@ -45,7 +45,7 @@ from lambda_os.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
 
-DEFAULT_CASES = "floor,warm,throughput1,throughput100,cold,per_event,celery,memory"
+DEFAULT_CASES = "floor,warm,throughput1,throughput1_noid,throughput100,cold,per_event,celery,memory"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -124,6 +124,15 @@ def throughput_one(settings: Settings, args: argparse.Namespace) -> dict[str, An
         return _throughput(platform, settings, args, types, "throughput-1", profile=True)
 
 
+def throughput_one_without_ids(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Case 3c: as 3a, but the events carry no id (the listener numbers them)."""
+    catalogue, types = catalogue_with(1, 1, settings.embedded_executions_kept)
+    with running_platform(settings, catalogue, pool_size=0) as platform:
+        return _throughput(
+            platform, settings, args, types, "throughput-1-no-ids", profile=False, with_ids=False
+        )
+
+
 def throughput_many(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """Case 3b: events spread over ``--receiving`` functions, ``--registered`` in the catalogue.
 
@@ -154,13 +163,21 @@ def _throughput(
     types: tuple[str, ...],
     name: str,
     profile: bool,
+    with_ids: bool = True,
 ) -> dict[str, Any]:
     queue = platform.settings.events_queue
     # Warm every function, with enough in flight that each has the containers a burst uses.
     warmup = max(args.warmup, 2 * len(types))
     _checked(
         run_in_child(
-            _spec(settings, queue, warmup, window=settings.concurrency, event_types=types)
+            _spec(
+                settings,
+                queue,
+                warmup,
+                window=settings.concurrency,
+                event_types=types,
+                with_ids=with_ids,
+            )
         ),
         f"{name} warm-up",
     )
@@ -171,6 +188,7 @@ def _throughput(
         window=args.throughput_events,
         event_types=types,
         time_limit_s=args.time_limit_s,
+        with_ids=with_ids,
     )
     meter = cpu.CpuMeter(
         {
@@ -369,6 +387,7 @@ CASES = {
     "floor": broker_floor,
     "warm": warm_latency,
     "throughput1": throughput_one,
+    "throughput1_noid": throughput_one_without_ids,
     "throughput100": throughput_many,
     "cold": cold_start,
     "per_event": container_per_event,

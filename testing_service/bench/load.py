@@ -43,6 +43,7 @@ class LoadSpec:
     time_limit_s: float = 120.0
     keep_replies: int = 1
     data: dict[str, Any] = field(default_factory=lambda: {"n": 1})
+    with_ids: bool = True  # False: no "id", as most publishers send; the listener assigns one
 
 
 def drive(spec: LoadSpec) -> dict[str, Any]:
@@ -80,14 +81,14 @@ def drive(spec: LoadSpec) -> dict[str, Any]:
         while (sent < spec.count or sent_at) and time.perf_counter() < deadline:
             while sent < spec.count and len(sent_at) < spec.window:
                 correlation = f"{run}-{sent}"
-                body = json.dumps(
-                    {
-                        "event_source": spec.event_source,
-                        "event_type": types[sent % len(types)],
-                        "data": spec.data,
-                        "id": correlation,
-                    }
-                ).encode()
+                event = {
+                    "event_source": spec.event_source,
+                    "event_type": types[sent % len(types)],
+                    "data": spec.data,
+                }
+                if spec.with_ids:
+                    event["id"] = correlation
+                body = json.dumps(event).encode()
                 properties = pika.BasicProperties(
                     content_type="application/json",
                     delivery_mode=pika.DeliveryMode.Persistent,

@@ -78,6 +78,16 @@ def targets(cases: dict[str, Any], ratio: dict[str, Any]) -> list[dict[str, Any]
             "events/s",
         ),
         (
+            "throughput without ids over with them (1 function)",
+            _div(
+                _get(cases, "throughput1_noid", "events_per_s"),
+                _get(cases, "throughput1", "events_per_s"),
+            ),
+            ">=",
+            0.9,
+            "x",
+        ),
+        (
             "throughput (1 function) over Celery's",
             _get(ratio, "celery", "throughput_1_over_it"),
             ">=",
@@ -185,6 +195,12 @@ def measurements(cases: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         add("2 warm latency, trivial function", None, _get(c, "warm", "latency"))
     if "throughput1" in c:
         add("3a throughput, 1 function", _get(c, "throughput1", "events_per_s"), None)
+    if "throughput1_noid" in c:
+        add(
+            "3c throughput, 1 function, events without ids",
+            _get(c, "throughput1_noid", "events_per_s"),
+            None,
+        )
     if "throughput100" in c:
         label = f"3b throughput, {_fmt(_get(c, 'throughput100', 'receiving'))} of {_fmt(_get(c, 'throughput100', 'registered'))} functions"
         add(label, _get(c, "throughput100", "events_per_s"), None)
@@ -337,6 +353,7 @@ def cluster_section(case: dict[str, Any]) -> str:
 CPU_CASES = (
     ("floor", "1 broker floor"),
     ("throughput1", "3a throughput, 1 function"),
+    ("throughput1_noid", "3c throughput, 1 function, no ids"),
     ("throughput100", "3b throughput, 100 functions"),
     ("celery", "6 Celery"),
 )

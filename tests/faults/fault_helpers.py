@@ -49,11 +49,23 @@ class CountingProvisioner:
 
 
 class Stream:
-    """Publish ``count`` events on a thread, one every ``interval_s``; ``sent`` holds the ids."""
+    """Publish ``count`` events on a thread, one every ``interval_s``; ``sent`` holds their marks.
 
-    def __init__(self, settings: Any, fault: str, count: int, interval_s: float = 0.02) -> None:
+    Each event's data carries its mark (``mark_of`` reads it back from a record), which
+    is also its id unless ``with_ids`` is False: then the listener assigns the ids.
+    """
+
+    def __init__(
+        self,
+        settings: Any,
+        fault: str,
+        count: int,
+        interval_s: float = 0.02,
+        with_ids: bool = True,
+    ) -> None:
         self._publisher = Publisher(settings, name=f"fault stream {fault}")
         self._fault = fault
+        self._with_ids = with_ids
         self._count = count
         self._interval_s = interval_s
         self.sent: list[str] = []
@@ -71,8 +83,9 @@ class Stream:
 
     def _run(self) -> None:
         for index in range(self._count):
-            event_id = f"{self._fault}-{index:04d}"
-            body = encode_event("faults", "tick", {"n": index}, id=event_id)
+            mark = f"{self._fault}-{index:04d}"
+            event_id = mark if self._with_ids else None
+            body = encode_event("faults", "tick", {"n": index, "mark": mark}, id=event_id)
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -84,8 +97,14 @@ class Stream:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
-            self.sent.append(event_id)
+            self.sent.append(mark)
             time.sleep(self._interval_s)
+
+
+def mark_of(record: Any) -> str:
+    """The ``Stream`` mark of the event an execution record ran."""
+    event = record.event if isinstance(record.event, dict) else {}
+    return str(event.get("mark", record.event_id))
 
 
 def restart_rabbitmq() -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 from broker_tools import connected_at
-from fault_helpers import Stream
+from fault_helpers import Stream, mark_of
 from fault_table import FaultRow
 
 from lambda_os.catalogue import connect
@@ -168,11 +168,15 @@ def cluster(fault_settings: Settings) -> Iterator[Cluster]:
 
 
 def run_cluster_fault(
-    fault: str, cluster: Cluster, inject: Callable[[Cluster], None], rows: list[FaultRow]
+    fault: str,
+    cluster: Cluster,
+    inject: Callable[[Cluster], None],
+    rows: list[FaultRow],
+    with_ids: bool = True,
 ) -> FaultRow:
     cluster.start_listeners()
     started = time.monotonic()
-    stream = Stream(cluster.settings, fault, EVENTS, interval_s=0.01).start()
+    stream = Stream(cluster.settings, fault, EVENTS, interval_s=0.01, with_ids=with_ids).start()
     deadline = time.monotonic() + 60
     while len(stream.sent) < EVENTS // 3 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -187,10 +191,10 @@ def run_cluster_fault(
         except LambdaError:  # the catalogue may still be coming back
             time.sleep(0.5)
             continue
-        if {r.event_id for r in records if r.finished}.issuperset(sent):
+        if {mark_of(r) for r in records if r.finished}.issuperset(sent):
             break
         time.sleep(0.5)
-    per_key = collections.Counter((r.event_id, r.function_id) for r in records)
+    per_key = collections.Counter((mark_of(r), r.function_id) for r in records)
     runs = cluster.runs()
     clashes = overlapping(runs)
     row = FaultRow(
@@ -198,7 +202,7 @@ def run_cluster_fault(
         sent=len(sent),
         recorded=len(records),
         duplicates=sum(n - 1 for n in per_key.values() if n > 1),
-        lost=len(sent - {r.event_id for r in records if r.finished}),
+        lost=len(sent - {mark_of(r) for r in records if r.finished}),
         retried=sum(len(r.attempts) for r in records),
         seconds=round(time.monotonic() - started, 1),
         overlapping=len(clashes),
@@ -211,12 +215,24 @@ def run_cluster_fault(
     return row
 
 
-def test_three_listeners_one_killed_mid_stream_lose_nothing(cluster, fault_rows):
-    def kill_one(running: Cluster) -> None:
-        running.processes[0].send_signal(signal.SIGKILL)
-        running.processes[0].wait(timeout=30)
+def kill_one(running: Cluster) -> None:
+    running.processes[0].send_signal(signal.SIGKILL)
+    running.processes[0].wait(timeout=30)
 
+
+def test_three_listeners_one_killed_mid_stream_lose_nothing(cluster, fault_rows):
     run_cluster_fault("3 listeners, one `kill -9`", cluster, kill_one, fault_rows)
+
+
+def test_events_without_ids_lose_nothing_and_run_once_through_a_listeners_kill(cluster, fault_rows):
+    # The listeners number them: a second record would have another id, same mark.
+    run_cluster_fault(
+        "3 listeners, one `kill -9`, events without ids",
+        cluster,
+        kill_one,
+        fault_rows,
+        with_ids=False,
+    )
 
 
 def test_three_listeners_one_stopped_past_its_lease_lose_nothing_and_never_overlap(
