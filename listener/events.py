@@ -7,8 +7,8 @@ An event is a JSON object, UTF-8 encoded::
 ``data`` may be any JSON value and defaults to null. ``id`` names the event for
 exactly-once records (an execution is keyed by event id and function id); when it
 is absent the AMQP ``message_id`` is used, else a new id is assigned on receipt
-(and the listener republishes the message with that id as its ``message_id``, so
-a redelivery keeps it). ``function_id`` is the platform's own field for the
+(and the listener publishes a copy with that id as its ``message_id``,
+``listener.numbering``, so a redelivery keeps it). ``function_id`` is the platform's own field for the
 messages it publishes itself (invocations, retries); it is parsed here, and
 ``listener.match`` honours it only for an execution the platform has recorded.
 Other keys are ignored so that publishers can add fields before the listener
