@@ -31,6 +31,7 @@ from catalog_api.deadletters import (
     DeadLettersResource,
     Replayer,
 )
+from catalog_api.events import EventSink, EventsResource
 from catalog_api.executions import ExecutionLogsResource, ExecutionResource, ExecutionsResource
 from catalog_api.functions import CodeResource, FunctionResource, FunctionsResource
 from catalog_api.hosts import HostEventsResource, HostsResource
@@ -61,9 +62,10 @@ def create_app(
     replayer: Replayer | None = None,
     listener_state: Callable[[], dict[str, Any]] | None = None,
     authenticator: Authenticator | None = None,
+    events: EventSink | None = None,
 ) -> falcon.App:
-    """The API on this catalogue; invocations (``invoker``) and dead-letter replays
-    (``replayer``) answer 503 when theirs is None. ``listener_state`` is the listener's
+    """The API on this catalogue; invocations (``invoker``), dead-letter replays
+    (``replayer``) and events over HTTP (``events``) answer 503 when theirs is None. ``listener_state`` is the listener's
     in the same process (``standalone``), which ``/healthz`` reports. Callers are
     authenticated by ``authenticator``, by default the one ``LAMBDA_OS_AUTH`` names
     (a WSGI wrapper the mode needs, such as Keystone's, is ``served``'s)."""
@@ -88,6 +90,7 @@ def create_app(
     app.add_route("/v1/executions", ExecutionsResource(catalogue))
     app.add_route("/v1/executions/{execution_id}", ExecutionResource(catalogue))
     app.add_route("/v1/executions/{execution_id}/logs", ExecutionLogsResource(catalogue))
+    app.add_route("/v1/events", EventsResource(events))
     app.add_route("/v1/deadletters", DeadLettersResource(catalogue))
     app.add_route("/v1/deadletters/{dead_letter_id}", DeadLetterResource(catalogue))
     app.add_route(

@@ -150,6 +150,7 @@ def run_api(settings: Settings) -> int:
             settings,
             invoker=BrokerInvoker(settings, catalogue, publisher),
             replayer=Replayer(catalogue, publisher),
+            events=publisher,
         )
         return served(app, settings)
 
@@ -253,6 +254,7 @@ def run_standalone(settings: Settings) -> int:
             settings,
             invoker=Invoker(catalogue, provisioner, publisher),
             replayer=Replayer(catalogue, publisher),
+            events=publisher,
             listener_state=listener.state,
         )
         return served(app, settings)

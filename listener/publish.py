@@ -73,10 +73,12 @@ class Publisher:
         headers: dict[str, Any] | None = None,
         reply_to: str | None = None,
         correlation_id: str | None = None,
+        exchange: str = "",
     ) -> None:
         """Publish and return once the broker confirmed it; ``TransientError`` otherwise.
 
-        ``routing_key`` defaults to the events queue (through the default exchange).
+        ``routing_key`` defaults to the events queue (through the default exchange,
+        unless ``exchange`` names another, such as the projects exchange).
         """
         properties = pika.BasicProperties(
             content_type="application/json",
@@ -92,7 +94,7 @@ class Publisher:
                 try:
                     channel = self._ensure_channel()
                     channel.basic_publish(
-                        exchange="",
+                        exchange=exchange,
                         routing_key=key,
                         body=body,
                         properties=properties,

@@ -3,7 +3,8 @@
 Run as a script by the live tests: settings come from the environment, the
 catalogue is in memory, and invocations go to ``EchoInvoker``, which answers at
 once with the event data as the result, so a test sees exactly what the
-function would have been given; an event ``{"fail": true}`` ends failed and leaves
+function would have been given (events posted to ``/v1/events`` are kept
+by ``KeptEvents``); an event ``{"fail": true}`` ends failed and leaves
 a dead letter, as a run whose retries are exhausted does.
 """
 
@@ -23,6 +24,7 @@ from lambda_os.records import (
 )
 from lambda_os.serve import GunicornServer, gunicorn_options
 from lambda_os.settings import Settings
+from listener.topology import Topology
 
 
 class EchoInvoker:
@@ -66,10 +68,31 @@ class EchoInvoker:
         return self.invoke(function, data)
 
 
+class KeptEvents:
+    """Takes the events ``POST /v1/events`` publishes and keeps them, as a broker would hold them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topology = Topology.from_settings(settings)
+        self.published: list[tuple[str, str, bytes]] = []
+
+    def publish(
+        self,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        routing_key: str | None = None,
+        exchange: str = "",
+    ) -> None:
+        self.published.append((exchange, routing_key or "", body))
+
+
 def build(settings: Settings) -> Any:
     """The app as ``lambda-os api`` serves it, behind what its auth mode needs."""
     catalogue = connect(None, "live")
-    return served(create_app(catalogue, settings, invoker=EchoInvoker(catalogue)), settings)
+    app = create_app(
+        catalogue, settings, invoker=EchoInvoker(catalogue), events=KeptEvents(settings)
+    )
+    return served(app, settings)
 
 
 if __name__ == "__main__":
