@@ -98,7 +98,11 @@ def test_id_less_event_redelivered_mid_run_leaves_one_record_and_one_run(
         wait_for(lambda: provisioner.runs, what="the execution to start")
         assert close_connections_named(name) == 1  # mid-run: the ack is lost, it comes back
         record = wait_for(final_record(catalogue), what="the record")
-        wait_for(lambda: listener.counters.snapshot()["received"] == 3, what="the redelivery")
+        wait_for(
+            lambda: listener.counters.snapshot()["received"] == 3,
+            timeout_s=45.0,  # a reconnect after backoff, on a loaded machine
+            what="the redelivery",
+        )
         wait_for(lambda: broker.ready(broker_settings.events_queue) == 0)
     counters = listener.counters.snapshot()
     assert counters["ids_assigned"] == 1  # the redelivery carried the assigned id

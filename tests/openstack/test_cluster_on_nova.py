@@ -139,8 +139,14 @@ def test_idle_scales_down_by_draining_one_host_and_deleting_it_once_it_runs_noth
     records = cluster.exactly_once(function, event_ids)
 
     def one_left() -> set[str] | None:
+        """The one active host once every other has gone all the way (drained, deleted)."""
+        if cluster.catalogue.list_hosts("draining"):
+            return None
         hosts = cluster.active_hosts()
-        return hosts if len(hosts) == 1 else None
+        events = cluster.catalogue.list_scaling_events()
+        drained = {e.host_id for e in events if e.action == DRAIN}
+        deleted = {e.host_id for e in events if e.action == DELETE}
+        return hosts if len(hosts) == 1 and drained <= deleted else None
 
     (kept,) = eventually(one_left, "one host left")
     events = list(reversed(cluster.catalogue.list_scaling_events()))  # oldest first
