@@ -63,7 +63,9 @@ def quota_of(store: QuotaStore, settings: Settings, project_id: str) -> Quota:
 
 
 def usage_of(store: QuotaStore, project_id: str) -> Quota:
-    return Quota(**{name: int(store.usage_of(project_id).get(name, 0)) for name in QUOTA_NAMES})
+    """What the project uses now, read once (each reading is a count of its records)."""
+    used = store.usage_of(project_id)
+    return Quota(**{name: int(used.get(name, 0)) for name in QUOTA_NAMES})
 
 
 def check_store(

@@ -213,3 +213,37 @@ def test_standalone_on_its_own_catalogue_never_counts_under_the_default_quotas(c
     )
 
     assert quota is None and store.reads["usage_of"] == 0
+
+
+def test_far_below_its_quota_a_project_is_counted_once_a_second_and_near_it_every_start(
+    catalogue,
+):
+    function = add_function(catalogue, "f", memory_mb=128)
+    catalogue.set_quota("tests", {"executions": 10, "memory_mb": 100_000})
+    store = CountingStore(catalogue)
+    now = [0.0]
+    gate = Admission(store, Settings(), clock=lambda: now[0], quota_cache_s=60)
+    quota = gate.binding(function, None)
+
+    # The first start is counted (0 running here); each later one adds one to that
+    # count, and up to half of 10 it is trusted without counting again.
+    assert [gate.over_after_start(function, quota) for _ in range(6)] == [None] * 6
+    assert store.reads["usage_of"] == 1
+    gate.over_after_start(function, quota)  # 6 of 10 would pass half: counted exactly
+    assert store.reads["usage_of"] == 2
+
+    now[0] += 1.5  # the count is too old to trust, however far below
+    gate.over_after_start(function, quota)
+    assert store.reads["usage_of"] == 3
+
+
+def test_an_exact_count_still_refuses_the_start_that_passes_the_quota(catalogue):
+    function = add_function(catalogue, "f")
+    catalogue.set_quota("tests", {"executions": 2})
+    hold_a_run(catalogue, function, "e-0")
+    hold_a_run(catalogue, function, "e-1")
+    hold_a_run(catalogue, function, "e-2")  # as if this start made the third
+    gate = admission(catalogue)
+    quota = gate.binding(function, None)
+
+    assert "executions" in (gate.over_after_start(function, quota) or "")
