@@ -149,7 +149,7 @@ class Standalone:
             for summary in self.docker_client.api.containers(
                 all=True, filters={"label": [f"{PLATFORM_LABEL}=1"]}
             )
-            if _owner_pid(summary) in self.seen_pids
+            if owner_pid(summary) in self.seen_pids
         ]
 
     def log_tail(self, lines: int = 40) -> str:
@@ -204,7 +204,8 @@ class Standalone:
             self.docker_client.api.remove_container(summary["Id"], force=True)
 
 
-def _owner_pid(summary: dict[str, Any]) -> int | None:
+def owner_pid(summary: dict[str, Any]) -> int | None:
+    """The pid of the process that started a container (a ``containers()`` summary)."""
     # The owner label is hostname/pid/start time/instance (provisioner.docker.host.Owner).
     parts = ((summary.get("Labels") or {}).get(OWNER_LABEL) or "").split("/")
     return int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
