@@ -214,16 +214,14 @@ def owner_pid(summary: dict[str, Any]) -> int | None:
 @contextmanager
 def running_standalone(base: Settings, catalogue: str = "memory") -> Iterator[Standalone]:
     """A healthy ``lambda-os standalone`` with case 3a's function uploaded; all removed after."""
+    client = (
+        docker.DockerClient(base_url=base.docker_host) if base.docker_host else docker.from_env()
+    )
     run_id = uuid.uuid4().hex[:10]
     # A short path: the agent's socket path must fit in 108 bytes.
     state_dir = Path(tempfile.mkdtemp(prefix="los-bench-", dir="/tmp"))
     settings = standalone_settings(base, run_id, state_dir, free_port(), catalogue)
     log_path = state_dir / "standalone.log"
-    client = (
-        docker.DockerClient(base_url=settings.docker_host)
-        if settings.docker_host
-        else docker.from_env()
-    )
     log: IO[bytes] | None = None
     standalone: Standalone | None = None
     try:
