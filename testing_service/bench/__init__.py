@@ -7,7 +7,10 @@ One command, on one machine, prints a table and writes a JSON file:
 2. ``warm``: warm latency, one event at a time with ``reply_to`` to a warm trivial
    function, and the resident size of its idle warm container (part of case 7);
 3. ``throughput1`` / ``throughput100``: events/s for one function, and for 100
-   functions receiving events with 10,000 registered;
+   functions receiving events with 10,000 registered; ``throughput1_noid``: one
+   function, events without ids; ``standalone``: one function on the real
+   ``lambda-os standalone`` process, API and listener together, as deployed
+   (``testing_service.bench.standalone``);
 4. ``cold``: a new function's first execution, with the pre-warmed pool and without;
 5. ``per_event``: a ``docker run`` of the runtime image for every event;
 6. ``celery``: the same task on a Celery worker on the same RabbitMQ;
@@ -45,7 +48,9 @@ from lambda_os.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
 
-DEFAULT_CASES = "floor,warm,throughput1,throughput1_noid,throughput100,cold,per_event,celery,memory"
+DEFAULT_CASES = (
+    "floor,warm,throughput1,throughput1_noid,standalone,throughput100,cold,per_event,celery,memory"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +148,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from testing_service.bench.cluster import add_arguments as cluster_arguments
 
     cluster_arguments(add)
+    from testing_service.bench.standalone import add_arguments as standalone_arguments
+
+    standalone_arguments(add)
     add(
         "--profile",
         action=argparse.BooleanOptionalAction,

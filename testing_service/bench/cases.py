@@ -28,6 +28,7 @@ from testing_service.bench.platform import (
     register,
     running_platform,
 )
+from testing_service.bench.standalone import Standalone, running_standalone
 
 RUNTIME = "python3.11"
 POOL_WAIT_S = 120.0
@@ -133,6 +134,15 @@ def throughput_one_without_ids(settings: Settings, args: argparse.Namespace) -> 
         )
 
 
+def throughput_standalone(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Case 3d: as 3a, but on the real ``lambda-os standalone`` process (``standalone``)."""
+    with running_standalone(settings, args.standalone_catalogue) as process:
+        figures = _throughput(
+            process, settings, args, process.event_types, "throughput-standalone", profile=False
+        )
+    return {**figures, "catalogue": args.standalone_catalogue}
+
+
 def throughput_many(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """Case 3b: events spread over ``--receiving`` functions, ``--registered`` in the catalogue.
 
@@ -157,7 +167,7 @@ def throughput_many(settings: Settings, args: argparse.Namespace) -> dict[str, A
 
 
 def _throughput(
-    platform: Platform,
+    platform: Platform | Standalone,
     settings: Settings,
     args: argparse.Namespace,
     types: tuple[str, ...],
@@ -193,7 +203,7 @@ def _throughput(
     meter = cpu.CpuMeter(
         {
             "broker": cpu.named,
-            "listener": cpu.this_process,
+            **_consumer(platform),
             "containers": cpu.containers(lambda: [c["Id"] for c in platform.containers()]),
         }
     )
@@ -205,6 +215,13 @@ def _throughput(
         "profile": breakdown,
         **meter.figures(result["received"], load_driver=result.get("cpu_s")),
     }
+
+
+def _consumer(platform: Platform | Standalone) -> dict[str, cpu.CpuSource]:
+    """The part that consumes the events: this process, or the standalone process's tree."""
+    if isinstance(platform, Standalone):
+        return {"standalone": platform.tree}
+    return {"listener": cpu.this_process}
 
 
 def _maybe_profiled(
@@ -388,6 +405,7 @@ CASES = {
     "warm": warm_latency,
     "throughput1": throughput_one,
     "throughput1_noid": throughput_one_without_ids,
+    "standalone": throughput_standalone,
     "throughput100": throughput_many,
     "cold": cold_start,
     "per_event": container_per_event,

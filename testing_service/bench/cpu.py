@@ -36,7 +36,7 @@ CGROUP = Path("/sys/fs/cgroup")
 BROKER_COMM = "beam.smp"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The order parts are reported in, along the event path.
-PARTS = ("broker", "load_driver", "consumer", "listener", "worker", "containers")
+PARTS = ("broker", "load_driver", "consumer", "listener", "standalone", "worker", "containers")
 
 # One part's readings: process or container -> CPU seconds so far (None: exists, unreadable).
 CpuSource = Callable[[], dict[str, float | None]]

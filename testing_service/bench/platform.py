@@ -27,6 +27,7 @@ from lambda_os.catalogue import COLLECTIONS, Catalogue
 from lambda_os.embedded import embedded_database
 from lambda_os.packages import inspect_package
 from lambda_os.records import FunctionRecord, utcnow
+from lambda_os.serve import gunicorn_options, standalone_ceiling
 from lambda_os.settings import Settings
 from listener.service import Listener
 from listener.topology import Topology, declare, delete
@@ -143,7 +144,15 @@ def running_platform(base: Settings, catalogue: Catalogue, **overrides: Any) -> 
     try:
         _with_channel(settings.amqp_url, lambda channel: declare(channel, topology))
         provisioner = DockerProvisioner(settings)
-        listener = Listener(settings, catalogue, provisioner, name="lambda-os bench listener")
+        # Alone on its catalogue, as ``lambda-os standalone``'s listener is, so with its
+        # ceiling: a quota that cannot bind is not counted (without it every event
+        # counts the project's running executions, a scan of mongomock's collection).
+        ceiling = standalone_ceiling(
+            provisioner.capacity, gunicorn_options(settings, workers=1)["threads"]
+        )
+        listener = Listener(
+            settings, catalogue, provisioner, name="lambda-os bench listener", quota_ceiling=ceiling
+        )
         thread = threading.Thread(target=listener.run, name="bench-listener", daemon=True)
         thread.start()
         yield Platform(settings, catalogue, provisioner, listener)

@@ -88,6 +88,16 @@ def targets(cases: dict[str, Any], ratio: dict[str, Any]) -> list[dict[str, Any]
             "x",
         ),
         (
+            "standalone process over in-process throughput (1 function)",
+            _div(
+                _get(cases, "standalone", "events_per_s"),
+                _get(cases, "throughput1", "events_per_s"),
+            ),
+            ">=",
+            0.9,
+            "x",
+        ),
+        (
             "throughput (1 function) over Celery's",
             _get(ratio, "celery", "throughput_1_over_it"),
             ">=",
@@ -199,6 +209,12 @@ def measurements(cases: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         add(
             "3c throughput, 1 function, events without ids",
             _get(c, "throughput1_noid", "events_per_s"),
+            None,
+        )
+    if "standalone" in c:
+        add(
+            "3d throughput, 1 function, the lambda-os standalone process",
+            _get(c, "standalone", "events_per_s"),
             None,
         )
     if "throughput100" in c:
@@ -354,11 +370,13 @@ CPU_CASES = (
     ("floor", "1 broker floor"),
     ("throughput1", "3a throughput, 1 function"),
     ("throughput1_noid", "3c throughput, 1 function, no ids"),
+    ("standalone", "3d throughput, standalone process"),
     ("throughput100", "3b throughput, 100 functions"),
     ("celery", "6 Celery"),
 )
-# The part that consumes the events is the floor's consumer, the listener or Celery's worker.
-CONSUMERS = ("consumer", "listener", "worker")
+# The part that consumes the events: the floor's consumer, the listener (in this process or
+# the standalone process's) or Celery's worker.
+CONSUMERS = ("consumer", "listener", "standalone", "worker")
 
 
 def cpu_section(cases: dict[str, Any]) -> str:

@@ -80,6 +80,9 @@ def test_bench_runs_every_case_and_writes_json(
     assert set(results["cases"]) == set(DEFAULT_CASES.split(","))
     assert results["cases"]["throughput1"]["events"] == 10
     assert results["cases"]["throughput1_noid"]["events"] == 10
+    assert results["cases"]["standalone"]["events"] == 10
+    assert results["cases"]["standalone"]["cpu_ms_per_event"]["standalone"] is not None
+    assert results["cases"]["standalone"]["cpu_ms_per_event"]["broker"] is not None
     assert results["cases"]["warm"]["latency"]["n"] == 5
     assert {target["target"] for target in results["targets"]} >= {"warm latency p50"}
     default_targets = [t for t in results["targets"] if not t["target"].startswith("cluster")]
