@@ -28,6 +28,7 @@ from testing_service.bench.platform import (
     register,
     running_platform,
 )
+from testing_service.bench.processes import processes_case
 
 RUNTIME = "python3.11"
 POOL_WAIT_S = 120.0
@@ -394,4 +395,5 @@ CASES = {
     "celery": celery,
     "memory": listener_memory,
     "cluster": cluster_case,
+    "processes": processes_case,
 }
