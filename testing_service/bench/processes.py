@@ -68,8 +68,8 @@ def add_arguments(add: Any) -> None:
     add(
         "--processes-events",
         type=int,
-        default=300,
-        help="events per phase of the processes case, all published at once (default 300: "
+        default=200,
+        help="events per phase of the processes case, all published at once (default 200: "
         "FerretDB as built scans every stored execution on each conditional write, so an "
         "event costs more the longer a run is)",
     )

@@ -396,7 +396,11 @@ def processes_section(case: dict[str, Any]) -> str:
         each = ", ".join(_fmt(value) for value in figures.get("listener_cpu_s_each") or [])
         commands = figures.get("catalogue_commands_per_event") or {}
         named = ", ".join(f"{name} {value}" for name, value in commands.items() if name != "total")
-        lines.append(f"  {count} listener(s): CPU s each {each}; commands per event: {named}")
+        cut = ", stopped by the time limit" if figures.get("stopped_by_time_limit") else ""
+        lines.append(
+            f"  {count} listener(s): {_fmt(figures.get('events'))} events{cut}; "
+            f"CPU s each {each}; commands per event: {named}"
+        )
         for note in _get(figures, "cpu", "unmeasured") or []:
             lines.append(f"    {note}")
     client = case.get("catalogue_client") or {}
