@@ -19,6 +19,11 @@ One command, on one machine, prints a table and writes a JSON file:
    its own): a router and ``lambda-os worker`` processes, throughput on 1, 2 and 4
    workers, the warm-hit rate with 20 functions, and the hop's latency over
    standalone (``testing_service.bench.cluster``).
+9. ``processes`` (not in the default run either: it starts ``lambda-os listener``
+   processes and a FerretDB of its own): one listener process, then two, on one
+   queue and the real catalogue server: throughput, CPU per event of every part,
+   catalogue commands per event, and the share of the listener's CPU in the
+   catalogue client (py-spy) (``testing_service.bench.processes``).
 
 The platform runs in this process (a ``Listener`` with a ``DockerProvisioner`` and
 the in-memory catalogue, on queues of the run's own); the load comes from a
@@ -64,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--cases",
         default=DEFAULT_CASES,
-        help=f"comma-separated cases to run (default {DEFAULT_CASES}; also: cluster)",
+        help=f"comma-separated cases to run (default {DEFAULT_CASES}; also: cluster, processes)",
     )
     add("--warmup", type=int, default=200, help="events sent before each timed run (default 200)")
     add(
@@ -151,6 +156,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from testing_service.bench.standalone import add_arguments as standalone_arguments
 
     standalone_arguments(add)
+
+    from testing_service.bench.processes import add_arguments as processes_arguments
+
+    processes_arguments(add)
     add(
         "--profile",
         action=argparse.BooleanOptionalAction,

@@ -28,6 +28,7 @@ from testing_service.bench.platform import (
     register,
     running_platform,
 )
+from testing_service.bench.processes import processes_case
 from testing_service.bench.standalone import Standalone, running_standalone
 
 RUNTIME = "python3.11"
@@ -412,4 +413,5 @@ CASES = {
     "celery": celery,
     "memory": listener_memory,
     "cluster": cluster_case,
+    "processes": processes_case,
 }

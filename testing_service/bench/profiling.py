@@ -62,8 +62,9 @@ def py_spy() -> str | None:
 
 
 @contextmanager
-def sampled(output: Path, rate_hz: int = RATE_HZ) -> Iterator[Path]:
-    """py-spy samples of this process while the block runs, in ``output`` (raw collapsed stacks)."""
+def sampled(output: Path, rate_hz: int = RATE_HZ, pid: int | None = None) -> Iterator[Path]:
+    """py-spy samples of this process (or ``pid``) while the block runs, in ``output`` (raw
+    collapsed stacks)."""
     executable = py_spy()
     if executable is None:
         raise RuntimeError("py-spy is not installed: pip install '.[bench]'")
@@ -72,7 +73,7 @@ def sampled(output: Path, rate_hz: int = RATE_HZ) -> Iterator[Path]:
             executable,
             "record",
             "--pid",
-            str(os.getpid()),
+            str(pid or os.getpid()),
             "--rate",
             str(rate_hz),
             "--format",

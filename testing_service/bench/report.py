@@ -251,6 +251,13 @@ def measurements(cases: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 figures.get("events_per_s"),
                 figures.get("latency"),
             )
+    if "processes" in c and "listeners" in c["processes"]:
+        for count, figures in c["processes"]["listeners"].items():
+            add(
+                f"processes, {count} listener process(es) on one queue, real catalogue",
+                figures.get("events_per_s"),
+                None,
+            )
     return rows
 
 
@@ -310,6 +317,9 @@ def table(results: dict[str, Any]) -> str:
     section = cluster_section(cases.get("cluster") or {})
     if section:
         lines += ["", section]
+    section = processes_section(cases.get("processes") or {})
+    if section:
+        lines += ["", section]
     return "\n".join(lines)
 
 
@@ -362,6 +372,65 @@ def cluster_section(case: dict[str, Any]) -> str:
         named = [f"{name} {value}" for name, value in commands.items() if name != "total"]
         if named:
             lines.append(f"  commands per event, {workers} worker(s): " + ", ".join(named))
+    return "\n".join(lines)
+
+
+# The processes case's parts, in the order an event meets them.
+PROCESSES_PARTS = ("broker", "load_driver", "listener", "catalogue", "containers")
+
+
+def processes_section(case: dict[str, Any]) -> str:
+    """The processes case: two listener processes over one, CPU and commands per event,
+    and the share of the one listener's CPU in the catalogue client."""
+    if "listeners" not in case:
+        return ""
+    lines = [
+        (
+            f"processes ({case.get('catalogue')}, concurrency "
+            f"{case.get('concurrency_per_listener')} per listener): "
+            f"two listener processes over one {_fmt(case.get('two_over_one'))}x"
+        )
+    ]
+    header = ("listeners", *PROCESSES_PARTS, "total", "cores busy", "commands")
+    rows = [header]
+    for count, figures in case["listeners"].items():
+        ms = figures.get("cpu_ms_per_event") or {}
+        commands = (figures.get("catalogue_commands_per_event") or {}).get("total")
+        rows.append(
+            (
+                count,
+                *(_fmt(ms.get(part)) for part in PROCESSES_PARTS),
+                _fmt(ms.get("total")),
+                _fmt(figures.get("cores_busy")),
+                _fmt(commands),
+            )
+        )
+    lines.append("  CPU ms per event by part, and catalogue commands per event:")
+    for row in rows:
+        lines.append("  " + "".join(f"{cell:>12}" for cell in row))
+    for count, figures in case["listeners"].items():
+        each = ", ".join(_fmt(value) for value in figures.get("listener_cpu_s_each") or [])
+        commands = figures.get("catalogue_commands_per_event") or {}
+        named = ", ".join(f"{name} {value}" for name, value in commands.items() if name != "total")
+        cut = ", stopped by the time limit" if figures.get("stopped_by_time_limit") else ""
+        lines.append(
+            f"  {count} listener(s): {_fmt(figures.get('events'))} events{cut}; "
+            f"CPU s each {each}; commands per event: {named}"
+        )
+        for note in _get(figures, "cpu", "unmeasured") or []:
+            lines.append(f"    {note}")
+    client = case.get("catalogue_client") or {}
+    if "share" in client:
+        lines.append(
+            f"  the catalogue client in 1 listener (py-spy, a second run): "
+            f"{_fmt(_percent(client['share']))} % of GIL samples, "
+            f"{_fmt(client.get('catalogue_cpu_ms_per_event'))} of "
+            f"{_fmt(client.get('listener_cpu_ms_per_event'))} CPU ms per event "
+            f"(GIL held: {_fmt(client.get('catalogue_gil_ms_per_event'))} of "
+            f"{_fmt(client.get('gil_ms_per_event'))} ms)"
+        )
+    elif client:
+        lines.append(f"  the catalogue client in 1 listener: {client.get('skipped')}")
     return "\n".join(lines)
 
 

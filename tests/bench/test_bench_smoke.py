@@ -47,8 +47,8 @@ def test_bench_flags_parse_with_the_settings_flags() -> None:
     assert load(args, env={}).concurrency == 3
 
 
-def test_the_default_run_is_every_case_but_the_cluster() -> None:
-    assert set(DEFAULT_CASES.split(",")) == set(CASES) - {"cluster"}
+def test_the_default_run_is_every_case_but_those_that_start_servers_and_processes() -> None:
+    assert set(DEFAULT_CASES.split(",")) == set(CASES) - {"cluster", "processes"}
 
 
 @pytest.mark.integration
