@@ -38,8 +38,8 @@ the worker's ``DOCKER_HOST`` there; otherwise workers share the machine's engine
 come from the user data, so the controller must write the relayed ones
 (``LAMBDA_OS_WORKER_AMQP_URL`` / ``LAMBDA_OS_WORKER_MONGO_URL``).
 
-CLI: ``python -m testing_service.vmplay`` plays the VMs of the platform the settings
-name until interrupted, relaying to the settings' broker and catalogue.
+CLI: ``python -m testing_service.vmplay [--own-docker]`` plays the VMs of the platform
+the settings name until interrupted, relaying to the settings' broker and catalogue.
 """
 
 from __future__ import annotations
@@ -351,18 +351,35 @@ class VMPlayer:
         self.stop()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
     import time
 
     from lambda_os.settings import Settings
     from provisioner.nova import connect
 
+    parser = argparse.ArgumentParser(
+        prog="python -m testing_service.vmplay",
+        description="Play the VMs of the platform the settings name, until interrupted.",
+    )
+    parser.add_argument(
+        "--own-docker",
+        action="store_true",
+        help="give each VM a Docker Engine of its own in its netns (slower to start)",
+    )
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     settings = Settings.from_env()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     relays = relay_targets(settings.amqp_url, settings.mongo_url)
-    with VMPlayer(connect(settings), Path(f"/tmp/vmplay-{os.getpid()}"), relays=relays) as player:
+    player = VMPlayer(
+        connect(settings),
+        Path(f"/tmp/vmplay-{os.getpid()}"),
+        relays=relays,
+        own_docker=args.own_docker,
+    )
+    with player:
         print(f"bridge {player.bridge} at {player.bridge_address}; for the controller:")
         print(f"LAMBDA_OS_WORKER_AMQP_URL={player.relayed_url('amqp', settings.amqp_url)}")
         if settings.mongo_url:
