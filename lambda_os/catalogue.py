@@ -985,7 +985,15 @@ class Catalogue:
     ) -> tuple[list[dict[str, Any]], bool]:
         """The newest ``limit`` executions of the function made since then (the fields the
         metrics need), and whether there were more."""
-        fields = {"status": 1, "error": 1, "duration_ms": 1, "cold_start": 1, "created_at": 1}
+        fields = {
+            "status": 1,
+            "error": 1,
+            "duration_ms": 1,
+            "cold_start": 1,
+            "created_at": 1,
+            "cpu_ms": 1,
+            "peak_memory_mb": 1,
+        }
         with _converted():
             docs = list(
                 self._executions.find(

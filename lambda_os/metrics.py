@@ -37,11 +37,13 @@ def function_metrics(
     docs: Iterable[dict[str, Any]], since: datetime, truncated: bool = False
 ) -> dict[str, Any]:
     """The figures of these execution documents (status, error, duration_ms, cold_start,
-    created_at), all made at or after ``since``."""
+    created_at, cpu_ms, peak_memory_mb), all made at or after ``since``."""
     statuses: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     per_day: Counter[str] = Counter()
     durations: list[float] = []
+    cpu: list[float] = []
+    peaks: list[float] = []
     cold = warm = 0
     for doc in docs:
         status = doc.get("status", "")
@@ -50,6 +52,10 @@ def function_metrics(
             errors[error_reason(doc.get("error"))] += 1
         if doc.get("duration_ms") is not None:
             durations.append(float(doc["duration_ms"]))
+        if doc.get("cpu_ms") is not None:
+            cpu.append(float(doc["cpu_ms"]))
+        if doc.get("peak_memory_mb") is not None:
+            peaks.append(float(doc["peak_memory_mb"]))
         if doc.get("cold_start") is True:
             cold += 1
         elif doc.get("cold_start") is False:
@@ -58,6 +64,8 @@ def function_metrics(
         if isinstance(created, datetime):
             per_day[created.date().isoformat()] += 1
     durations.sort()
+    cpu.sort()
+    peaks.sort()
     return {
         "since": since.isoformat(),
         "executions": sum(statuses.values()),
@@ -66,6 +74,15 @@ def function_metrics(
         "duration_ms": {
             **{f"p{p}": percentile(durations, p) for p in PERCENTILES},
             "max": durations[-1] if durations else None,
+        },
+        "cpu_ms": {
+            **{f"p{p}": percentile(cpu, p) for p in PERCENTILES},
+            "max": cpu[-1] if cpu else None,
+            "total": round(sum(cpu), 3),
+        },
+        "peak_memory_mb": {
+            **{f"p{p}": percentile(peaks, p) for p in PERCENTILES},
+            "max": peaks[-1] if peaks else None,
         },
         "cold_starts": cold,
         "cold_start_rate": cold / (cold + warm) if cold + warm else None,

@@ -42,6 +42,19 @@ EXECUTION_SECONDS = Histogram(
     buckets=DURATION_BUCKETS,
     registry=REGISTRY,
 )
+EXECUTION_CPU_SECONDS = Counter(
+    "lambda_os_execution_cpu_seconds",
+    "CPU time the executions' containers used while running them, by function",
+    ["function_id"],
+    registry=REGISTRY,
+)
+EXECUTION_PEAK_MEMORY = Histogram(
+    "lambda_os_execution_peak_memory_bytes",
+    "Each execution's peak memory in its container, by function",
+    ["function_id"],
+    buckets=tuple(float(mb * 2**20) for mb in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)),
+    registry=REGISTRY,
+)
 COLD_STARTS = Counter(
     "lambda_os_cold_starts",
     "Executions that needed a new container, by function",

@@ -197,6 +197,8 @@ class ExecutionRecord(Stored):
     duration_ms: float | None = None
     cold_start: bool | None = None
     host: str | None = None
+    cpu_ms: float | None = None
+    peak_memory_mb: float | None = None
     attempt: int = 1
     attempts: list[dict[str, Any]] = field(default_factory=list)
     first_attempt: int = 1

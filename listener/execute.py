@@ -785,6 +785,8 @@ def _outcome_changes(outcome: Outcome) -> dict[str, Any]:
             "duration_ms": outcome.duration_ms,
             "cold_start": outcome.cold_start,
             "host": outcome.host,
+            "cpu_ms": outcome.cpu_ms,
+            "peak_memory_mb": outcome.peak_memory_mb,
         }
     )
 

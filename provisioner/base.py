@@ -55,6 +55,8 @@ class Outcome:
     ``status`` is ``succeeded``, ``failed`` or ``timed_out``. ``error`` is None on
     success, else ``{"type", "message", "traceback"?, "reason"?}``: ``reason`` is the
     platform's word for why (``timeout``, ``out of memory``, ``crashed``, ``handler error``).
+    ``cpu_ms`` and ``peak_memory_mb`` are what the run took of its container, where
+    the backend can see it (None otherwise).
     """
 
     status: str
@@ -67,6 +69,8 @@ class Outcome:
     cold_start: bool
     host: str
     container_id: str = ""
+    cpu_ms: float | None = None
+    peak_memory_mb: float | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,12 @@ class MeteredProvisioner:
         function = invocation.function_id
         prometheus.EXECUTIONS.labels(function, outcome.status).inc()
         prometheus.EXECUTION_SECONDS.labels(function).observe(outcome.duration_ms / 1000)
+        if outcome.cpu_ms is not None:
+            prometheus.EXECUTION_CPU_SECONDS.labels(function).inc(outcome.cpu_ms / 1000)
+        if outcome.peak_memory_mb is not None:
+            prometheus.EXECUTION_PEAK_MEMORY.labels(function).observe(
+                outcome.peak_memory_mb * 2**20
+            )
         if outcome.cold_start:
             prometheus.COLD_STARTS.labels(function).inc()
         if outcome.error is not None:

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker.types
 
@@ -189,6 +189,13 @@ def _link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+class RunUsage(NamedTuple):
+    """What one run took of its container: CPU milliseconds and peak memory (MiB)."""
+
+    cpu_ms: float | None
+    peak_memory_mb: float | None
 
 
 @dataclass(eq=False)
@@ -363,6 +370,20 @@ class RuntimeContainer:
     def tmp_used_bytes(self) -> int | None:
         """Bytes of files in the container's ``/tmp``; readable after it has died, until destroyed."""
         return self.probe.tmp_used_bytes()
+
+    def usage_mark(self) -> int | None:
+        """Before a run: the CPU counter now, with the memory high-water mark reset."""
+        self.probe.reset_peak()
+        return self.probe.cpu_ns()
+
+    def usage_since(self, mark: int | None) -> RunUsage:
+        """After a run: its CPU time and the memory high-water mark (see ``probe``)."""
+        now = self.probe.cpu_ns()
+        peak = self.probe.peak_bytes()
+        return RunUsage(
+            cpu_ms=None if mark is None or now is None else round((now - mark) / 1e6, 3),
+            peak_memory_mb=None if peak is None else round(peak / 2**20, 2),
+        )
 
     def exit_state(self) -> dict[str, Any]:
         """The container's ``State`` once it has exited (or after ``EXIT_WAIT_S``)."""

@@ -8,6 +8,11 @@ run costs a tenth of one):
   process and thread. Between executions only docker-init and the agent's one
   thread may be there; the function cannot forge this figure, as it could the
   agent's word, since the handler runs in the agent's process.
+- How much CPU and memory did a run take? ``cpuacct.usage`` (v2: ``cpu.stat``)
+  counts the container's CPU time, read before and after each run; the memory
+  cgroup's high-water mark (v1 ``memory.max_usage_in_bytes``, reset to the
+  current use before each run; v2 ``memory.peak``, which older kernels cannot
+  reset, so there it is the container's peak so far) gives the run's peak.
 - How full is its ``/tmp``? The tmpfs is charged to the container's memory, so
   when the OOM killer ends a container this says how much of the limit was files.
   The host holds a directory descriptor on that tmpfs from the start, which keeps
@@ -43,6 +48,30 @@ def pids_current_path(proc_cgroup: str, root: Path = CGROUP_ROOT) -> Path | None
     return unified
 
 
+def controller_file(
+    proc_cgroup: str, controller: str, v1_name: str, v2_name: str, root: Path = CGROUP_ROOT
+) -> Path | None:
+    """Where ``controller``'s file is for the process: ``v1_name`` under its v1 hierarchy,
+    else ``v2_name`` in its unified cgroup (None when neither is named)."""
+    unified = None
+    for line in proc_cgroup.splitlines():
+        number, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return root / controllers / path.lstrip("/") / v1_name
+        if number == "0" and not controllers:
+            unified = root / path.lstrip("/") / v2_name
+    return unified
+
+
+def parse_cpu_ns(text: str) -> int:
+    """Nanoseconds of CPU from ``cpuacct.usage`` (one number) or ``cpu.stat`` (usage_usec)."""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec":
+            return int(value) * 1000
+    return int(text.split()[0])
+
+
 def tmp_is_tmpfs(proc_mounts: str) -> bool:
     """Whether ``/proc/<pid>/mounts`` shows a tmpfs at /tmp; else its usage is not memory."""
     return any(
@@ -71,6 +100,9 @@ class Probe:
 
     pids_fd: int | None = None
     tmp_fd: int | None = None
+    cpu_fd: int | None = None
+    peak_fd: int | None = None
+    peak_resettable: bool = False  # v1's high-water mark takes a write; v2's may not
 
     @classmethod
     def attach(cls, pid: int | None) -> Probe:
@@ -80,10 +112,52 @@ class Probe:
         proc_cgroup = _read(f"/proc/{pid}/cgroup")
         pids_path = pids_current_path(proc_cgroup) if proc_cgroup else None
         tmpfs = tmp_is_tmpfs(_read(f"/proc/{pid}/mounts"))
+        cpu_path = controller_file(proc_cgroup, "cpuacct", "cpuacct.usage", "cpu.stat")
+        peak_path = controller_file(
+            proc_cgroup, "memory", "memory.max_usage_in_bytes", "memory.peak"
+        )
+        peak_fd = _open(peak_path, os.O_RDWR) if peak_path else None
+        if peak_fd is None and peak_path:
+            peak_fd = _open(peak_path, os.O_RDONLY)
+        resettable = (
+            peak_fd is not None and peak_path is not None and peak_path.name != "memory.peak"
+        )
         return cls(
             pids_fd=_open(pids_path, os.O_RDONLY) if pids_path else None,
             tmp_fd=_open(f"/proc/{pid}/root/tmp", os.O_RDONLY | os.O_DIRECTORY) if tmpfs else None,
+            cpu_fd=_open(cpu_path, os.O_RDONLY) if cpu_path else None,
+            peak_fd=peak_fd,
+            peak_resettable=resettable,
         )
+
+    def cpu_ns(self) -> int | None:
+        """The container's CPU time so far, or None if it cannot be read."""
+        if self.cpu_fd is None:
+            return None
+        try:
+            return parse_cpu_ns(os.pread(self.cpu_fd, 4096, 0).decode())
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def reset_peak(self) -> bool:
+        """Start the memory high-water mark from the use of now; False where it cannot be."""
+        if self.peak_fd is None or not self.peak_resettable:
+            return False
+        try:
+            os.pwrite(self.peak_fd, b"0", 0)
+        except OSError:
+            self.peak_resettable = False
+            return False
+        return True
+
+    def peak_bytes(self) -> int | None:
+        """The memory high-water mark (since the last reset), or None if it cannot be read."""
+        if self.peak_fd is None:
+            return None
+        try:
+            return int(os.pread(self.peak_fd, 64, 0))
+        except (OSError, ValueError):
+            return None
 
     def tasks(self) -> int | None:
         """Processes and threads in the container now, or None if it cannot be read."""
@@ -106,7 +180,7 @@ class Probe:
 
     def close(self) -> None:
         """Let go of both; the tmpfs of a dead container is freed only then."""
-        for fd in (self.pids_fd, self.tmp_fd):
+        for fd in (self.pids_fd, self.tmp_fd, self.cpu_fd, self.peak_fd):
             if fd is not None:
                 os.close(fd)
-        self.pids_fd = self.tmp_fd = None
+        self.pids_fd = self.tmp_fd = self.cpu_fd = self.peak_fd = None

@@ -16,6 +16,7 @@ spoken to only through ``RuntimeContainer``.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import shutil
 import threading
@@ -300,10 +301,15 @@ class DockerProvisioner:
                 # renews its lease here, and a run whose lease is gone never starts.
                 if invocation.started is not None:
                     invocation.started()
+                mark = container.usage_mark()
                 ending = self._execute(container, invocation, package_dir)
                 reusable = ending.reusable
-                return self._outcome(
+                outcome = self._outcome(
                     started_at, clock, ending, cold_start=cold, container_id=container.id
+                )
+                used = container.usage_since(mark)
+                return dataclasses.replace(
+                    outcome, cpu_ms=used.cpu_ms, peak_memory_mb=used.peak_memory_mb
                 )
             finally:
                 self._release(container, key, reusable)

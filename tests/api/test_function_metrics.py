@@ -90,3 +90,18 @@ def test_percentiles_are_nearest_rank():
 
 def test_truncation_is_reported():
     assert function_metrics([], utcnow(), truncated=True)["truncated"] is True
+
+
+def test_the_cpu_time_and_peak_memory_of_its_runs(client, created, catalogue):
+    fid = created["id"]
+    now = utcnow()
+    for n, (cpu, peak) in enumerate([(2.0, 20.0), (4.0, 60.0), (30.0, 90.0)]):
+        store(
+            catalogue, fid, n, status="succeeded", cpu_ms=cpu, peak_memory_mb=peak, created_at=now
+        )
+    store(catalogue, fid, 9, status="failed", created_at=now)  # no figures: not counted
+
+    m = client.simulate_get(f"/v1/functions/{fid}/metrics").json
+
+    assert (m["cpu_ms"]["p50"], m["cpu_ms"]["max"], m["cpu_ms"]["total"]) == (4.0, 30.0, 36.0)
+    assert (m["peak_memory_mb"]["p50"], m["peak_memory_mb"]["max"]) == (60.0, 90.0)
