@@ -49,6 +49,7 @@ from catalog_api.metrics import FunctionMetricsResource
 from catalog_api.prometheus import MetricsResource, RequestMetrics
 from catalog_api.quotas import OwnQuotaResource, QuotaGuard, QuotaResource
 from catalog_api.runtimes import RUNTIMES, RuntimeList
+from catalog_api.schedules import ScheduleResource, SchedulesResource
 from catalog_api.users import TokensResource, UserResource, UsersResource
 from lambda_os.catalogue import Catalogue, connect
 from lambda_os.settings import Settings
@@ -87,6 +88,10 @@ def create_app(
         "/v1/functions/{function_id}/invocations", InvocationsResource(catalogue, invoker, quotas)
     )
     app.add_route("/v1/functions/{function_id}/metrics", FunctionMetricsResource(catalogue))
+    app.add_route("/v1/functions/{function_id}/schedules", SchedulesResource(catalogue))
+    app.add_route(
+        "/v1/functions/{function_id}/schedules/{schedule_id}", ScheduleResource(catalogue)
+    )
     app.add_route("/v1/executions", ExecutionsResource(catalogue))
     app.add_route("/v1/executions/{execution_id}", ExecutionResource(catalogue))
     app.add_route("/v1/executions/{execution_id}/logs", ExecutionLogsResource(catalogue))

@@ -64,6 +64,7 @@ from lambda_os.records import (
     Lease,
     RouterRecord,
     ScalingEvent,
+    ScheduleRecord,
     execution_id_for,
     utcnow,
     with_changes,
@@ -81,6 +82,7 @@ COLLECTIONS = (
     "routers",
     "scaling_events",
     "slots",
+    "schedules",
 )
 _SEQUENCE = itertools.count()
 
@@ -222,6 +224,7 @@ class Catalogue:
         self._routers = database["routers"]
         self._scaling_events = database["scaling_events"]
         self._slots = database["slots"]
+        self._schedules = database["schedules"]
         # A cluster host's worker sets this: its runs end by releasing their slots.
         self.releases_slots = False
         self._quotas = database["quotas"]
@@ -277,6 +280,8 @@ class Catalogue:
             self._deadletters.create_index(
                 [("event_id", ASCENDING), ("function_id", ASCENDING)], name="event_function"
             )
+            self._schedules.create_index([("function_id", ASCENDING)], name="function")
+            self._schedules.create_index([("next_fire_at", ASCENDING)], name="next_fire")
 
     def health(self) -> dict[str, Any]:
         """Whether the database answers, with the function count and the kind of catalogue."""
@@ -589,6 +594,8 @@ class Catalogue:
         for old in retired:
             self._delete_package(old.get("package_id", ""))
         self._delete_package(doc.get("package_id", ""))
+        with _converted():
+            self._schedules.delete_many({"function_id": function_id})
 
     def _put_package(self, function_id: str, version: int, data: bytes, info: PackageInfo) -> str:
         package_id = f"{function_id}-v{version}-{self._ids()[:8]}"
@@ -1311,6 +1318,65 @@ class Catalogue:
         with _converted():
             docs = list(self._scaling_events.find(query).sort("_id", pymongo.DESCENDING).limit(1))
         return docs[0]["at"] if docs else None
+
+    # -- schedules (listener.schedule) --------------------------------------
+
+    def add_schedule(self, record: ScheduleRecord) -> ScheduleRecord:
+        """Store a new schedule; ``id`` and ``created_at`` are given if empty."""
+        now = self._clock()
+        record = dataclasses.replace(
+            record, id=record.id or self._ids(), created_at=record.created_at or now
+        )
+        with _converted():
+            self._schedules.insert_one(record.to_document())
+        return record
+
+    def list_schedules(self, function_id: str) -> list[ScheduleRecord]:
+        """A function's schedules, oldest first."""
+        with _converted():
+            docs = list(self._schedules.find({"function_id": function_id}).sort("created_at", 1))
+        return [ScheduleRecord.from_document(doc) for doc in docs]
+
+    def delete_schedule(self, function_id: str, schedule_id: str) -> None:
+        """Remove one of the function's schedules; ``NotFound`` if it has no such one."""
+        with _converted():
+            result = self._schedules.delete_one({"_id": schedule_id, "function_id": function_id})
+        if not result.deleted_count:
+            raise NotFound(f"schedule {schedule_id!r} does not exist")
+
+    def due_schedules(self, now: datetime, limit: int = 100) -> list[ScheduleRecord]:
+        """The schedules whose next tick is at or before ``now``, the most overdue first."""
+        query = {"next_fire_at": {"$lte": now}}
+        with _converted():
+            docs = list(self._schedules.find(query).sort("next_fire_at", 1).limit(limit))
+        return [ScheduleRecord.from_document(doc) for doc in docs]
+
+    def advance_schedule(
+        self,
+        record: ScheduleRecord,
+        next_fire_at: datetime | None,
+        fired_at: datetime | None,
+        missed: int = 0,
+        missed_at: datetime | None = None,
+    ) -> bool:
+        """Move the schedule on from the tick ``record`` waited for; False if another did.
+
+        ``fired_at`` is the tick fired now (None when none was), ``missed`` how many
+        passed unfired, the latest at ``missed_at``.
+        """
+        changes: dict[str, Any] = {"next_fire_at": next_fire_at}
+        if fired_at is not None:
+            changes["last_fired_at"] = fired_at
+        if missed:
+            changes["last_missed_at"] = missed_at
+        update: dict[str, Any] = {"$set": changes}
+        if missed:
+            update["$inc"] = {"missed": missed}
+        with _converted():
+            result = self._schedules.update_one(
+                {"_id": record.id, "next_fire_at": record.next_fire_at}, update
+            )
+        return bool(result.matched_count)
 
     # -- dead letters ------------------------------------------------------
 

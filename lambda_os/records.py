@@ -380,6 +380,43 @@ class HostBeat:
 
 
 @dataclass(frozen=True)
+class ScheduleRecord(Stored):
+    """A function's schedule: a cron expression in a time zone, or a rate, and its next tick.
+
+    ``next_fire_at`` is the tick the schedule waits for. The listener whose write
+    moves it on (one conditional write: of two, one wins) fired that tick first;
+    the tick's event has an id of its own (``tick_event_id``), so a tick fired twice
+    still runs its function once. ``missed`` counts the ticks that passed while no
+    listener ran (reported, never fired late in a burst), ``last_missed_at`` the
+    latest of them. ``start_at`` is a rate's origin.
+    """
+
+    id: str
+    function_id: str
+    owner: str
+    cron: str | None = None
+    timezone: str = "UTC"
+    rate_s: int | None = None
+    start_at: datetime | None = None
+    next_fire_at: datetime | None = None
+    last_fired_at: datetime | None = None
+    missed: int = 0
+    last_missed_at: datetime | None = None
+    created_at: datetime | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("start_at", "next_fire_at", "last_fired_at", "last_missed_at", "created_at"):
+            out[key] = iso(getattr(self, key))
+        return out
+
+
+def tick_event_id(schedule_id: str, tick: datetime) -> str:
+    """The event id of one tick of one schedule: the same wherever and however often it fires."""
+    return f"schedule-{schedule_id}-{tick.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+@dataclass(frozen=True)
 class ScalingEvent(Stored):
     """One decision of the scaling controller, with its reason, as it applied it.
 

@@ -17,7 +17,8 @@ A function run that fails is retried (``execute``) through the delay queues
 (``topology``); after its last attempt the event is dead-lettered for that
 function and recorded in the catalogue's dead letters, as every dead letter is.
 A sweeper thread (``sweep``) publishes again the events of executions that
-nothing would run any more.
+nothing would run any more, and a ticker (``schedule``) fires the schedules' due
+ticks.
 
 The same class serves a cluster: a router is a ``Listener`` with no provisioner
 whose ``handle`` places each execution on a host (``listener.route``), and a
@@ -54,6 +55,7 @@ from listener.consume import Counters, EventGuard, Session, TopologyError
 from listener.events import Event
 from listener.execute import LEASE_MARGIN_S, Step, run_event
 from listener.publish import Publisher, connection_parameters
+from listener.schedule import Ticker
 from listener.sweep import Sweeper
 from listener.topology import Topology
 from provisioner.base import Invocation, Outcome, Provisioner
@@ -238,7 +240,9 @@ class Listener:
         }
 
     def _start_sweeper(self) -> threading.Thread | None:
-        """The sweeper's thread, on a publisher connection of its own; None when switched off."""
+        """The sweeper's and the schedules' ticker's thread, on a publisher connection of
+        their own; None when sweeping is switched off (a host's worker, which may not
+        publish to the events queue)."""
         if self._sweep_interval_s <= 0:
             return None
         publisher = Publisher(
@@ -250,11 +254,17 @@ class Listener:
             name="lambda-os sweeper",
         )
         sweeper = Sweeper(self._catalogue, publisher, self._settings.sweep_queued_after_s)
+        ticker = Ticker(self._catalogue, publisher)
+        ticking = threading.Thread(
+            target=ticker.run, args=(self._stop,), name="ticker", daemon=True
+        )
 
         def sweep() -> None:
+            ticking.start()
             try:
                 sweeper.run(self._stop, self._sweep_interval_s)
             finally:
+                ticking.join(timeout=5)
                 publisher.close()
 
         thread = threading.Thread(target=sweep, name="sweeper", daemon=True)

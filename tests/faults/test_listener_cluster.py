@@ -29,6 +29,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from lambda_os.catalogue import connect
 from lambda_os.catalogue_server import CatalogueServer, find_binary
 from lambda_os.errors import LambdaError
 from lambda_os.packages import inspect_package
+from lambda_os.records import ScheduleRecord, utcnow
 from lambda_os.settings import Settings
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.mongo]
@@ -279,3 +281,67 @@ def test_three_listeners_through_a_30_s_catalogue_outage_lose_nothing_and_keep_h
     assert len(before) == LISTENERS
     # Heartbeats every 5 s all through: no listener lost the connection it had.
     assert connected_at(cluster.names) == before
+
+
+SCHEDULED = b"""import time
+
+def handler(event, context):
+    start = time.time()
+    return {"scheduled_at": event["scheduled_at"], "start": start, "end": time.time()}
+"""
+
+
+def test_a_schedule_every_second_fires_each_tick_once_through_a_listeners_kill(cluster, fault_rows):
+    info = inspect_package(SCHEDULED, "main.py", "main.handler")
+    fields = {
+        "name": "every-second",
+        "runtime": "python3.11",
+        "event_source": "faults",
+        "event_type": "never-published",
+        "owner": "faults",
+        "timeout_s": TIMEOUT_S,
+    }
+    function = cluster.catalogue.create_function(fields, SCHEDULED, info)
+    first = utcnow() + timedelta(seconds=3)
+    schedule = cluster.catalogue.add_schedule(
+        ScheduleRecord("", function.id, "faults", rate_s=1, start_at=first, next_fire_at=first)
+    )
+    cluster.start_listeners()
+    started = time.monotonic()
+    time.sleep(10)
+    kill_one(cluster)
+    time.sleep(10)
+    cluster.catalogue.delete_schedule(function.id, schedule.id)
+
+    records: list[Any] = []
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        records = cluster.catalogue.list_executions({"function_id": function.id}, 10_000).items
+        if records and all(r.finished for r in records):
+            break
+        time.sleep(0.5)
+    assert records, "no tick of the schedule fired"
+    prefix = f"schedule-{schedule.id}-"
+    ticks = sorted(
+        datetime.strptime(r.event_id.removeprefix(prefix), "%Y%m%dT%H%M%SZ") for r in records
+    )
+    span = int((ticks[-1] - ticks[0]).total_seconds())
+    expected = {ticks[0] + timedelta(seconds=n) for n in range(span + 1)}
+    per_tick = collections.Counter(ticks)
+    runs = [run for run in cluster.runs() if run["event_id"].startswith(prefix)]
+    succeeded = collections.Counter(r["execution_id"] for r in runs if r["status"] == "succeeded")
+    row = FaultRow(
+        fault="3 listeners, one `kill -9`, a schedule every second",
+        sent=len(expected),
+        recorded=len(records),
+        duplicates=sum(n - 1 for n in per_tick.values() if n > 1)
+        + sum(n - 1 for n in succeeded.values() if n > 1),
+        lost=len(expected - set(ticks)),
+        retried=sum(len(r.attempts) for r in records),
+        seconds=round(time.monotonic() - started, 1),
+        overlapping=len(overlapping(runs)),
+    )
+    fault_rows.append(row)
+    assert (row.lost, row.duplicates, row.overlapping) == (0, 0, 0), row
+    assert row.sent >= 15, row  # ticked all along, the kill included
+    assert [r.status for r in records if r.status != "succeeded"] == []
