@@ -12,15 +12,15 @@ Reading the use costs queries, so it is read only when the quota could bind:
 (``Ceiling``: the active hosts' slots and memory for a router; for
 ``lambda-os standalone``, alone on its catalogue, the listener's and the API's
 threads, each running one function of at most the project's largest memory).
-The quotas, and that largest memory, are read at most every ``quota_cache_s``
-per project: quotas change when an admin says so, and a change a second late is
-no loss for a budget. Where no ceiling is known (several listeners on one
+The quotas are read at most every ``quota_cache_s`` per project (they change when an
+admin says so, and a change a second late is no loss for a budget), the largest
+memory at most every ``LARGEST_REREAD_S`` by one thread, raised meanwhile by every
+function seen. Where no ceiling is known (several listeners on one
 catalogue) every event of a project is counted.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -37,6 +37,8 @@ QUOTA_CACHE_S = 2.0
 # How old an exact count of a project's runs may be and still be trusted while it
 # leaves the project under half of its quotas (``Admission.over_after_start``).
 RECOUNT_S = 1.0
+# How often the largest memory of a project's functions is read again (every function).
+LARGEST_REREAD_S = 60.0
 
 
 class AdmissionStore(Protocol):
@@ -71,11 +73,10 @@ class _Count:
 
 @dataclass(frozen=True)
 class _Limits:
-    """What is cached of a project: its quota, and the largest memory of its functions once read."""
+    """What is cached of a project: its quota, and when it was read."""
 
     read_at: float
     quota: Quota
-    largest_mb: int | None = None
 
 
 class Admission:
@@ -99,6 +100,8 @@ class Admission:
         self._quota_cache_s = quota_cache_s
         self._limits: dict[str, _Limits] = {}
         self._counts: dict[str, _Count] = {}  # written under ``turn``
+        self._largest: dict[str, tuple[float, int]] = {}  # owner -> (read at, largest MB)
+        self._reading: set[str] = set()  # owners whose largest is being read now
         self._limits_lock = threading.Lock()
         self.turn = threading.Lock()
 
@@ -111,9 +114,10 @@ class Admission:
         if ceiling.memory_mb is not None:
             memory = ceiling.memory_mb
         else:
-            memory = ceiling.runs * max(
-                self._largest_mb(function.owner, limits), function.memory_mb
-            )
+            largest = self._largest_mb(function)
+            if largest is None:
+                return quota  # not known yet: this one is counted
+            memory = ceiling.runs * largest
         return quota if quota.memory_mb < memory else None
 
     def over_after_start(self, function: FunctionRecord, quota: Quota) -> str | None:
@@ -166,13 +170,34 @@ class Admission:
             self._limits[project_id] = limits
         return limits
 
-    def _largest_mb(self, project_id: str, limits: _Limits) -> int:
-        """The largest memory of the project's functions, read once per cached quota."""
-        if limits.largest_mb is not None:
-            return limits.largest_mb
-        largest = max(self._store.function_memory_of(project_id).values(), default=0)
+    def _largest_mb(self, function: FunctionRecord) -> int | None:
+        """The largest memory among the project's functions, ``function`` included.
+
+        Reading it means reading every function of the project, so one thread reads it
+        at a time, at most every ``LARGEST_REREAD_S``; meanwhile every function seen
+        raises it, and a change that lowers it waits for the next reading (counting
+        more, never less). None while its first reading is under way elsewhere.
+        """
+        owner = function.owner
+        now = self._clock()
         with self._limits_lock:
-            self._limits[project_id] = dataclasses.replace(limits, largest_mb=largest)
+            cached = self._largest.get(owner)
+            due = cached is None or now - cached[0] >= LARGEST_REREAD_S
+            reads = due and owner not in self._reading
+            if reads:
+                self._reading.add(owner)
+        if reads:
+            try:
+                read = max(self._store.function_memory_of(owner).values(), default=0)
+            finally:
+                with self._limits_lock:
+                    self._reading.discard(owner)
+            cached = (now, read)
+        if cached is None:
+            return None
+        largest = max(cached[1], function.memory_mb)
+        with self._limits_lock:
+            self._largest[owner] = (cached[0], largest)
         return largest
 
 

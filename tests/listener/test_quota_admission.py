@@ -247,3 +247,28 @@ def test_an_exact_count_still_refuses_the_start_that_passes_the_quota(catalogue)
     quota = gate.binding(function, None)
 
     assert "executions" in (gate.over_after_start(function, quota) or "")
+
+
+def test_the_largest_memory_of_a_projects_functions_is_read_once_a_minute_not_per_event(
+    catalogue,
+):
+    small = add_function(catalogue, "small", memory_mb=128)
+    bigger = add_function(catalogue, "bigger", event_type="updated", memory_mb=512)
+    catalogue.set_quota("tests", {"executions": 1000, "memory_mb": 4096})
+    reads = []
+
+    class Store(CountingStore):
+        def function_memory_of(self, owner):
+            reads.append(owner)
+            return super().function_memory_of(owner)
+
+    now = [0.0]
+    gate = Admission(Store(catalogue), Settings(), clock=lambda: now[0], quota_cache_s=60)
+    ceiling = Ceiling(runs=10)  # 10 runs of the largest, 512 MB: more than the 4096 MB quota
+
+    assert all(gate.binding(small, ceiling) is not None for _ in range(100))
+    assert reads == ["tests"]
+    now[0] += 61
+    gate.binding(small, ceiling)
+    assert reads == ["tests", "tests"]
+    assert gate.binding(bigger, ceiling) is not None
