@@ -94,7 +94,7 @@ class Cron:
         for _ in range(SEARCH_DAYS):
             if self._day_matches(day):
                 start = local.time() if day == local.date() else dt.time(0, 0)
-                fire = self._first_time_on(day, start)
+                fire = self._first_time_on(day, start, moment)
                 if fire is not None:
                     return fire
             day += dt.timedelta(days=1)
@@ -113,7 +113,9 @@ class Cron:
             return in_month
         return in_month or in_week
 
-    def _first_time_on(self, day: dt.date, start: dt.time) -> dt.datetime | None:
+    def _first_time_on(
+        self, day: dt.date, start: dt.time, moment: dt.datetime
+    ) -> dt.datetime | None:
         for hour in sorted(h for h in self.hours if h >= start.hour):
             for minute in sorted(self.minutes):
                 if hour == start.hour and minute < start.minute:
@@ -123,7 +125,10 @@ class Cron:
                 # A time in the spring gap does not exist: it reads back otherwise.
                 if aware.astimezone(UTC).astimezone(self.zone).replace(tzinfo=None) != naive:
                     continue
-                return aware.astimezone(UTC)  # fold 0: the first of a repeated hour
+                fire = aware.astimezone(UTC)  # fold 0: the first of a repeated hour
+                # In the second pass of a repeated hour the first one is already past.
+                if fire > moment:
+                    return fire
         return None
 
 

@@ -195,9 +195,12 @@ class Admission:
             cached = (now, read)
         if cached is None:
             return None
-        largest = max(cached[1], function.memory_mb)
         with self._limits_lock:
-            self._largest[owner] = (cached[0], largest)
+            stored = self._largest.get(owner)
+            # Never below what another thread stored meanwhile: only a reading lowers it.
+            kept = stored[1] if stored is not None and not reads else 0
+            largest = max(cached[1], kept, function.memory_mb)
+            self._largest[owner] = (cached[0] if reads or stored is None else stored[0], largest)
         return largest
 
 

@@ -13,13 +13,15 @@ the same record; the broker may carry the event twice, the record keeps it once.
 
 A tick more than ``missed_after_s`` overdue was missed while nothing ran: such
 ticks are counted on the schedule (``missed``, ``last_missed_at``) and logged, never
-fired late in a burst; the schedule goes on from the next tick after now. A
+fired late in a burst; the ticks since (a pass that came late, a one-second rate) all
+fire; the schedule goes on from the next tick after now. A
 schedule whose function is gone is left for the function's delete to remove.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -112,17 +114,16 @@ class Ticker:
     def _handle(self, schedule: ScheduleRecord, now: datetime) -> int:
         due = aware(schedule.next_fire_at or now)
         upcoming = next_tick(schedule, now)
-        latest, skipped, previous = self._latest_due(schedule, due, now)
-        if now - latest > self._missed_after:
-            missed = skipped + 1
-            if self._catalogue.advance_schedule(schedule, upcoming, None, missed, latest):
+        missed, last_missed, recent = self._due_ticks(schedule, due, now)
+        if not recent:
+            if self._catalogue.advance_schedule(schedule, upcoming, None, missed, last_missed):
                 LOGGER.warning(
                     "schedule %s of function %s: %d ticks missed while nothing ran "
                     "(the latest at %s); going on from %s",
                     schedule.id,
                     schedule.function_id,
                     missed,
-                    latest.isoformat(),
+                    last_missed.isoformat() if last_missed else "-",
                     upcoming.isoformat() if upcoming else "never",
                 )
             return 0
@@ -130,28 +131,37 @@ class Ticker:
             function = self._catalogue.get_function(schedule.function_id)
         except NotFound:
             return 0  # deleted: its schedules go with it
-        self._fire(function, schedule, latest)
-        self._catalogue.advance_schedule(schedule, upcoming, latest, skipped, previous)
-        return 1
+        for tick in recent:
+            self._fire(function, schedule, tick)
+        self._catalogue.advance_schedule(schedule, upcoming, recent[-1], missed, last_missed)
+        return len(recent)
 
-    def _latest_due(
+    def _due_ticks(
         self, schedule: ScheduleRecord, due: datetime, now: datetime
-    ) -> tuple[datetime, int, datetime | None]:
-        """The last tick at or before ``now`` from ``due`` on, how many came before it,
-        and the one just before it (None if none did)."""
+    ) -> tuple[int, datetime | None, list[datetime]]:
+        """From ``due`` to ``now``: how many ticks are past ``missed_after_s`` (and the latest
+        of them), and the ticks since, each still to fire."""
+        window = now - self._missed_after
         if schedule.rate_s:
-            periods = int((now - due).total_seconds() // schedule.rate_s)
-            latest = due + timedelta(seconds=periods * schedule.rate_s)
-            previous = latest - timedelta(seconds=schedule.rate_s) if periods else None
-            return latest, periods, previous
+            step = timedelta(seconds=schedule.rate_s)
+            old = max(0, math.ceil((window - due) / step)) if due < window else 0
+            old = min(old, MAX_COUNTED_MISSES)
+            last_old = due + (old - 1) * step if old else None
+            tick, recent = due + old * step, []
+            while tick <= now:
+                recent.append(tick)
+                tick += step
+            return old, last_old, recent
         cron = Cron.parse(schedule.cron or "", schedule.timezone)
-        latest, skipped, previous = due, 0, None
-        while skipped < MAX_COUNTED_MISSES:
-            following = cron.next_after(latest)
-            if following is None or following > now:
-                break
-            previous, latest, skipped = latest, following, skipped + 1
-        return latest, skipped, previous
+        old, last_old, recent = 0, None, []
+        tick: datetime | None = due
+        while tick is not None and tick <= now and old < MAX_COUNTED_MISSES:
+            if tick < window:
+                old, last_old = old + 1, tick
+            else:
+                recent.append(tick)
+            tick = cron.next_after(tick)
+        return old, last_old, recent
 
     def _fire(self, function: FunctionRecord, schedule: ScheduleRecord, tick: datetime) -> None:
         """Claim the tick's record and publish its event, addressed to the function."""

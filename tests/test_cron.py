@@ -107,3 +107,11 @@ def test_a_rate_fires_every_period_from_its_start():
     assert next_by_rate(start, 300, at("2026-12-03T10:12:00")) == at("2026-12-03T10:15:00")
     with pytest.raises(InvalidSchedule):
         check_rate(0)
+
+
+def test_from_inside_a_repeated_hour_the_next_fire_time_is_never_in_the_past():
+    # 01:10 UTC on 2027-10-31 is 02:10 in Paris for the second time (CET, after 03:00 CEST).
+    # The repeated 02:15, 02:30 and 02:45 fired in the first pass, so next is 03:00 CET.
+    cron = Cron.parse("*/15 * * * *", "Europe/Paris")
+    moment = at("2027-10-31T01:10:00")
+    assert cron.next_after(moment) == at("2027-10-31T02:00:00")

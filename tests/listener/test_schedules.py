@@ -129,3 +129,17 @@ def test_a_listener_fires_a_one_second_rate_once_per_tick(broker_settings, catal
     assert all(event_id.startswith(f"schedule-{rate.id}-") for event_id in runs)
     records = records_of(catalogue, function)
     assert len({r.event_id for r in records}) == len(records)
+
+
+def test_a_pass_that_comes_late_fires_every_tick_since_not_only_the_latest(catalogue):
+    function = add_function(catalogue, "tick")
+    due = NOW - timedelta(seconds=4)
+    rate = schedule(catalogue, function, rate_s=1, start_at=due, next_fire_at=due)
+    publisher = KeptPublisher()
+
+    assert Ticker(catalogue, publisher, clock=lambda: NOW).tick_once() == 5
+
+    fired = [m for m, _ in publisher.published]
+    assert fired == [tick_event_id(rate.id, due + timedelta(seconds=n)) for n in range(5)]
+    (stored,) = catalogue.list_schedules(function.id)
+    assert (stored.missed, stored.next_fire_at) == (0, NOW + timedelta(seconds=1))
