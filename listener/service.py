@@ -52,9 +52,9 @@ import pika.exceptions
 from lambda_os.errors import TransientError
 from lambda_os.settings import Settings
 from listener.admit import Admission, Ceiling
+from listener.batch import BatchRunner
 from listener.consume import Counters, EventGuard, Session, TopologyError
 from listener.events import Event
-from listener.batch import BatchRunner
 from listener.execute import LEASE_MARGIN_S, Step, run_event
 from listener.gather import Collector
 from listener.publish import Publisher, connection_parameters
