@@ -108,8 +108,8 @@ function pretty(value) {
   return JSON.stringify(value, null, 2);
 }
 
-function field(label, input) {
-  return h("label", {}, h("span", {}, label), input);
+function field(label, input, attrs = {}) {
+  return h("label", attrs, h("span", {}, label), input);
 }
 
 function table(headers, rows, attrs = {}) {
@@ -249,9 +249,9 @@ async function newFunctionPage() {
     field("Event type", h("input", { name: "event_type", placeholder: "greeting" })),
     field("Environment (JSON)", h("input", { name: "environment", placeholder: '{"KEY": "value"}' })),
     field("Description", h("input", { name: "description" })),
-    field("Code: a .py file or a .zip package", file),
-    field("…or the code of main.py", text),
-    h("div", {}, submit),
+    field("Code: a .py file or a .zip package", file, { class: "wide" }),
+    field("…or the code of main.py", text, { class: "wide" }),
+    h("div", { class: "wide" }, submit),
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -618,7 +618,8 @@ function number(value) {
 function bars(title, pairs) {
   const width = 300;
   const row = 20;
-  const left = 70;
+  const longest = Math.max(...pairs.map(([label]) => String(label).length), 3);
+  const left = Math.min(10 + longest * 6.5, 150);
   const right = 50;
   const values = pairs.map(([, value]) => value ?? 0);
   const top = Math.max(...values, 0) || 1;
@@ -770,6 +771,7 @@ async function hostsPage() {
         ),
       ),
     ),
+    events.length ? null : h("p", { class: "muted" }, "None yet."),
   ];
 }
 
