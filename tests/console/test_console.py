@@ -3,8 +3,8 @@
 A person's path through it: the page asks for a token (the API's 401 is shown),
 they log in, upload a function through the form (the API's 422 for a bad field
 is shown first), invoke it from its page, and see its execution, result and
-logs, from a real container, with its charts drawn. Then a dead letter is
-replayed, and the hosts page answers.
+logs, from a real container, with its charts drawn; they change its memory and
+delete it. Then a dead letter is replayed, and the hosts page answers.
 
 With ``LAMBDA_OS_CONSOLE_SCREENSHOT=path`` the function's page is saved there as a
 PNG; the README's ``swagger/console.png`` was made so.
@@ -112,6 +112,16 @@ def test_a_function_uploaded_through_the_form_runs_and_its_execution_and_logs_ap
     screenshot = os.environ.get("LAMBDA_OS_CONSOLE_SCREENSHOT")
     if screenshot:
         save_whole_page(browser, Path(screenshot))
+
+    configuration = browser.find_element(By.ID, "configuration")
+    fill(configuration, "memory_mb", "256")
+    configuration.find_element(By.ID, "save").click()
+    wait_text(browser, "notice", "Saved memory_mb")
+    assert "256 MB" in browser.find_element(By.TAG_NAME, "dl").text
+    browser.find_element(By.ID, "delete").click()
+    browser.switch_to.alert.accept()
+    wait_text(browser, "notice", f"Deleted {name}")
+    assert name not in browser.find_element(By.ID, "functions").text
 
 
 def save_whole_page(driver, path: Path) -> None:
