@@ -4,7 +4,8 @@
 listener's session. For each batching function (``Catalogue.batching_functions``,
 read again every few seconds, and any function a worker asks for with ``ensure``)
 it consumes the function's batch queue (``listener.batch``) with a prefetch of
-``batch_size``, so the broker never hands it more than one full batch unacked.
+twice ``batch_size``: one batch gathers while the one before it runs, and the
+broker never hands it more than that unacked.
 A group closes when it holds ``batch_size`` events or ``batch_window_s`` after
 its first one came, whichever is first; it then runs on the listener's pool
 (``BatchRunner``), and only when every batch it touched is final does this thread
@@ -40,6 +41,7 @@ from listener.topology import Topology
 LOGGER = logging.getLogger(__name__)
 
 REFRESH_S = 3.0
+GROUPS_IN_HAND = 2
 ENSURE_TIMEOUT_S = 5.0
 _REPLY_JSON = json.JSONEncoder(default=str)
 
@@ -218,8 +220,8 @@ class Collector:
         self._channel.queue_declare(
             queue=queue, durable=True, arguments=batch_queue_arguments(self._topology)
         )
-        # Per consumer (not global): this consumer is never handed more than a batch.
-        self._channel.basic_qos(prefetch_count=function.batch_size or 1)
+        # Per consumer (not global): one batch gathering while the one before it runs.
+        self._channel.basic_qos(prefetch_count=GROUPS_IN_HAND * (function.batch_size or 1))
         tag = self._channel.basic_consume(queue, functools.partial(self._on_message, function.id))
         with self._lock:
             self._groups[function.id] = _Group(function, tag)
