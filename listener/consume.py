@@ -30,8 +30,10 @@ What happens to a message:
   then the message still lands on the dead-letter queue through the queue's DLX,
   and the reason is in the log. Either way nothing is lost and the consumer goes on.
 - no function matches: acked and counted.
-- no id: held until a copy carrying its assigned id is committed to the broker
-  (``listener.numbering``, in batches), then acked; the copy is what runs.
+- no id: held until a copy carrying its assigned id is committed to a parking
+  queue (``listener.numbering``, in batches), then acked and run under that id;
+  the copy goes with its parking queue once the records are stored, or brings
+  the event back if they never are.
 - run: acked after the records are stored; replies go to ``reply_to`` first
   (a host's through the results queue, relayed by a router: ``listener.relay``).
   A retry (``Step.retry``) or a deferral (``Step.defer``: another listener holds
@@ -245,7 +247,11 @@ class Session:
         # Replies need no confirm: the record is stored before any reply goes out, so a
         # confirm would only make every reply wait a broker round trip on this thread.
         self._replies = self._connection.channel()
-        self._numbering = Numbering(self._connection)
+        self._numbering = Numbering(
+            self._connection,
+            f"{self._topology.consumed_queue}.numbered",
+            parked_ttl_ms=self._topology.parked_ttl_ms,
+        )
         self._channel, self._out = channel, out
         queue = self._topology.consumed_queue
         LOGGER.info("consuming %s with prefetch %d", queue, self._prefetch)
@@ -265,6 +271,9 @@ class Session:
                 method is None or self._numbering.full or channel.get_waiting_message_count() == 0
             ):
                 self._commit_numbered()
+                self._numbering.tidy()
+            elif method is None:
+                self._numbering.tidy()
         if not self._stop.is_set():
             # The generator ends without a stop when the broker cancels the consumer
             # (the queue was deleted): reconnect, with backoff, and declare it again.
@@ -274,6 +283,7 @@ class Session:
             LOGGER.info("stopping: waiting for %d events in flight", self._pending)
         while self._pending and not self._halt.is_set():
             self._connection.process_data_events(time_limit=0.2)
+        self._numbering.tidy(closing=True)
         self._connection.process_data_events(time_limit=0)  # flush the last acks
 
     # -- on the connection's thread -------------------------------------------
@@ -360,25 +370,25 @@ class Session:
         self, tag: int, properties: Any, body: bytes, event: Event, future: Future
     ) -> None:
         if future.cancelled():  # a halt cancelled it before it started
-            self._channel.basic_nack(tag, requeue=True)
+            self._nack(tag, requeue=True)
             return
         error = future.exception()
         if error is None:
             steps, exhausted = future.result()
             if not self._publish_retries(properties, event, steps):
                 self._counters.add("requeued")
-                self._channel.basic_nack(tag, requeue=True)
+                self._nack(tag, requeue=True)
                 return
             for item in exhausted:
                 self._dead_letter_exhausted(event, item)
             if properties.reply_to:
                 self._reply(properties, event, [step.record for step in steps if step.reply])
-            _unflushed(self._channel).basic_ack(tag)  # after the replies; ``_settle`` flushes
+            self._ack(tag)  # after the replies; ``_settle`` flushes
             LOGGER.debug("event %s: acked after %d executions", event.id, len(steps))
         elif isinstance(error, TransientError):
             self._counters.add("requeued")
             LOGGER.warning("event %s: requeued: %s", event.id, error.description)
-            self._channel.basic_nack(tag, requeue=True)
+            self._nack(tag, requeue=True)
         else:
             LOGGER.error("event %s: failed in the listener", event.id, exc_info=error)
             reason = f"internal error: {type(error).__name__}: {error}"
@@ -399,7 +409,8 @@ class Session:
 
     def _commit_numbered(self) -> None:
         committed = self._numbering.commit(
-            ack=self._channel.basic_ack,
+            ack=_unflushed(self._channel).basic_ack,
+            run_parked=lambda held, tag: self._submit(tag, held.properties, held.body, held.event),
             run_as_is=lambda held: self._submit(held.tag, held.properties, held.body, held.event),
         )
         self._counters.add("ids_assigned", committed)
@@ -612,7 +623,7 @@ class Session:
                     again,
                     exc_info=again,
                 )
-                self._channel.basic_nack(tag, requeue=False)
+                self._nack(tag, requeue=False)
 
     def _dead_letter(
         self,
@@ -633,14 +644,32 @@ class Session:
                 "without the reason header",
                 event_id,
             )
-            self._channel.basic_nack(tag, requeue=False)
+            self._nack(tag, requeue=False)
             return
         if properties.reply_to:
             error = {"type": "InvalidEvent", "message": reason, "reason": "dead-lettered"}
             payload = {"event_id": event_id, "error": error}
             self._publish_reply(properties, payload, {EVENT_ID_HEADER: event_id})
             self._counters.add("replies")
-        self._channel.basic_ack(tag)  # flushes the reply too
+        self._ack(tag, flush=True)  # flushes the reply too
+
+    def _ack(self, tag: int, flush: bool = False) -> None:
+        """Ack a delivery (unless ``flush``, into the output buffer: the caller flushes);
+        for an event run from a parked copy (``listener.numbering``), let its copy go."""
+        if self._numbering.is_parked(tag):
+            self._numbering.done(tag)
+        elif flush:
+            self._channel.basic_ack(tag)
+        else:
+            _unflushed(self._channel).basic_ack(tag)
+
+    def _nack(self, tag: int, requeue: bool) -> None:
+        """Give a delivery back, or reject it to the dead-letter exchange; for an event
+        run from a parked copy, keep the copy, which brings the event back when it expires."""
+        if self._numbering.is_parked(tag):
+            self._numbering.kept(tag)
+        else:
+            self._channel.basic_nack(tag, requeue=requeue)
 
     def _reply(self, properties: Any, event: Event, records: list[ExecutionRecord]) -> None:
         count = len(records)

@@ -1,10 +1,24 @@
-"""Numbering: an event published without an id gets one through a copy that carries it.
+"""Numbering: an event published without an id gets one, kept by a parked copy.
 
 An id-less delivery would get a new id each time it is delivered, so a listener
 that died between storing an execution record and its ack would make a second
-record on the redelivery. The copy, with the assigned id as ``message_id``, is
-what runs: once the broker holds it the original is acked, and every later
-delivery of the copy maps to the same executions.
+record on the redelivery. So before it runs, the event's copy, with the
+assigned id as ``message_id``, is handed to the broker and the original acked:
+from then on only the copy carries the event, under that id, through any crash.
+
+The copy does not go back to the events queue (the listener would then take
+every id-less event twice). It waits in a parking queue of this listener's own,
+with a message TTL and the way the original came (the events queue, or the
+projects exchange with its routing key, so a project's event keeps its project)
+as the queue's dead-letter route, while the event runs from the original's
+delivery, under its assigned id (``Parked``). Once every event whose copy
+waits in a parking queue has its records stored, the queue is deleted with all
+its copies at once: one broker operation for a few seconds' worth of events.
+Should the listener die (or an event go back to the broker, a transient
+failure), that queue is left alone: its copies expire after ``PARKED_TTL_MS``
+into the events queue and run as any event with an id does, finding the records
+already stored. The parking queues are rotated every few seconds, and one nobody
+uses expires by itself (``x-expires``) after its copies have.
 
 Waiting for a publisher confirm per copy would block the connection's thread for
 a broker round trip per event, about as long as a trivial function runs. So the
@@ -12,18 +26,21 @@ copies go out in batches on a transactional channel: the copies of every id-less
 delivery the consumer holds are published, one ``tx.commit`` hands them all to
 the broker (RabbitMQ makes a transaction's publishes visible and durable, and
 sends its ``basic.return``\\ s, on commit: the same promise as a confirm), and only
-then are the originals acked. A batch closes when the consumer has no further
-delivery waiting or ``MAX_BATCH`` are held, so a lone event waits for no other.
-A copy the broker could not route comes back as ``basic.return`` before the
-commit's answer; its original then runs as it is, under the assigned id, as it
-did before ids were assigned at all.
+then are the originals acked and the events run. A batch closes when the consumer
+has no further delivery waiting or ``MAX_BATCH`` are held, so a lone event waits
+for no other. A copy the broker could not route comes back as ``basic.return``
+before the commit's answer; its original then runs as it is, under the assigned
+id, acked only once its records are stored.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from listener.events import Event
@@ -31,6 +48,14 @@ from listener.events import Event
 LOGGER = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+# How long a parked copy waits before it goes back to run, unless the topology says
+# (``Topology.parked_ttl_ms``): what an id-less event's recovery takes after its listener died.
+PARKED_TTL_MS = 30_000
+# A parking queue nobody uses (its listener died) goes once its copies have expired.
+PARKING_EXPIRES_MS = 4 * PARKED_TTL_MS
+# A parking queue takes copies this long (or this many), then the next one does.
+ROTATE_S = 2.0
+ROTATE_COPIES = 5_000
 
 
 @dataclass(frozen=True)
@@ -41,21 +66,65 @@ class Unnumbered:
     event: Event  # under its assigned id
     properties: Any  # the original's
     body: bytes
-    exchange: str  # where the copy goes: the way the original came
+    exchange: str  # where the copy goes back to: the way the original came
     routing_key: str
     copy_properties: Any  # the original's, persistent, with the id as message_id
 
 
-class Numbering:
-    """Publishes the copies of id-less deliveries in committed batches (see the module doc)."""
+@dataclass
+class _Parking:
+    """One parking queue: how many of its copies' events have not finished yet."""
 
-    def __init__(self, connection: Any) -> None:
+    name: str
+    opened_at: float
+    copies: int = 0
+    running: int = 0
+    kept: bool = False  # some event went back to the broker: its copy must stay
+
+
+@dataclass
+class Parked:
+    """An event running from its acked original while its copy is parked.
+
+    ``tag`` stands in for the acked delivery's: negative, so it is never a real one.
+    """
+
+    tag: int
+    parking: _Parking = field(repr=False)
+
+
+class Numbering:
+    """Parks the copies of id-less deliveries in committed batches (see the module doc).
+
+    ``prefix`` names this listener's parking queues (under its events queue, so
+    the platform's own replies never go there); ``parked_ttl_ms`` and
+    ``rotate_s`` are for tests that cannot wait.
+    """
+
+    def __init__(
+        self,
+        connection: Any,
+        prefix: str,
+        monotonic: Callable[[], float] = time.monotonic,
+        parked_ttl_ms: int = PARKED_TTL_MS,
+        rotate_s: float = ROTATE_S,
+    ) -> None:
         self._connection = connection
+        self._parked_ttl_ms = parked_ttl_ms
+        self._rotate_s = rotate_s
+        self._prefix = f"{prefix}.{uuid.uuid4().hex[:8]}"
+        self._monotonic = monotonic
         self._tx = connection.channel()
         self._tx.tx_select()
         self._tx.add_on_return_callback(self._on_return)
         self._held: list[Unnumbered] = []
         self._returned: set[str] = set()
+        self._serial = itertools.count(1)
+        self._tags = itertools.count(-1, -1)
+        # The parking queue copies go to now, per way back; and every one not deleted yet.
+        self._current: dict[tuple[str, str], _Parking] = {}
+        self._open: list[_Parking] = []
+        self._parked: dict[int, Parked] = {}
 
     @property
     def held(self) -> int:
@@ -68,47 +137,114 @@ class Numbering:
     def hold(self, delivery: Unnumbered) -> None:
         self._held.append(delivery)
 
-    def commit(self, ack: Callable[[int], None], run_as_is: Callable[[Unnumbered], None]) -> int:
-        """Publish and commit the held copies, then ack their originals; how many went.
+    def commit(
+        self,
+        ack: Callable[[int], None],
+        run_parked: Callable[[Unnumbered, int], None],
+        run_as_is: Callable[[Unnumbered], None],
+    ) -> int:
+        """Park the held copies, commit, ack their originals and run each; how many parked.
 
-        Must be called outside pika's dispatch (from the consume loop), so the
-        returns of this commit are dispatched here. A channel or connection error
-        propagates with the originals unacked: the broker delivers them again.
+        ``run_parked(delivery, tag)`` runs the event with a stand-in ``tag`` that
+        ``done`` or ``kept`` later settles. Must be called outside pika's
+        dispatch (from the consume loop), so the returns of this commit are
+        dispatched here. A channel or connection error propagates with the
+        originals unacked: the broker delivers them again.
         """
         batch, self._held = self._held, []
         if not batch:
             return 0
+        placed = []
         for delivery in batch:
+            parking = self._parking_for(delivery.exchange, delivery.routing_key)
             self._tx.basic_publish(
-                exchange=delivery.exchange,
-                routing_key=delivery.routing_key,
+                exchange="",
+                routing_key=parking.name,
                 body=delivery.body,
                 properties=delivery.copy_properties,
                 mandatory=True,
             )
+            parking.copies += 1
+            placed.append(parking)
         self._tx.tx_commit()
         self._connection.process_data_events(time_limit=0)  # this commit's returns
         committed = 0
-        for delivery in batch:
+        for delivery, parking in zip(batch, placed, strict=True):
             if delivery.event.id in self._returned:
                 self._returned.discard(delivery.event.id)
                 LOGGER.warning(
-                    "event %s: its copy with the assigned id could not be routed; "
+                    "event %s: its copy with the assigned id could not be parked; "
                     "running it as it is",
                     delivery.event.id,
                 )
                 run_as_is(delivery)
                 continue
             ack(delivery.tag)
+            tag = next(self._tags)
+            parking.running += 1
+            self._parked[tag] = Parked(tag, parking)
+            run_parked(delivery, tag)
             committed += 1
         LOGGER.debug("numbered %d id-less events in one commit", committed)
         return committed
+
+    def is_parked(self, tag: int) -> bool:
+        return tag in self._parked
+
+    def done(self, tag: int) -> None:
+        """The parked event's records are stored: its copy may go with its queue."""
+        self._parked.pop(tag).parking.running -= 1
+
+    def kept(self, tag: int) -> None:
+        """The parked event went back to the broker: its copy must run it later."""
+        parking = self._parked.pop(tag).parking
+        parking.running -= 1
+        parking.kept = True
+
+    def tidy(self, closing: bool = False) -> None:
+        """Delete the parking queues past their turn whose events have all finished.
+
+        A queue with a kept copy is left to expire (its copies go back to run);
+        ``closing``: every queue is past its turn (the session ends).
+        """
+        now = self._monotonic()
+        for way, parking in list(self._current.items()):
+            stale = now - parking.opened_at >= self._rotate_s or parking.copies >= ROTATE_COPIES
+            if closing or stale:
+                del self._current[way]
+        current = set(map(id, self._current.values()))
+        for parking in list(self._open):
+            if id(parking) in current or parking.running:
+                continue
+            self._open.remove(parking)
+            if not parking.kept:
+                self._tx.queue_delete(parking.name)
 
     def give_back(self, nack: Callable[[int], None]) -> None:
         """On stop: the held originals go back to the queue, no copy made."""
         batch, self._held = self._held, []
         for delivery in batch:
             nack(delivery.tag)
+
+    def _parking_for(self, exchange: str, routing_key: str) -> _Parking:
+        parking = self._current.get((exchange, routing_key))
+        if parking is not None:
+            return parking
+        name = f"{self._prefix}.{next(self._serial)}"
+        self._tx.queue_declare(
+            queue=name,
+            durable=True,
+            arguments={
+                "x-message-ttl": self._parked_ttl_ms,
+                "x-expires": max(PARKING_EXPIRES_MS, 4 * self._parked_ttl_ms),
+                "x-dead-letter-exchange": exchange,
+                "x-dead-letter-routing-key": routing_key,
+            },
+        )
+        parking = _Parking(name, self._monotonic())
+        self._current[(exchange, routing_key)] = parking
+        self._open.append(parking)
+        return parking
 
     def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
         if properties.message_id:

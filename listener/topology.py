@@ -68,6 +68,8 @@ class Topology:
     dead_letter_queue: str
     retry_delays_ms: tuple[int, ...] = RETRY_DELAYS_MS
     consume_queue: str = ""  # a host's own queue, for a worker; empty: the events queue
+    # How long an id-less event's parked copy waits (``listener.numbering``): its recovery time.
+    parked_ttl_ms: int = 30_000
 
     @property
     def consumed_queue(self) -> str:

@@ -1,19 +1,23 @@
-"""Id-less events are numbered by copies committed in batches, on the real RabbitMQ.
+"""Id-less events are numbered by copies parked in batches, on the real RabbitMQ.
 
 ``Numbering`` is driven directly here, on a connection of the test's own: what
-matters is what the broker holds after a commit, and which originals are acked
-or run as they are. The listener's use of it (every id-less event runs once,
-under the id its copy carries) is in test_consumer.py and test_retries.py, and
-through a listener's ``kill -9`` in the fault table.
+matters is what the broker holds after a commit, which originals are acked and
+run, and where the copies go: with their parking queue once every event has
+finished, back the way the original came when one did not. The listener's use
+of it (every id-less event runs once, under the id its copy carries) is in
+test_consumer.py and test_retries.py, and through a listener's ``kill -9`` in
+the fault table.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pika
 import pytest
+from listener_helpers import wait_for
 
 from listener.events import Event
 from listener.numbering import Numbering, Unnumbered
@@ -28,7 +32,22 @@ def connection(amqp_url):
     connection.close()
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def numbering_on(connection, clock: Clock, ttl_ms: int = 30_000) -> Numbering:
+    return Numbering(
+        connection, f"test.numbered.{uuid.uuid4().hex[:8]}", clock, parked_ttl_ms=ttl_ms
+    )
+
+
 def held(tag: int, queue: str) -> Unnumbered:
+    """An id-less delivery whose way back is ``queue`` (the default exchange)."""
     event_id = uuid.uuid4().hex
     body = json.dumps({"event_source": "s", "event_type": "t", "data": tag}).encode()
     copy = pika.BasicProperties(message_id=event_id, delivery_mode=pika.DeliveryMode.Persistent)
@@ -37,45 +56,128 @@ def held(tag: int, queue: str) -> Unnumbered:
     )
 
 
-def test_held_copies_reach_the_broker_only_with_the_commit_and_then_their_originals_are_acked(
-    broker, connection
-):
-    queue = broker.temporary_queue()
-    numbering = Numbering(connection)
-    deliveries = [held(tag, queue) for tag in (1, 2, 3)]
+def parking_queues(numbering: Numbering) -> list[str]:
+    return [parking.name for parking in numbering._open]
+
+
+def exists(connection, queue: str) -> bool:
+    channel = connection.channel()
+    try:
+        channel.queue_declare(queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    channel.close()
+    return True
+
+
+def test_copies_are_parked_with_the_commit_then_originals_acked_and_events_run(broker, connection):
+    way_back = broker.temporary_queue()
+    numbering = numbering_on(connection, Clock())
+    deliveries = [held(tag, way_back) for tag in (1, 2, 3)]
     for delivery in deliveries:
         numbering.hold(delivery)
-    assert (numbering.held, broker.ready(queue)) == (3, 0)  # nothing published yet
+    assert numbering.held == 3
 
     acked: list[int] = []
-    committed = numbering.commit(ack=acked.append, run_as_is=lambda d: pytest.fail(str(d)))
+    running: list[tuple[str, int]] = []
+    committed = numbering.commit(
+        ack=acked.append,
+        run_parked=lambda d, tag: running.append((d.event.id, tag)),
+        run_as_is=lambda d: pytest.fail(str(d)),
+    )
 
     assert (committed, acked, numbering.held) == (3, [1, 2, 3], 0)
-    copies = broker.get_all(queue)
+    assert [event_id for event_id, _tag in running] == [d.event.id for d in deliveries]
+    assert all(tag < 0 and numbering.is_parked(tag) for _id, tag in running)
+    (parking,) = parking_queues(numbering)
+    copies = broker.get_all(parking)
     assert [p.message_id for p, _ in copies] == [d.event.id for d in deliveries]
     assert [b for _, b in copies] == [d.body for d in deliveries]
     assert all(p.delivery_mode == pika.DeliveryMode.Persistent.value for p, _ in copies)
+    assert broker.ready(way_back) == 0  # the events queue never sees them
 
 
-def test_a_copy_the_broker_cannot_route_leaves_its_original_to_run_as_it_is(broker, connection):
-    queue = broker.temporary_queue()
-    numbering = Numbering(connection)
-    routed = held(1, queue)
-    lost = held(2, f"test.no-such-queue.{uuid.uuid4().hex[:8]}")
-    numbering.hold(routed)
+def test_a_parking_queue_is_deleted_past_its_turn_once_all_its_events_finished(broker, connection):
+    way_back = broker.temporary_queue()
+    clock = Clock()
+    numbering = numbering_on(connection, clock)
+    tags: list[int] = []
+    for tag in (1, 2):
+        numbering.hold(held(tag, way_back))
+    numbering.commit(ack=lambda _t: None, run_parked=lambda _d, t: tags.append(t), run_as_is=print)
+    (parking,) = parking_queues(numbering)
+
+    numbering.done(tags[0])
+    clock.now = 10.0  # past its turn
+    numbering.tidy()
+    assert exists(connection, parking)  # one event still runs
+
+    numbering.done(tags[1])
+    numbering.tidy()
+    assert not exists(connection, parking)
+    assert broker.ready(way_back) == 0
+
+
+def test_copies_rotate_to_a_new_parking_queue_after_their_turn(broker, connection):
+    way_back = broker.temporary_queue()
+    clock = Clock()
+    numbering = numbering_on(connection, clock)
+    numbering.hold(held(1, way_back))
+    numbering.commit(ack=lambda _t: None, run_parked=lambda _d, _t: None, run_as_is=print)
+    clock.now = 10.0
+    numbering.tidy()
+    numbering.hold(held(2, way_back))
+    numbering.commit(ack=lambda _t: None, run_parked=lambda _d, _t: None, run_as_is=print)
+    first, second = parking_queues(numbering)
+    assert first != second
+    for name in (first, second):
+        connection.channel().queue_delete(name)
+
+
+def test_a_kept_copy_expires_back_the_way_its_original_came(broker, connection):
+    way_back = broker.temporary_queue()
+    clock = Clock()
+    numbering = numbering_on(connection, clock, ttl_ms=300)
+    delivery = held(1, way_back)
+    numbering.hold(delivery)
+    tags: list[int] = []
+    numbering.commit(ack=lambda _t: None, run_parked=lambda _d, t: tags.append(t), run_as_is=print)
+    (parking,) = parking_queues(numbering)
+
+    numbering.kept(tags[0])  # e.g. the catalogue was down: the event went back to the broker
+    clock.now = 10.0
+    numbering.tidy()
+
+    assert exists(connection, parking)  # not deleted: its copy must come back
+    (back,) = wait_for(lambda: broker.get_all(way_back), timeout_s=10, what="the copy back")
+    assert back[0].message_id == delivery.event.id and back[1] == delivery.body
+    connection.channel().queue_delete(parking)
+
+
+def test_a_copy_the_broker_cannot_park_leaves_its_original_to_run_as_it_is(broker, connection):
+    way_back = broker.temporary_queue()
+    numbering = numbering_on(connection, Clock())
+    first = held(1, way_back)
+    numbering.hold(first)
+    numbering.commit(ack=lambda _t: None, run_parked=lambda _d, _t: None, run_as_is=print)
+    (parking,) = parking_queues(numbering)
+    connection.channel().queue_delete(parking)  # gone under it (an operator, a policy)
+    time.sleep(0.1)
+
+    lost = held(2, way_back)
     numbering.hold(lost)
-
     acked: list[int] = []
     run: list[Unnumbered] = []
-    committed = numbering.commit(ack=acked.append, run_as_is=run.append)
+    committed = numbering.commit(
+        ack=acked.append, run_parked=lambda _d, _t: pytest.fail("parked"), run_as_is=run.append
+    )
 
-    assert (committed, acked, run) == (1, [1], [lost])
-    assert [p.message_id for p, _ in broker.get_all(queue)] == [routed.event.id]
+    assert (committed, acked, run) == (0, [], [lost])
 
 
 def test_on_stop_the_held_originals_go_back_without_a_copy(broker, connection):
     queue = broker.temporary_queue()
-    numbering = Numbering(connection)
+    numbering = numbering_on(connection, Clock())
     numbering.hold(held(7, queue))
     numbering.hold(held(8, queue))
 
@@ -83,5 +185,5 @@ def test_on_stop_the_held_originals_go_back_without_a_copy(broker, connection):
     numbering.give_back(given_back.append)
 
     assert (given_back, numbering.held) == ([7, 8], 0)
-    assert numbering.commit(ack=pytest.fail, run_as_is=pytest.fail) == 0
-    assert broker.ready(queue) == 0
+    assert numbering.commit(ack=pytest.fail, run_parked=pytest.fail, run_as_is=pytest.fail) == 0
+    assert parking_queues(numbering) == []
