@@ -247,9 +247,13 @@ class Session:
         # Replies need no confirm: the record is stored before any reply goes out, so a
         # confirm would only make every reply wait a broker round trip on this thread.
         self._replies = self._connection.channel()
+        self._channel = channel
         self._numbering = Numbering(
             self._connection,
             f"{self._topology.consumed_queue}.numbered",
+            ack=lambda tag: _unflushed(self._channel).basic_ack(tag),
+            run_parked=self._run_parked,
+            run_as_is=lambda held: self._submit(held.tag, held.properties, held.body, held.event),
             parked_ttl_ms=self._topology.parked_ttl_ms,
         )
         self._channel, self._out = channel, out
@@ -270,7 +274,7 @@ class Session:
             if self._numbering.held and (
                 method is None or self._numbering.full or channel.get_waiting_message_count() == 0
             ):
-                self._commit_numbered()
+                self._counters.add("ids_assigned", self._numbering.publish())
                 self._numbering.tidy()
             elif method is None:
                 self._numbering.tidy()
@@ -281,7 +285,7 @@ class Session:
         channel.cancel()  # prefetched messages not yet handed to us go back to the queue
         if self._pending:
             LOGGER.info("stopping: waiting for %d events in flight", self._pending)
-        while self._pending and not self._halt.is_set():
+        while (self._pending or self._numbering.unconfirmed) and not self._halt.is_set():
             self._connection.process_data_events(time_limit=0.2)
         self._numbering.tidy(closing=True)
         self._connection.process_data_events(time_limit=0)  # flush the last acks
@@ -407,13 +411,10 @@ class Session:
             Unnumbered(method.delivery_tag, event, properties, body, exchange, key, copy)
         )
 
-    def _commit_numbered(self) -> None:
-        committed = self._numbering.commit(
-            ack=_unflushed(self._channel).basic_ack,
-            run_parked=lambda held, tag: self._submit(tag, held.properties, held.body, held.event),
-            run_as_is=lambda held: self._submit(held.tag, held.properties, held.body, held.event),
-        )
-        self._counters.add("ids_assigned", committed)
+    def _run_parked(self, held: Unnumbered, tag: int) -> None:
+        """Run an id-less event whose copy the broker holds; ``tag`` stands in for its ack."""
+        with self._safety_net(tag, held.properties, held.body, held.event.id):
+            self._submit(tag, held.properties, held.body, held.event)
 
     def _publish_retries(self, properties: Any, event: Event, steps: list[Step]) -> bool:
         """Publish the delayed messages the steps ask for; False on refusal.

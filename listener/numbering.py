@@ -21,16 +21,16 @@ already stored. The parking queues are rotated every few seconds, and one nobody
 uses expires by itself (``x-expires``) after its copies have.
 
 Waiting for a publisher confirm per copy would block the connection's thread for
-a broker round trip per event, about as long as a trivial function runs. So the
-copies go out in batches on a transactional channel: the copies of every id-less
-delivery the consumer holds are published, one ``tx.commit`` hands them all to
-the broker (RabbitMQ makes a transaction's publishes visible and durable, and
-sends its ``basic.return``\\ s, on commit: the same promise as a confirm), and only
-then are the originals acked and the events run. A batch closes when the consumer
-has no further delivery waiting or ``MAX_BATCH`` are held, so a lone event waits
-for no other. A copy the broker could not route comes back as ``basic.return``
-before the commit's answer; its original then runs as it is, under the assigned
-id, acked only once its records are stored.
+a broker round trip per event, about as long as a trivial function runs, and a
+transaction per batch blocks it for one per batch. So the copies go out on a
+channel in confirm mode without waiting: the copies of every id-less delivery
+the consumer holds are published at once (a batch closes when the consumer has
+no further delivery waiting or ``MAX_BATCH`` are held, so a lone event waits for
+no other), and the broker's confirms, which come back as it has written them,
+ack each original and start its event as they arrive. A copy the broker could
+not route comes back as ``basic.return`` before its confirm (a refused one as a
+``basic.nack``); its original then runs as it is, under the assigned id, acked
+only once its records are stored.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class _Parking:
     name: str
     opened_at: float
     copies: int = 0
+    unconfirmed: int = 0
     running: int = 0
     kept: bool = False  # some event went back to the broker: its copy must stay
 
@@ -94,31 +95,50 @@ class Parked:
 
 
 class Numbering:
-    """Parks the copies of id-less deliveries in committed batches (see the module doc).
+    """Parks the copies of id-less deliveries and runs them once confirmed (see the module doc).
 
     ``prefix`` names this listener's parking queues (under its events queue, so
-    the platform's own replies never go there); ``parked_ttl_ms`` and
-    ``rotate_s`` are for tests that cannot wait.
+    the platform's own replies never go there). Once the broker confirms a copy,
+    ``ack`` acks its original and ``run_parked(delivery, tag)`` runs the event
+    with a stand-in ``tag`` that ``done`` or ``kept`` later settles; a copy the
+    broker returned or refused leaves its original to ``run_as_is``. All three
+    are called on the connection's thread, inside pika's dispatch.
+    ``parked_ttl_ms`` and ``rotate_s`` are for tests that cannot wait.
     """
 
     def __init__(
         self,
         connection: Any,
         prefix: str,
+        ack: Callable[[int], None],
+        run_parked: Callable[[Unnumbered, int], None],
+        run_as_is: Callable[[Unnumbered], None],
         monotonic: Callable[[], float] = time.monotonic,
         parked_ttl_ms: int = PARKED_TTL_MS,
         rotate_s: float = ROTATE_S,
     ) -> None:
         self._connection = connection
+        self._ack = ack
+        self._run_parked = run_parked
+        self._run_as_is = run_as_is
         self._parked_ttl_ms = parked_ttl_ms
         self._rotate_s = rotate_s
         self._prefix = f"{prefix}.{uuid.uuid4().hex[:8]}"
         self._monotonic = monotonic
-        self._tx = connection.channel()
-        self._tx.tx_select()
-        self._tx.add_on_return_callback(self._on_return)
+        self._channel = connection.channel()
+        # The channel beneath pika's blocking one: its publishes wait for nothing, and
+        # the broker's confirms come to ``_on_confirm`` as they arrive.
+        self._impl = self._channel._impl
+        selected: list[Any] = []
+        self._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=selected.append)
+        self._impl.add_on_return_callback(self._on_return)
+        while not selected:
+            connection.process_data_events(time_limit=0.1)
         self._held: list[Unnumbered] = []
         self._returned: set[str] = set()
+        # Published copies waiting for their confirm, by publish sequence number.
+        self._unconfirmed: dict[int, tuple[Unnumbered, _Parking]] = {}
+        self._sequence = itertools.count(1)
         self._serial = itertools.count(1)
         self._tags = itertools.count(-1, -1)
         # The parking queue copies go to now, per way back; and every one not deleted yet.
@@ -131,33 +151,26 @@ class Numbering:
         return len(self._held)
 
     @property
+    def unconfirmed(self) -> int:
+        return len(self._unconfirmed)
+
+    @property
     def full(self) -> bool:
         return len(self._held) >= MAX_BATCH
 
     def hold(self, delivery: Unnumbered) -> None:
         self._held.append(delivery)
 
-    def commit(
-        self,
-        ack: Callable[[int], None],
-        run_parked: Callable[[Unnumbered, int], None],
-        run_as_is: Callable[[Unnumbered], None],
-    ) -> int:
-        """Park the held copies, commit, ack their originals and run each; how many parked.
+    def publish(self) -> int:
+        """Park the held copies (their confirms come later); how many went out.
 
-        ``run_parked(delivery, tag)`` runs the event with a stand-in ``tag`` that
-        ``done`` or ``kept`` later settles. Must be called outside pika's
-        dispatch (from the consume loop), so the returns of this commit are
-        dispatched here. A channel or connection error propagates with the
-        originals unacked: the broker delivers them again.
+        Must be called outside pika's dispatch (from the consume loop): a new
+        parking queue is declared there, with a round trip.
         """
         batch, self._held = self._held, []
-        if not batch:
-            return 0
-        placed = []
         for delivery in batch:
             parking = self._parking_for(delivery.exchange, delivery.routing_key)
-            self._tx.basic_publish(
+            self._impl.basic_publish(
                 exchange="",
                 routing_key=parking.name,
                 body=delivery.body,
@@ -165,28 +178,9 @@ class Numbering:
                 mandatory=True,
             )
             parking.copies += 1
-            placed.append(parking)
-        self._tx.tx_commit()
-        self._connection.process_data_events(time_limit=0)  # this commit's returns
-        committed = 0
-        for delivery, parking in zip(batch, placed, strict=True):
-            if delivery.event.id in self._returned:
-                self._returned.discard(delivery.event.id)
-                LOGGER.warning(
-                    "event %s: its copy with the assigned id could not be parked; "
-                    "running it as it is",
-                    delivery.event.id,
-                )
-                run_as_is(delivery)
-                continue
-            ack(delivery.tag)
-            tag = next(self._tags)
-            parking.running += 1
-            self._parked[tag] = Parked(tag, parking)
-            run_parked(delivery, tag)
-            committed += 1
-        LOGGER.debug("numbered %d id-less events in one commit", committed)
-        return committed
+            parking.unconfirmed += 1
+            self._unconfirmed[next(self._sequence)] = (delivery, parking)
+        return len(batch)
 
     def is_parked(self, tag: int) -> bool:
         return tag in self._parked
@@ -214,11 +208,11 @@ class Numbering:
                 del self._current[way]
         current = set(map(id, self._current.values()))
         for parking in list(self._open):
-            if id(parking) in current or parking.running:
+            if id(parking) in current or parking.running or parking.unconfirmed:
                 continue
             self._open.remove(parking)
             if not parking.kept:
-                self._tx.queue_delete(parking.name)
+                self._channel.queue_delete(parking.name)
 
     def give_back(self, nack: Callable[[int], None]) -> None:
         """On stop: the held originals go back to the queue, no copy made."""
@@ -231,7 +225,7 @@ class Numbering:
         if parking is not None:
             return parking
         name = f"{self._prefix}.{next(self._serial)}"
-        self._tx.queue_declare(
+        self._channel.queue_declare(
             queue=name,
             durable=True,
             arguments={
@@ -246,6 +240,33 @@ class Numbering:
         self._open.append(parking)
         return parking
 
+    def _on_confirm(self, frame: Any) -> None:
+        """The broker holds (``Basic.Ack``) or refused (``Basic.Nack``) copies up to a number."""
+        method = frame.method
+        if method.multiple:
+            numbers = [n for n in self._unconfirmed if n <= method.delivery_tag]
+        else:
+            numbers = [method.delivery_tag] if method.delivery_tag in self._unconfirmed else []
+        refused = method.NAME == "Basic.Nack"
+        for number in sorted(numbers):
+            delivery, parking = self._unconfirmed.pop(number)
+            parking.unconfirmed -= 1
+            if refused or delivery.event.id in self._returned:
+                self._returned.discard(delivery.event.id)
+                LOGGER.warning(
+                    "event %s: its copy with the assigned id could not be parked; "
+                    "running it as it is",
+                    delivery.event.id,
+                )
+                self._run_as_is(delivery)
+                continue
+            self._ack(delivery.tag)
+            tag = next(self._tags)
+            parking.running += 1
+            self._parked[tag] = Parked(tag, parking)
+            self._run_parked(delivery, tag)
+
     def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
+        # A Basic.Return comes before the confirm of the same message.
         if properties.message_id:
             self._returned.add(properties.message_id)

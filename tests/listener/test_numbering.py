@@ -1,7 +1,7 @@
 """Id-less events are numbered by copies parked in batches, on the real RabbitMQ.
 
 ``Numbering`` is driven directly here, on a connection of the test's own: what
-matters is what the broker holds after a commit, which originals are acked and
+matters is what the broker holds once it confirmed, which originals are acked and
 run, and where the copies go: with their parking queue once every event has
 finished, back the way the original came when one did not. The listener's use
 of it (every id-less event runs once, under the id its copy carries) is in
@@ -40,10 +40,38 @@ class Clock:
         return self.now
 
 
-def numbering_on(connection, clock: Clock, ttl_ms: int = 30_000) -> Numbering:
-    return Numbering(
-        connection, f"test.numbered.{uuid.uuid4().hex[:8]}", clock, parked_ttl_ms=ttl_ms
-    )
+class Driven:
+    """A ``Numbering`` on the test's connection, with what its callbacks were given."""
+
+    def __init__(self, connection, clock: Clock, ttl_ms: int = 30_000) -> None:
+        self.connection = connection
+        self.acked: list[int] = []
+        self.parked: list[tuple[str, int]] = []
+        self.as_is: list[Unnumbered] = []
+        self.numbering = Numbering(
+            connection,
+            f"test.numbered.{uuid.uuid4().hex[:8]}",
+            ack=self.acked.append,
+            run_parked=lambda d, tag: self.parked.append((d.event.id, tag)),
+            run_as_is=self.as_is.append,
+            monotonic=clock,
+            parked_ttl_ms=ttl_ms,
+        )
+
+    def publish(self, *deliveries: Unnumbered) -> int:
+        """Hold and publish them, then wait for the broker's confirms."""
+        for delivery in deliveries:
+            self.numbering.hold(delivery)
+        published = self.numbering.publish()
+        deadline = time.monotonic() + 10
+        while self.numbering.unconfirmed and time.monotonic() < deadline:
+            self.connection.process_data_events(time_limit=0.05)
+        assert self.numbering.unconfirmed == 0, "no confirm came"
+        return published
+
+    @property
+    def tags(self) -> list[int]:
+        return [tag for _id, tag in self.parked]
 
 
 def held(tag: int, queue: str) -> Unnumbered:
@@ -70,26 +98,20 @@ def exists(connection, queue: str) -> bool:
     return True
 
 
-def test_copies_are_parked_with_the_commit_then_originals_acked_and_events_run(broker, connection):
+def test_copies_are_parked_then_once_confirmed_originals_acked_and_events_run(broker, connection):
     way_back = broker.temporary_queue()
-    numbering = numbering_on(connection, Clock())
+    driven = Driven(connection, Clock())
     deliveries = [held(tag, way_back) for tag in (1, 2, 3)]
     for delivery in deliveries:
-        numbering.hold(delivery)
-    assert numbering.held == 3
+        driven.numbering.hold(delivery)
+    assert driven.numbering.held == 3 and driven.acked == []  # nothing went out yet
 
-    acked: list[int] = []
-    running: list[tuple[str, int]] = []
-    committed = numbering.commit(
-        ack=acked.append,
-        run_parked=lambda d, tag: running.append((d.event.id, tag)),
-        run_as_is=lambda d: pytest.fail(str(d)),
-    )
+    assert driven.publish() == 3
 
-    assert (committed, acked, numbering.held) == (3, [1, 2, 3], 0)
-    assert [event_id for event_id, _tag in running] == [d.event.id for d in deliveries]
-    assert all(tag < 0 and numbering.is_parked(tag) for _id, tag in running)
-    (parking,) = parking_queues(numbering)
+    assert (driven.acked, driven.numbering.held, driven.as_is) == ([1, 2, 3], 0, [])
+    assert [event_id for event_id, _tag in driven.parked] == [d.event.id for d in deliveries]
+    assert all(tag < 0 and driven.numbering.is_parked(tag) for tag in driven.tags)
+    (parking,) = parking_queues(driven.numbering)
     copies = broker.get_all(parking)
     assert [p.message_id for p, _ in copies] == [d.event.id for d in deliveries]
     assert [b for _, b in copies] == [d.body for d in deliveries]
@@ -100,20 +122,17 @@ def test_copies_are_parked_with_the_commit_then_originals_acked_and_events_run(b
 def test_a_parking_queue_is_deleted_past_its_turn_once_all_its_events_finished(broker, connection):
     way_back = broker.temporary_queue()
     clock = Clock()
-    numbering = numbering_on(connection, clock)
-    tags: list[int] = []
-    for tag in (1, 2):
-        numbering.hold(held(tag, way_back))
-    numbering.commit(ack=lambda _t: None, run_parked=lambda _d, t: tags.append(t), run_as_is=print)
-    (parking,) = parking_queues(numbering)
+    driven = Driven(connection, clock)
+    driven.publish(held(1, way_back), held(2, way_back))
+    (parking,) = parking_queues(driven.numbering)
 
-    numbering.done(tags[0])
+    driven.numbering.done(driven.tags[0])
     clock.now = 10.0  # past its turn
-    numbering.tidy()
+    driven.numbering.tidy()
     assert exists(connection, parking)  # one event still runs
 
-    numbering.done(tags[1])
-    numbering.tidy()
+    driven.numbering.done(driven.tags[1])
+    driven.numbering.tidy()
     assert not exists(connection, parking)
     assert broker.ready(way_back) == 0
 
@@ -121,14 +140,12 @@ def test_a_parking_queue_is_deleted_past_its_turn_once_all_its_events_finished(b
 def test_copies_rotate_to_a_new_parking_queue_after_their_turn(broker, connection):
     way_back = broker.temporary_queue()
     clock = Clock()
-    numbering = numbering_on(connection, clock)
-    numbering.hold(held(1, way_back))
-    numbering.commit(ack=lambda _t: None, run_parked=lambda _d, _t: None, run_as_is=print)
+    driven = Driven(connection, clock)
+    driven.publish(held(1, way_back))
     clock.now = 10.0
-    numbering.tidy()
-    numbering.hold(held(2, way_back))
-    numbering.commit(ack=lambda _t: None, run_parked=lambda _d, _t: None, run_as_is=print)
-    first, second = parking_queues(numbering)
+    driven.numbering.tidy()
+    driven.publish(held(2, way_back))
+    first, second = parking_queues(driven.numbering)
     assert first != second
     for name in (first, second):
         connection.channel().queue_delete(name)
@@ -137,16 +154,14 @@ def test_copies_rotate_to_a_new_parking_queue_after_their_turn(broker, connectio
 def test_a_kept_copy_expires_back_the_way_its_original_came(broker, connection):
     way_back = broker.temporary_queue()
     clock = Clock()
-    numbering = numbering_on(connection, clock, ttl_ms=300)
+    driven = Driven(connection, clock, ttl_ms=300)
     delivery = held(1, way_back)
-    numbering.hold(delivery)
-    tags: list[int] = []
-    numbering.commit(ack=lambda _t: None, run_parked=lambda _d, t: tags.append(t), run_as_is=print)
-    (parking,) = parking_queues(numbering)
+    driven.publish(delivery)
+    (parking,) = parking_queues(driven.numbering)
 
-    numbering.kept(tags[0])  # e.g. the catalogue was down: the event went back to the broker
+    driven.numbering.kept(driven.tags[0])  # e.g. the catalogue was down: it went back
     clock.now = 10.0
-    numbering.tidy()
+    driven.numbering.tidy()
 
     assert exists(connection, parking)  # not deleted: its copy must come back
     (back,) = wait_for(lambda: broker.get_all(way_back), timeout_s=10, what="the copy back")
@@ -156,34 +171,26 @@ def test_a_kept_copy_expires_back_the_way_its_original_came(broker, connection):
 
 def test_a_copy_the_broker_cannot_park_leaves_its_original_to_run_as_it_is(broker, connection):
     way_back = broker.temporary_queue()
-    numbering = numbering_on(connection, Clock())
-    first = held(1, way_back)
-    numbering.hold(first)
-    numbering.commit(ack=lambda _t: None, run_parked=lambda _d, _t: None, run_as_is=print)
-    (parking,) = parking_queues(numbering)
+    driven = Driven(connection, Clock())
+    driven.publish(held(1, way_back))
+    (parking,) = parking_queues(driven.numbering)
     connection.channel().queue_delete(parking)  # gone under it (an operator, a policy)
-    time.sleep(0.1)
 
     lost = held(2, way_back)
-    numbering.hold(lost)
-    acked: list[int] = []
-    run: list[Unnumbered] = []
-    committed = numbering.commit(
-        ack=acked.append, run_parked=lambda _d, _t: pytest.fail("parked"), run_as_is=run.append
-    )
+    driven.publish(lost)
 
-    assert (committed, acked, run) == (0, [], [lost])
+    assert (driven.acked, driven.as_is, len(driven.parked)) == ([1], [lost], 1)
 
 
 def test_on_stop_the_held_originals_go_back_without_a_copy(broker, connection):
     queue = broker.temporary_queue()
-    numbering = numbering_on(connection, Clock())
-    numbering.hold(held(7, queue))
-    numbering.hold(held(8, queue))
+    driven = Driven(connection, Clock())
+    driven.numbering.hold(held(7, queue))
+    driven.numbering.hold(held(8, queue))
 
     given_back: list[int] = []
-    numbering.give_back(given_back.append)
+    driven.numbering.give_back(given_back.append)
 
-    assert (given_back, numbering.held) == ([7, 8], 0)
-    assert numbering.commit(ack=pytest.fail, run_parked=pytest.fail, run_as_is=pytest.fail) == 0
-    assert parking_queues(numbering) == []
+    assert (given_back, driven.numbering.held) == ([7, 8], 0)
+    assert driven.publish() == 0 and driven.acked == []
+    assert parking_queues(driven.numbering) == []
