@@ -767,9 +767,12 @@ class Catalogue:
         with _converted():
             self._versions.update_one({"_id": version_id, "published_at": None}, {"$set": restored})
         names = ", ".join(repr(name) for name in pointing)
+        if len(pointing) == 1:
+            said = f"alias {names} of function {function_id!r} points"
+        else:
+            said = f"aliases {names} of function {function_id!r} point"
         raise Conflict(
-            f"alias {names} of function {function_id!r} points to version {version}; point it "
-            "to another version or delete it first"
+            f"{said} to version {version}; point them to another version or delete them first"
         )
 
     def _aliases_pointing_at(self, function_id: str, version: int) -> list[str]:
