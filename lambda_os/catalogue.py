@@ -535,17 +535,19 @@ class Catalogue:
         if handler is not None:
             changes["handler"] = handler
         with _converted():
-            doc = self._functions.find_one_and_update(
+            # The document as it was, not ``current``: a configuration change in between
+            # (same version) is part of the revision kept, and of a version published of it.
+            before = self._functions.find_one_and_update(
                 {"_id": function_id, "version": current.version},
                 {"$set": changes},
-                return_document=pymongo.ReturnDocument.AFTER,
+                return_document=pymongo.ReturnDocument.BEFORE,
             )
         self._functions_changed()
-        if doc is None:
+        if before is None:
             self._packages.delete(package_id)
             raise Conflict(f"function {function_id!r} changed during the update; try again")
-        self._retire(current)
-        return FunctionRecord.from_document(doc)
+        self._retire(FunctionRecord.from_document(before))
+        return FunctionRecord.from_document({**before, **changes})
 
     def _retire(self, old: FunctionRecord) -> None:
         """Keep a replaced version (its record and package) while executions may still run it.
