@@ -210,9 +210,10 @@ LIVE_ALLOWED = {
 
 
 @pytest.fixture
-def a_resources(api, tokens) -> dict[str, str]:
+def a_resources(api, tokens) -> Iterator[dict[str, str]]:
     """Project A's function, a failed execution of it and its dead letter, its version 1
-    published and its alias live pointing there, made over HTTP."""
+    published and its alias live pointing there, made over HTTP; the function is
+    deleted after the test, so the table's many tests stay under A's functions quota."""
     member = tokens["a-member"]
     status, _head, function = upload(api, member, f"table-{uuid.uuid4().hex[:8]}")
     assert status == 201, function
@@ -238,7 +239,8 @@ def a_resources(api, tokens) -> dict[str, str]:
         headers={"Content-Type": "application/json"},
     )
     assert status == 201
-    return {"id": function["id"], "execution_id": execution["id"], "dead_letter_id": letter["id"]}
+    yield {"id": function["id"], "execution_id": execution["id"], "dead_letter_id": letter["id"]}
+    request(api, "DELETE", f"/v1/functions/{function['id']}", member)  # 404 if the test did
 
 
 @pytest.mark.parametrize("method,template", ENDPOINTS)
