@@ -7,9 +7,10 @@ An event is a JSON object, UTF-8 encoded::
 
 ``data`` may be any JSON value and defaults to null. ``alias`` names an alias
 (``live``): each matched function then runs the version its alias of that name
-chooses, and one without such an alias does not run (``listener.match``). ``id`` names the event for
-exactly-once records (an execution is keyed by event id and function id); when it
-is absent the AMQP ``message_id`` is used, else a new id is assigned on receipt
+chooses, and one without such an alias does not run (``listener.match``).
+``id`` names the event for exactly-once records (an execution is keyed by event id
+and function id); when it is absent the AMQP ``message_id`` is used, else a new id
+is assigned on receipt
 (and the listener publishes a copy with that id as its ``message_id``,
 ``listener.numbering``, so a redelivery keeps it). ``function_id`` is the platform's own field for the
 messages it publishes itself (invocations, retries); it is parsed here, and
