@@ -24,6 +24,7 @@ from catalog_api.auth import (
     authenticator_for,
     protect,
 )
+from catalog_api.console import ConsoleAssetResource, ConsolePageResource
 from catalog_api.crosssite import CrossSiteGuard
 from catalog_api.deadletters import (
     DeadLetterReplayResource,
@@ -122,6 +123,9 @@ def create_app(
     app.add_route("/v1/openapi.yaml", OpenAPIResource())
     app.add_route("/healthz", HealthResource(catalogue, listener_state))
     app.add_route("/metrics", MetricsResource())
+
+    app.add_route("/console", ConsolePageResource())
+    app.add_route("/console/{asset}", ConsoleAssetResource())
 
     assets = swagger_ui_dir()
     app.add_route("/docs", DocsResource(assets))

@@ -101,6 +101,11 @@ def _environment_size(value: dict[str, str]) -> None:
         )
 
 
+MAX_BATCH_SIZE = 1000
+# As long as Lambda's own longest batching window: a batch's messages stay unacked that long.
+MAX_BATCH_WINDOW_S = 300.0
+
+
 class Base64Bytes(fields.String):
     """Standard base64 text, decoded to the bytes it stands for."""
 
@@ -145,6 +150,14 @@ class FunctionSchema(Schema):
     network = fields.Boolean(load_default=False)
     max_retries = WholeNumber(load_default=2, validate=validate.Range(0, 10))
     concurrency = WholeNumber(load_default=10, validate=validate.Range(1, 1000))
+    # null: each event runs on its own; a number: events run as lists of up to that many.
+    batch_size = WholeNumber(
+        load_default=None, allow_none=True, validate=validate.Range(1, MAX_BATCH_SIZE)
+    )
+    batch_window_s = fields.Float(
+        load_default=1.0,
+        validate=validate.Range(0, MAX_BATCH_WINDOW_S, min_inclusive=False),
+    )
 
     def __init__(self, runtimes: Sequence[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)

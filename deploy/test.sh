@@ -7,6 +7,17 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 "$repo/deploy/setup.sh"
+# The console's browser test (tests/console) drives Debian's chromium through Debian's
+# chromedriver: only the tests need them, so deploy/run.sh does not install them.
+need_packages=()
+for pkg in chromium chromium-driver fonts-dejavu-core; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_packages+=("$pkg")
+done
+if ((${#need_packages[@]})); then
+  echo "==> installing Debian packages for the tests: ${need_packages[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_packages[@]}"
+fi
 # The Nova seam's tests (marker openstack) boot servers on it; quick when it is already up.
 "$repo/deploy/openstack/setup.sh"
 

@@ -94,6 +94,7 @@ COLLECTIONS = (
     "slots",
     "schedules",
     "aliases",
+    "batch_members",
 )
 _SEQUENCE = itertools.count()
 
@@ -237,6 +238,7 @@ class Catalogue:
         self._slots = database["slots"]
         self._schedules = database["schedules"]
         self._aliases = database["aliases"]
+        self._batch_members = database["batch_members"]
         # A cluster host's worker sets this: its runs end by releasing their slots.
         self.releases_slots = False
         self._quotas = database["quotas"]
@@ -295,6 +297,10 @@ class Catalogue:
             self._schedules.create_index([("function_id", ASCENDING)], name="function")
             self._schedules.create_index([("next_fire_at", ASCENDING)], name="next_fire")
             self._aliases.create_index([("function_id", ASCENDING)], name="function")
+            self._batch_members.create_index(
+                [("batch_id", ASCENDING), ("position", ASCENDING)], name="batch"
+            )
+            self._batch_members.create_index([("created_at", ASCENDING)], name="created")
 
     def health(self) -> dict[str, Any]:
         """Whether the database answers, with the function count and the kind of catalogue."""
@@ -671,6 +677,7 @@ class Catalogue:
         with _converted():
             self._schedules.delete_many({"function_id": function_id})
             self._aliases.delete_many({"function_id": function_id})
+            self._batch_members.delete_many({"function_id": function_id})
 
     # -- published versions and aliases (catalog_api.versions) ------------------
 
@@ -1698,6 +1705,72 @@ class Catalogue:
 
     # -- helpers -----------------------------------------------------------
 
+    # -- batches (listener.batch) ------------------------------------------
+
+    def batching_functions(self) -> list[FunctionRecord]:
+        """The functions whose events run in batches (``batch_size`` set)."""
+        with _converted():
+            docs = list(self._functions.find({"batch_size": {"$gte": 1}}))
+        return [FunctionRecord.from_document(doc) for doc in docs]
+
+    def claim_batch(
+        self, function_id: str, batch_id: str, members: list[tuple[str, Any]]
+    ) -> dict[str, str]:
+        """Make each (event id, data) of ``members`` a member of batch ``batch_id``,
+        unless an earlier batch of the function has it; the batch each event is in.
+
+        The member's ``_id`` is (function, event), so an event is in one batch
+        only, whoever claims it and however often its message is delivered. The
+        members keep their data, so whoever finds a batch without its record (its
+        listener died between the claim and the record) can still run it.
+        """
+        now = self._clock()
+        docs = [
+            {
+                "_id": _member_id(function_id, event_id),
+                "function_id": function_id,
+                "batch_id": batch_id,
+                "position": position,
+                "event_id": event_id,
+                "data": data,
+                "created_at": now,
+            }
+            for position, (event_id, data) in enumerate(members)
+        ]
+        with _converted():
+            try:
+                self._batch_members.insert_many(docs, ordered=False)
+                return {event_id: batch_id for event_id, _data in members}
+            except pymongo.errors.BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(error.get("code") != _DUPLICATE_KEY for error in errors):
+                    raise
+            # Some were claimed before: who holds each is read below.
+            held = {
+                doc["event_id"]: doc["batch_id"]
+                for doc in self._batch_members.find(
+                    {"_id": {"$in": [doc["_id"] for doc in docs]}},
+                    {"event_id": 1, "batch_id": 1},
+                )
+            }
+        missing = [event_id for event_id, _data in members if event_id not in held]
+        if missing:
+            raise PermanentError(f"the catalogue refused the batch members {missing[:5]}")
+        return held
+
+    def batch_members(self, batch_id: str) -> list[tuple[str, Any]]:
+        """The (event id, data) of a batch's members, in the order they were claimed."""
+        with _converted():
+            docs = list(self._batch_members.find({"batch_id": batch_id}).sort("position", 1))
+        return [(doc["event_id"], doc.get("data")) for doc in docs]
+
+    def prune_batch_members(self, created_before: datetime) -> int:
+        """Forget members claimed before then: their messages were acked long ago."""
+        with _converted():
+            return self._batch_members.delete_many(
+                {"created_at": {"$lt": created_before}}
+            ).deleted_count
+
     @staticmethod
     def _page(
         collection: Any,
@@ -1726,6 +1799,10 @@ def _as_read(record: ExecutionRecord) -> dict[str, Any]:
     }
 
 
+def _member_id(function_id: str, event_id: str) -> str:
+    return f"{function_id}:{event_id}"
+
+
 def _version_id(function_id: str, version: int) -> str:
     return f"{function_id}:v{version}"
 
@@ -1749,6 +1826,7 @@ def _code_fields(info: PackageInfo) -> dict[str, Any]:
 # FerretDB on SQLite reports a unique index violated by an update as InternalError
 # (code 1) with SQLite's own text, where MongoDB says DuplicateKey (11000).
 _UNIQUE_VIOLATION = "UNIQUE constraint failed"
+_DUPLICATE_KEY = 11000
 # A server going down fails the operations in flight: MongoDB with these codes
 # (InterruptedAtShutdown, ShutdownInProgress, InterruptedDueToReplStateChange), FerretDB
 # with InternalError "context canceled". Either is gone once the server is back.

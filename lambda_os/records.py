@@ -145,6 +145,10 @@ class FunctionRecord(Stored):
     network: bool = False
     max_retries: int = 2
     concurrency: int = 10
+    # Set: the function's events are gathered and run as one execution of a list
+    # (``listener.batch``), up to this many, or what came within the window.
+    batch_size: int | None = None
+    batch_window_s: float = 1.0
     version: int = 1
     code_sha256: str = ""
     code_size: int = 0
@@ -202,6 +206,8 @@ class ExecutionRecord(Stored):
     host: str | None = None
     cpu_ms: float | None = None
     peak_memory_mb: float | None = None
+    # A batch's execution (``listener.batch``): the ids of its events, in the order of ``event``.
+    batch_events: list[str] | None = None
     attempt: int = 1
     attempts: list[dict[str, Any]] = field(default_factory=list)
     first_attempt: int = 1

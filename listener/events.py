@@ -61,6 +61,9 @@ class Event:
 
     ``reply_to`` and ``correlation_id`` are the delivery's too: its records keep
     them, so an execution run again by the sweeper still answers its publisher.
+
+    ``batch`` is set on a batch (``listener.batch``): ``id`` names the batch,
+    ``data`` is the list of its events' data and ``batch`` their ids, in order.
     """
 
     id: str
@@ -74,6 +77,7 @@ class Event:
     reply_to: str | None = None
     correlation_id: str | None = None
     alias: str | None = None
+    batch: tuple[str, ...] | None = None
 
 
 def new_event_id() -> str:

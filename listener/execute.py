@@ -206,6 +206,7 @@ def new_record(function: FunctionRecord, event: Event) -> ExecutionRecord:
         reply_to=event.reply_to,
         correlation_id=event.correlation_id,
         alias=event.alias,
+        batch_events=None if event.batch is None else list(event.batch),
     )
 
 
@@ -792,18 +793,28 @@ def _outcome_changes(outcome: Outcome) -> dict[str, Any]:
     )
 
 
+class BatchQueues(Protocol):
+    """Where a batching function's events wait for their batch (``listener.gather``)."""
+
+    def ensure(self, function: FunctionRecord) -> str: ...
+
+
 def run_event(
     catalogue: Any,
     provisioner: Provisioner,
     event: Event,
     clock: Callable[[], datetime] = utcnow,
     placed: bool = False,
+    batches: BatchQueues | None = None,
     **options: Any,
 ) -> list[Step]:
     """Match, then run each function in turn; every record is stored when this returns.
 
     ``placed``: the event comes from a cluster host's own queue, where a router put
-    it after recording its execution (``resume_step``).
+    it after recording its execution (``resume_step``). ``batches``: a function
+    with ``batch_size`` does not run here; its step routes the event, addressed to
+    it, to its batch queue (an event addressed to a function, such as a batch the
+    sweeper sends again, always runs as it is).
 
     The functions of one event run one after another on the caller's thread: one
     event holds one of the listener's slots (its prefetch follows the
@@ -812,7 +823,11 @@ def run_event(
     skipped when it comes back. ``options`` are ``execute_step``'s keywords.
     """
     step = resume_step if placed else start_step
-    return [
-        step(catalogue, provisioner, function, event, clock, **options)
-        for function in match(catalogue, event)
-    ]
+    steps = []
+    for function in match(catalogue, event):
+        if batches is not None and function.batch_size and event.function_id is None:
+            queue = batches.ensure(function)
+            steps.append(Step(new_record(function, event), route=queue, reply=False))
+        else:
+            steps.append(step(catalogue, provisioner, function, event, clock, **options))
+    return steps

@@ -17,8 +17,9 @@ A function run that fails is retried (``execute``) through the delay queues
 (``topology``); after its last attempt the event is dead-lettered for that
 function and recorded in the catalogue's dead letters, as every dead letter is.
 A sweeper thread (``sweep``) publishes again the events of executions that
-nothing would run any more, and a ticker (``schedule``) fires the schedules' due
-ticks.
+nothing would run any more, a ticker (``schedule``) fires the schedules' due
+ticks, and a collector (``gather``), on a connection of its own, runs the events
+of batching functions in batches.
 
 The same class serves a cluster: a router is a ``Listener`` with no provisioner
 whose ``handle`` places each execution on a host (``listener.route``), and a
@@ -51,9 +52,11 @@ import pika.exceptions
 from lambda_os.errors import TransientError
 from lambda_os.settings import Settings
 from listener.admit import Admission, Ceiling
+from listener.batch import BatchRunner
 from listener.consume import Counters, EventGuard, Session, TopologyError
 from listener.events import Event
 from listener.execute import LEASE_MARGIN_S, Step, run_event
+from listener.gather import Collector
 from listener.publish import Publisher, connection_parameters
 from listener.schedule import Ticker
 from listener.sweep import Sweeper
@@ -154,11 +157,16 @@ class Listener:
         )
         self._owner = owner
         self._custom_handle = handle
+        self._batch_connect = connect
         if connect is None:
             params = connection_parameters(settings.amqp_url, name)
             if params.heartbeat is None:
                 params.heartbeat = DEFAULT_HEARTBEAT_S
             connect = lambda: pika.BlockingConnection(params)
+            # A name of its own, so that a look at the broker's connections tells them apart.
+            batch_params = connection_parameters(settings.amqp_url, f"{name} batches")
+            batch_params.heartbeat = params.heartbeat
+            self._batch_connect = lambda: pika.BlockingConnection(batch_params)
         self._connect = connect
         self._backoff = backoff or Backoff()
         self._transient_delay_s = transient_delay_s
@@ -171,6 +179,10 @@ class Listener:
         admits = handle is None and not self._topology.consume_queue
         self._admission = Admission(catalogue, settings) if admits else None
         self._ceiling = quota_ceiling
+        # Batches run where events run on this listener's own provisioner: not on a
+        # router (which places single runs) nor on a host (whose queue holds placed runs).
+        self._batches: Collector | None = None
+        self._batching = provisioner is not None and not self._topology.consume_queue
 
     @property
     def topology(self) -> Topology:
@@ -189,6 +201,7 @@ class Listener:
         """Consume until stopped; the exit code (see the module doc)."""
         pool = ThreadPoolExecutor(max_workers=self._capacity, thread_name_prefix="execution")
         sweeping = self._start_sweeper()
+        collecting = self._start_collector(pool)
         try:
             while not self._stop.is_set():
                 try:
@@ -218,6 +231,8 @@ class Listener:
             pool.shutdown(wait=not self._halt.is_set(), cancel_futures=True)
             if sweeping is not None:
                 sweeping.join(timeout=5)
+            if collecting is not None:
+                collecting.join(timeout=5)
 
     def _on_consuming(self) -> None:
         self._consuming.set()
@@ -271,6 +286,34 @@ class Listener:
         thread.start()
         return thread
 
+    def _start_collector(self, pool: ThreadPoolExecutor) -> threading.Thread | None:
+        """The batch collector's thread (``listener.gather``), where batches run here."""
+        if not self._batching:
+            return None
+        assert self._provisioner is not None
+        runner = BatchRunner(
+            self._catalogue,
+            self._provisioner,
+            wait=self._stop.wait,
+            **self._run_options(),
+        )
+        self._batches = Collector(
+            self._catalogue, self._topology, self._batch_connect, runner, pool, self._stop
+        )
+        thread = threading.Thread(target=self._batches.run, name="batches", daemon=True)
+        thread.start()
+        return thread
+
+    def _run_options(self) -> dict[str, Any]:
+        """How this listener runs an execution: ``execute_step``'s keywords."""
+        return {
+            "lease_margin_s": self._lease_margin_s,
+            "retry_delay_s": self._retry_delay_s,
+            "owner": self._owner,
+            "admission": self._admission,
+            "ceiling": self._ceiling,
+        }
+
     def _session(self, connection: Any, pool: ThreadPoolExecutor) -> Session:
         return Session(
             connection,
@@ -296,11 +339,8 @@ class Listener:
             event,
             # A host's own queue holds only what a router recorded and placed.
             placed=bool(self._topology.consume_queue),
-            lease_margin_s=self._lease_margin_s,
-            retry_delay_s=self._retry_delay_s,
-            owner=self._owner,
-            admission=self._admission,
-            ceiling=self._ceiling,
+            batches=self._batches,
+            **self._run_options(),
         )
 
     def _retry_delay_s(self, attempt: int) -> float:

@@ -18,7 +18,8 @@ a no-op. A record whose event data was too large to keep cannot be re-run: it
 ends ``failed``, saying so, if it is still stranded a whole ``queued_after`` after
 it was first found (its own message may still come). A record whose function
 was deleted ends ``failed`` (``function deleted``). Each pass also removes the replaced function
-versions that no queued or running execution references any more.
+versions that no queued or running execution references any more, and the
+claims of batches made more than a day before.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from listener.events import encode_event
 LOGGER = logging.getLogger(__name__)
 
 SWEPT_HEADER = "x-lambda-swept"
+BATCH_CLAIMS_KEPT = timedelta(days=1)
 
 
 class SweptStore(Protocol):
@@ -50,6 +52,8 @@ class SweptStore(Protocol):
     def fail_stranded(self, record: ExecutionRecord, error: dict[str, Any]) -> bool: ...
 
     def prune_retired_versions(self, retired_before: datetime) -> int: ...
+
+    def prune_batch_members(self, created_before: datetime) -> int: ...
 
     def get_function(self, function_id: str) -> Any: ...
 
@@ -91,6 +95,8 @@ class Sweeper:
         # Replaced versions go once nothing references them; the delay covers an event
         # matched to one but not yet recorded.
         self._catalogue.prune_retired_versions(now - self._queued_after)
+        # A batch's claims guard against its messages coming back; after a day none will.
+        self._catalogue.prune_batch_members(now - BATCH_CLAIMS_KEPT)
         return swept
 
     def run(self, stop: threading.Event, interval_s: float) -> None:

@@ -15,9 +15,10 @@ import falcon
 
 from catalog_api.auth.principal import Principal
 
-# Reachable without credentials: a load balancer's probe, and the API's own description.
+# Reachable without credentials: a load balancer's probe, the API's own description, and
+# the console's page and script (which hold no data: its calls to /v1 carry the token).
 # Logging in and revoking carry their own credentials (catalog_api.users).
-PUBLIC_PREFIXES = ("/healthz", "/metrics", "/docs", "/v1/openapi.yaml", "/v1/auth")
+PUBLIC_PREFIXES = ("/healthz", "/metrics", "/docs", "/console", "/v1/openapi.yaml", "/v1/auth")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_ROUTES = ("/v1/hosts", "/v1/quotas", "/v1/users")
 

@@ -34,6 +34,19 @@ def test_multipart_upload_creates_version_1_with_defaults_and_location(upload):
     assert "package_id" not in body
 
 
+def test_a_batch_size_and_window_are_stored_and_default_to_no_batching(client):
+    doc = {**function_fields(), "code_base64": base64.b64encode(HELLO).decode()}
+    plain = client.simulate_post("/v1/functions", json=doc)
+    doc = {**doc, "name": "batched", "batch_size": 50, "batch_window_s": 2.5}
+    batched = client.simulate_post("/v1/functions", json=doc)
+
+    assert plain.status_code == batched.status_code == 201, (plain.text, batched.text)
+    assert (plain.json["batch_size"], plain.json["batch_window_s"]) == (None, 1.0)
+    assert (batched.json["batch_size"], batched.json["batch_window_s"]) == (50, 2.5)
+    off = client.simulate_patch(batched.headers["location"], json={"batch_size": None})
+    assert off.status_code == 200 and off.json["batch_size"] is None, off.text
+
+
 def test_multipart_form_fields_are_parsed_from_text(upload):
     result = upload(
         memory_mb="256",
@@ -118,6 +131,12 @@ def test_duplicate_name_for_the_same_owner_is_409(upload, created):
         ("max_retries", "11"),
         ("concurrency", "0"),
         ("concurrency", "1001"),
+        ("batch_size", "0"),
+        ("batch_size", "1001"),
+        ("batch_size", "2.5"),
+        ("batch_window_s", "0"),
+        ("batch_window_s", "301"),
+        ("batch_window_s", "soon"),
         ("name", "hello\n"),
         ("handler", "main.handler\n"),
         ("event_source", "demo\n"),

@@ -345,3 +345,93 @@ def test_a_schedule_every_second_fires_each_tick_once_through_a_listeners_kill(c
     assert (row.lost, row.duplicates, row.overlapping) == (0, 0, 0), row
     assert row.sent >= 15, row  # ticked all along, the kill included
     assert [r.status for r in records if r.status != "succeeded"] == []
+
+
+BATCHED = b"""import time
+
+def handler(event, context):
+    start = time.time()
+    time.sleep(0.2)
+    return {"marks": [item["mark"] for item in event], "start": start, "end": time.time()}
+"""
+BATCH_SIZE = 10
+
+
+def kill_the_collector(running: Cluster) -> int:
+    """``kill -9`` the listener that ran the latest batch (the one consuming the batch
+    queue, with a batch running and the next gathering); its index."""
+    latest = max(
+        running.work.glob("runs-*.jsonl"), key=lambda path: path.stat().st_mtime, default=None
+    )
+    index = 0 if latest is None else int(latest.stem.removeprefix("runs-"))
+    running.processes[index].send_signal(signal.SIGKILL)
+    running.processes[index].wait(timeout=30)
+    return index
+
+
+def test_batches_through_a_kill_of_the_listener_gathering_them_hold_each_event_once(
+    cluster, fault_rows
+):
+    (single,) = cluster.catalogue.list_functions({}, 10).items
+    cluster.catalogue.delete_function(single.id)
+    info = inspect_package(BATCHED, "main.py", "main.handler")
+    fields = {
+        "name": "batched",
+        "runtime": "python3.11",
+        "event_source": "faults",
+        "event_type": "tick",
+        "owner": "faults",
+        "timeout_s": TIMEOUT_S,
+        "max_retries": 3,
+        "batch_size": BATCH_SIZE,
+        "batch_window_s": 0.5,
+    }
+    function = cluster.catalogue.create_function(fields, BATCHED, info)
+    fault = "3 listeners, one `kill -9` while gathering, batches of 10"
+    cluster.start_listeners()
+    started = time.monotonic()
+    stream = Stream(cluster.settings, fault, EVENTS, interval_s=0.01).start()
+    deadline = time.monotonic() + 60
+    while len(stream.sent) < EVENTS // 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed = kill_the_collector(cluster)
+    killed_at = time.time()
+    stream.join(timeout_s=240)
+    sent = set(stream.sent)
+
+    def succeeded() -> list[Any]:
+        records = cluster.catalogue.list_executions({"function_id": function.id}, 100_000).items
+        return [r for r in records if r.status == "succeeded"]
+
+    records: list[Any] = []
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        records = succeeded()
+        if {e for r in records for e in r.batch_events}.issuperset(sent):
+            break
+        time.sleep(0.5)
+    in_batches = collections.Counter(e for r in records for e in r.batch_events)
+    # What the function itself was given, by the marks it returned.
+    returned = collections.Counter(m for r in records for m in r.result["marks"])
+    runs = [run for run in cluster.runs() if run["status"] == "succeeded"]
+    ran = collections.Counter(run["execution_id"] for run in runs)
+    row = FaultRow(
+        fault=fault,
+        sent=len(sent),
+        recorded=len(records),
+        duplicates=sum(n - 1 for n in in_batches.values() if n > 1)
+        + sum(n - 1 for n in ran.values() if n > 1),
+        lost=len(sent - set(in_batches)),
+        retried=sum(len(r.attempts) for r in records),
+        seconds=round(time.monotonic() - started, 1),
+        overlapping=len(overlapping(cluster.runs())),
+    )
+    fault_rows.append(row)
+    assert (row.lost, row.duplicates, row.overlapping) == (0, 0, 0), row
+    assert returned == in_batches
+    # Another listener took the batch queue over.
+    pids = {process.pid for n, process in enumerate(cluster.processes) if n != killed}
+    assert any(run["pid"] in pids and run["start"] > killed_at for run in runs), runs[-3:]
+    # Gathered, not one by one: the events came every 10 ms and a batch waits 0.5 s.
+    assert max(len(r.batch_events) for r in records) == BATCH_SIZE
+    assert len(records) < EVENTS / 2, len(records)

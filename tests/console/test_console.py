@@ -1,0 +1,176 @@
+"""The console in a real headless browser, on a real platform.
+
+A person's path through it: the page asks for a token (the API's 401 is shown),
+they log in, upload a function through the form (the API's 422 for a bad field
+is shown first), invoke it from its page, and see its execution, result and
+logs, from a real container, with its charts drawn; they change its memory and
+delete it. Then a dead letter is replayed, and the hosts page answers.
+
+With ``LAMBDA_OS_CONSOLE_SCREENSHOT=path`` the function's page is saved there as a
+PNG; the README's ``swagger/console.png`` was made so.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 20
+# A cold start pulls nothing (the image is local) but starts a container.
+RUN_WAIT_S = 120
+CODE = (
+    "def handler(event, context):\n"
+    '    print("console says hello to", event["name"])\n'
+    '    return {"greeting": "hello " + event["name"]}\n'
+)
+
+FAILING = b"def handler(event, context):\n    raise RuntimeError('always')\n"
+
+
+def wait_text(driver, element_id: str, text: str, timeout_s: float = WAIT_S):
+    """The element once it is shown and holds ``text``; on a time-out, what it held."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def shown(d):
+        elements = d.find_elements(By.ID, element_id)
+        return elements[0] if elements and text in elements[0].text else False
+
+    try:
+        return WebDriverWait(driver, timeout_s).until(shown)
+    except TimeoutException:
+        found = driver.find_elements(By.ID, element_id)
+        errors = driver.find_elements(By.ID, "error")
+        pytest.fail(
+            f"#{element_id} never held {text!r}; it held "
+            f"{found[0].text if found else '(no such element)'!r}; "
+            f"the error box says {errors[0].text if errors else ''!r}"
+        )
+
+
+def fill(form, name: str, value: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    element = form.find_element(By.NAME, name)
+    element.clear()
+    element.send_keys(value)
+
+
+def test_a_function_uploaded_through_the_form_runs_and_its_execution_and_logs_appear(
+    browser, platform
+):
+    from selenium.webdriver.common.by import By
+
+    browser.get(platform.base + "/console")
+    assert "401" in wait_text(browser, "error", "Authentication required").text
+
+    browser.find_element(By.CSS_SELECTOR, "#login summary").click()
+    browser.find_element(By.ID, "login-name").send_keys("admin")
+    browser.find_element(By.ID, "login-password").send_keys(platform.admin_password)
+    browser.find_element(By.ID, "login-button").click()
+    wait_text(browser, "notice", "Logged in as admin")
+    assert browser.execute_script("return sessionStorage.getItem('lambda-os-token')")
+
+    browser.find_element(By.LINK_TEXT, "New function").click()
+    form = wait_text(browser, "new-function", "Code")
+    name = f"console-{uuid.uuid4().hex[:8]}"
+    fill(form, "name", name)
+    fill(form, "memory_mb", "10")
+    fill(form, "event_source", "console")
+    fill(form, "event_type", "greeting")
+    fill(form, "code-text", CODE)
+    form.find_element(By.ID, "create").click()
+    assert "422" in wait_text(browser, "error", "memory_mb").text
+
+    fill(form, "memory_mb", "128")
+    form.find_element(By.ID, "create").click()
+    wait_text(browser, "notice", f"Created {name}")
+    assert "#/functions/" in browser.current_url
+
+    event = browser.find_element(By.ID, "event")
+    event.clear()
+    event.send_keys('{"name": "browser"}')
+    browser.find_element(By.ID, "invoke").click()
+
+    logs = wait_text(browser, "logs", "console says hello to browser", RUN_WAIT_S)
+    assert "hello browser" in browser.find_element(By.ID, "result").text
+    assert "succeeded" in browser.find_element(By.ID, "execution").text
+    rows = wait_text(browser, "executions", "succeeded").find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert len(rows) == 1
+    charts = wait_text(browser, "metrics", "Executions per day")
+    assert len(charts.find_elements(By.CSS_SELECTOR, "figure.chart svg rect")) >= 5
+    assert logs.text.strip() == "console says hello to browser"
+
+    screenshot = os.environ.get("LAMBDA_OS_CONSOLE_SCREENSHOT")
+    if screenshot:
+        save_whole_page(browser, Path(screenshot))
+
+    configuration = browser.find_element(By.ID, "configuration")
+    fill(configuration, "memory_mb", "256")
+    configuration.find_element(By.ID, "save").click()
+    wait_text(browser, "notice", "Saved memory_mb")
+    assert "256 MB" in browser.find_element(By.TAG_NAME, "dl").text
+    browser.find_element(By.ID, "delete").click()
+    browser.switch_to.alert.accept()
+    wait_text(browser, "notice", f"Deleted {name}")
+    assert name not in browser.find_element(By.ID, "functions").text
+
+
+def save_whole_page(driver, path: Path) -> None:
+    """A PNG of the whole page: the window made as tall as the page first."""
+    viewport = driver.execute_script("return window.innerHeight")
+    page = driver.execute_script("return document.documentElement.scrollHeight")
+    size = driver.get_window_size()
+    driver.set_window_size(size["width"], size["height"] + max(page - viewport, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(path))
+
+
+def test_dead_letters_are_replayed_or_the_refusal_is_shown_and_hosts_answer(browser, platform):
+    from selenium.webdriver.common.by import By
+
+    token = platform.login()
+    platform.publish(b"this is not an event")
+    failing = platform.post(
+        "/v1/functions",
+        token,
+        {
+            "name": f"fails-{uuid.uuid4().hex[:8]}",
+            "event_source": "console",
+            "event_type": "failure",
+            "max_retries": 0,
+            "code_filename": "main.py",
+            "code_base64": base64.b64encode(FAILING).decode(),
+        },
+    )
+    platform.post(f"/v1/functions/{failing['id']}/invocations?mode=async", token, {"n": 1})
+    deadline = time.monotonic() + RUN_WAIT_S
+    while len(platform.get("/v1/deadletters", token)["deadletters"]) < 2:
+        assert time.monotonic() < deadline, "the listener did not store both dead letters"
+        time.sleep(0.3)
+    browser.get(platform.base + "/console")
+    browser.execute_script("sessionStorage.setItem('lambda-os-token', arguments[0])", token)
+
+    browser.get(platform.base + "/console#/deadletters")
+    letters = wait_text(browser, "deadletters", "retries exhausted")
+    rows = {
+        row.find_elements(By.TAG_NAME, "td")[1].text: row
+        for row in letters.find_elements(By.CSS_SELECTOR, "tbody tr")
+    }
+    rows["malformed"].find_element(By.CSS_SELECTOR, "button.replay").click()
+    assert "422" in wait_text(browser, "error", "is not an event").text
+    rows["retries exhausted"].find_element(By.CSS_SELECTOR, "button.replay").click()
+    wait_text(browser, "notice", "is back on the events queue")
+    assert rows["retries exhausted"].find_elements(By.TAG_NAME, "td")[6].text != "–"
+
+    browser.find_element(By.LINK_TEXT, "Hosts").click()
+    wait_text(browser, "hosts", "heartbeat")
+    assert not browser.find_element(By.ID, "error").is_displayed()
