@@ -52,6 +52,12 @@ from catalog_api.quotas import OwnQuotaResource, QuotaGuard, QuotaResource
 from catalog_api.runtimes import RUNTIMES, RuntimeList
 from catalog_api.schedules import ScheduleResource, SchedulesResource
 from catalog_api.users import TokensResource, UserResource, UsersResource
+from catalog_api.versions import (
+    AliasesResource,
+    AliasResource,
+    VersionResource,
+    VersionsResource,
+)
 from lambda_os.catalogue import Catalogue, connect
 from lambda_os.settings import Settings
 
@@ -93,6 +99,10 @@ def create_app(
     app.add_route(
         "/v1/functions/{function_id}/schedules/{schedule_id}", ScheduleResource(catalogue)
     )
+    app.add_route("/v1/functions/{function_id}/versions", VersionsResource(catalogue))
+    app.add_route("/v1/functions/{function_id}/versions/{version}", VersionResource(catalogue))
+    app.add_route("/v1/functions/{function_id}/aliases", AliasesResource(catalogue))
+    app.add_route("/v1/functions/{function_id}/aliases/{alias}", AliasResource(catalogue))
     app.add_route("/v1/executions", ExecutionsResource(catalogue))
     app.add_route("/v1/executions/{execution_id}", ExecutionResource(catalogue))
     app.add_route("/v1/executions/{execution_id}/logs", ExecutionLogsResource(catalogue))

@@ -144,7 +144,9 @@ def _checked(raw: bytes, index: int) -> tuple[str, bytes]:
         raise InvalidEvent(f"{where}: function_id is the platform's own field")
     event_id = event.id if event.id_origin == "event" else new_event_id()
     try:
-        body = encode_event(event.event_source, event.event_type, event.data, id=event_id)
+        body = encode_event(
+            event.event_source, event.event_type, event.data, id=event_id, alias=event.alias
+        )
     except InvalidEvent as exc:
         raise InvalidEvent(f"{where}: {exc.description}") from exc
     return event_id, body

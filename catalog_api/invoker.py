@@ -15,8 +15,13 @@ from lambda_os.records import ExecutionRecord, FunctionRecord
 class Invoker(Protocol):
     """Run a function on request data, now or through the events queue."""
 
-    def invoke(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
+    def invoke(
+        self, function: FunctionRecord, data: Any, alias: str | None = None
+    ) -> ExecutionRecord:
         """Run ``function`` on ``data`` to completion and store the execution record.
+
+        ``function`` is the record of the version to run; ``alias`` the alias that
+        chose it, kept on the execution record.
 
         Returns the stored, finished record (``succeeded``, ``failed`` or
         ``timed_out``); a function's own failure is an outcome, not an exception.
@@ -24,7 +29,9 @@ class Invoker(Protocol):
         """
         ...
 
-    def submit(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
+    def submit(
+        self, function: FunctionRecord, data: Any, alias: str | None = None
+    ) -> ExecutionRecord:
         """Store a ``queued`` execution record and publish the event for it.
 
         Publishes with publisher confirms and returns only once the broker holds

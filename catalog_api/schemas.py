@@ -16,7 +16,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates
 
 from lambda_os.packages import HANDLER_PATTERN
-from lambda_os.records import DEAD_LETTER_KINDS, EXECUTION_STATUSES
+from lambda_os.records import ALIAS_NAME, ALIAS_NAME_RULE, DEAD_LETTER_KINDS, EXECUTION_STATUSES
 
 # \Z, not $: marshmallow's Regexp uses match, and $ also matches before a trailing newline.
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}\Z"
@@ -258,3 +258,6 @@ class InvocationQuerySchema(Schema):
         unknown = RAISE
 
     mode = fields.String(load_default="sync", validate=validate.OneOf(("sync", "async")))
+    alias = fields.String(
+        validate=validate.Regexp(ALIAS_NAME.pattern + r"\Z", error=f"must be {ALIAS_NAME_RULE}")
+    )

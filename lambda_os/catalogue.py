@@ -8,8 +8,15 @@ and in memory for tests and the all-in-one standalone mode.
 Layout:
 - ``functions``: one document per function, ``_id`` = function id; unique index on
   (owner, name); index on (event_source, event_type) so matching is one lookup.
-- ``function_versions``: a replaced version's record and package id, kept while
-  executions may still run it (``prune_retired_versions``).
+- ``function_versions``: one document per kept revision of a function (``_id`` =
+  ``<function id>:v<version>``): its record and package id. A replaced revision
+  is kept while executions may still run it (``retired_at``;
+  ``prune_retired_versions``); a published one (``published_at``) until its
+  version is deleted. The function's own document says ``frozen`` while its
+  current revision is published: a configuration change then makes the next
+  revision (as new code does) rather than change a published version.
+- ``aliases``: a function's aliases, ``_id`` = ``<function id>:<name>``, each
+  pointing to one published version or splitting between two.
 - ``packages`` (GridFS): the uploaded bytes, exactly as sent, ``_id`` = package id.
 - ``executions``: one document per (event_id, function_id): the ``_id`` is derived
   from the pair. Records change only through the state machine below
@@ -56,15 +63,18 @@ from lambda_os.errors import Conflict, NotFound, PermanentError, TransientError
 from lambda_os.packages import PackageInfo
 from lambda_os.records import (
     FINAL_STATUSES,
+    AliasRecord,
     DeadLetterRecord,
     ExecutionRecord,
     FunctionRecord,
     HostBeat,
     HostRecord,
     Lease,
+    PublishedVersion,
     RouterRecord,
     ScalingEvent,
     ScheduleRecord,
+    alias_id,
     execution_id_for,
     utcnow,
     with_changes,
@@ -83,6 +93,7 @@ COLLECTIONS = (
     "scaling_events",
     "slots",
     "schedules",
+    "aliases",
     "batch_members",
 )
 _SEQUENCE = itertools.count()
@@ -226,6 +237,7 @@ class Catalogue:
         self._scaling_events = database["scaling_events"]
         self._slots = database["slots"]
         self._schedules = database["schedules"]
+        self._aliases = database["aliases"]
         self._batch_members = database["batch_members"]
         # A cluster host's worker sets this: its runs end by releasing their slots.
         self.releases_slots = False
@@ -284,6 +296,7 @@ class Catalogue:
             )
             self._schedules.create_index([("function_id", ASCENDING)], name="function")
             self._schedules.create_index([("next_fire_at", ASCENDING)], name="next_fire")
+            self._aliases.create_index([("function_id", ASCENDING)], name="function")
             self._batch_members.create_index(
                 [("batch_id", ASCENDING), ("position", ASCENDING)], name="batch"
             )
@@ -462,23 +475,50 @@ class Catalogue:
                 self._matches.clear()
 
     def update_function(self, function_id: str, changes: dict[str, Any]) -> FunctionRecord:
-        """Change configuration fields (not code); ``Conflict`` on a name clash."""
+        """Change configuration fields (not code); ``Conflict`` on a name clash.
+
+        The current revision changes in place and keeps its ``version``, unless it is
+        a published version (the document is ``frozen``): a published version never
+        changes, so the change then makes the next revision, as new code does, and
+        the published one stays as it was (``_retire``). A change that changes
+        nothing of a published revision makes none.
+        """
         if not changes:
             return self.get_function(function_id)
         changes = {**changes, "updated_at": self._clock()}
+        for _attempt in range(3):
+            doc = self._change_function(
+                {"_id": function_id, "frozen": {"$ne": True}}, {"$set": changes}, changes
+            )
+            if doc is not None:
+                return FunctionRecord.from_document(doc)
+            current = self.get_function(function_id)  # frozen, or NotFound
+            if all(getattr(current, k, None) == v for k, v in changes.items() if k != "updated_at"):
+                return current
+            doc = self._change_function(
+                {"_id": function_id, "version": current.version, "frozen": True},
+                {"$set": {**changes, "frozen": False}, "$inc": {"version": 1}},
+                changes,
+            )
+            if doc is not None:
+                self._retire(current)
+                return FunctionRecord.from_document(doc)
+            # Changed between the two writes (new code, another change): look again.
+        raise Conflict(f"function {function_id!r} changed during the update; try again")
+
+    def _change_function(
+        self, query: dict[str, Any], update: dict[str, Any], changes: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """One conditional write of a function document; its new form, or None if none matched."""
         try:
             with _converted():
                 doc = self._functions.find_one_and_update(
-                    {"_id": function_id},
-                    {"$set": changes},
-                    return_document=pymongo.ReturnDocument.AFTER,
+                    query, update, return_document=pymongo.ReturnDocument.AFTER
                 )
         except DuplicateKeyError as exc:
             raise Conflict(f"a function named {changes.get('name')!r} already exists") from exc
         self._functions_changed()
-        if doc is None:
-            raise NotFound(f"function {function_id!r} does not exist")
-        return FunctionRecord.from_document(doc)
+        return doc
 
     def replace_code(
         self,
@@ -496,43 +536,50 @@ class Catalogue:
             "package_id": package_id,
             "version": version,
             "updated_at": self._clock(),
+            "frozen": False,  # a new revision is no published version
         }
         if handler is not None:
             changes["handler"] = handler
         with _converted():
-            doc = self._functions.find_one_and_update(
+            # The document as it was, not ``current``: a configuration change in between
+            # (same version) is part of the revision kept, and of a version published of it.
+            before = self._functions.find_one_and_update(
                 {"_id": function_id, "version": current.version},
                 {"$set": changes},
-                return_document=pymongo.ReturnDocument.AFTER,
+                return_document=pymongo.ReturnDocument.BEFORE,
             )
         self._functions_changed()
-        if doc is None:
+        if before is None:
             self._packages.delete(package_id)
             raise Conflict(f"function {function_id!r} changed during the update; try again")
-        self._retire(current)
-        return FunctionRecord.from_document(doc)
+        self._retire(FunctionRecord.from_document(before))
+        return FunctionRecord.from_document({**before, **changes})
 
     def _retire(self, old: FunctionRecord) -> None:
         """Keep a replaced version (its record and package) while executions may still run it.
 
         An event matched just before a deploy runs the version it matched;
         ``prune_retired_versions`` removes the version once nothing references it.
+        A ``$set``, not a replacement: a published version's publication stays.
         """
         with _converted():
-            self._versions.replace_one(
+            self._versions.update_one(
                 {"_id": _version_id(old.id, old.version)},
                 {
-                    "function_id": old.id,
-                    "version": old.version,
-                    "package_id": old.package_id,
-                    "retired_at": self._clock(),
-                    "function": old.to_document(),
+                    "$set": {
+                        "function_id": old.id,
+                        "version": old.version,
+                        "package_id": old.package_id,
+                        "retired_at": self._clock(),
+                        "function": old.to_document(),
+                    }
                 },
                 upsert=True,
             )
 
     def get_function_version(self, function_id: str, version: int) -> FunctionRecord:
-        """The function as it was at ``version``: the current record, or a retired one kept."""
+        """The function as it was at ``version``: the current record, a published version,
+        or a retired one kept."""
         current = self.get_function(function_id)
         if current.version == version:
             return current
@@ -543,10 +590,17 @@ class Catalogue:
         return FunctionRecord.from_document(doc["function"])
 
     def prune_retired_versions(self, retired_before: datetime) -> int:
-        """Remove retired versions no queued or running execution references; how many."""
+        """Remove retired versions no queued or running execution references; how many.
+
+        Published versions stay until they are deleted. A package goes with its
+        version only if no other revision of the function has it: a configuration
+        change of a published revision makes a revision with the same package.
+        """
         pruned = 0
         with _converted():
-            retired = list(self._versions.find({"retired_at": {"$lt": retired_before}}))
+            retired = list(
+                self._versions.find({"retired_at": {"$lt": retired_before}, "published_at": None})
+            )
         for doc in retired:
             with _converted():
                 in_use = self._executions.find_one(
@@ -558,10 +612,29 @@ class Catalogue:
                 )
                 if in_use is not None:
                     continue
-                self._versions.delete_one({"_id": doc["_id"]})
-            self._delete_package(doc.get("package_id", ""))
+                # Only while unpublished: the function's current revision may be published again.
+                deleted = self._versions.delete_one({"_id": doc["_id"], "published_at": None})
+            if not deleted.deleted_count:
+                continue
+            package_id = doc.get("package_id", "")
+            if not self._package_in_use(doc["function_id"], package_id):
+                self._delete_package(package_id)
             pruned += 1
         return pruned
+
+    def _package_in_use(self, function_id: str, package_id: str) -> bool:
+        """Whether the function's record or a kept revision of it still has this package.
+
+        Read after the caller removed its own revision: of two pruners removing the
+        two revisions that share a package, the later reader sees both gone.
+        """
+        with _converted():
+            if self._functions.find_one({"_id": function_id, "package_id": package_id}, {"_id": 1}):
+                return True
+            kept = self._versions.find_one(
+                {"function_id": function_id, "package_id": package_id}, {"_id": 1}
+            )
+        return kept is not None
 
     def get_package(self, function: FunctionRecord) -> Package:
         """The package of this function record, byte for byte as uploaded."""
@@ -597,12 +670,199 @@ class Catalogue:
         with _converted():
             retired = list(self._versions.find({"function_id": function_id}))
             self._versions.delete_many({"function_id": function_id})
-        for old in retired:
-            self._delete_package(old.get("package_id", ""))
-        self._delete_package(doc.get("package_id", ""))
+        # Revisions may share a package (see ``prune_retired_versions``): each deleted once.
+        packages = {old.get("package_id", "") for old in retired} | {doc.get("package_id", "")}
+        for package_id in sorted(packages):
+            self._delete_package(package_id)
         with _converted():
             self._schedules.delete_many({"function_id": function_id})
+            self._aliases.delete_many({"function_id": function_id})
             self._batch_members.delete_many({"function_id": function_id})
+
+    # -- published versions and aliases (catalog_api.versions) ------------------
+
+    def publish_version(
+        self, function_id: str, description: str = ""
+    ) -> tuple[PublishedVersion, bool]:
+        """Publish the function's current revision as an immutable version: (it, made now).
+
+        The function's document is marked ``frozen`` by the same write that reads the
+        revision, so from then on a configuration change makes the next revision
+        (``update_function``), and new code always does: what is stored here is the
+        revision as it stays. A revision published already comes back as it was
+        (False), its description unchanged. ``NotFound`` for an unknown function.
+        """
+        with _converted():
+            doc = self._functions.find_one_and_update(
+                {"_id": function_id},
+                {"$set": {"frozen": True}},
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+        # ``frozen`` is not a field of the record: matches cached from it are still true.
+        if doc is None:
+            raise NotFound(f"function {function_id!r} does not exist")
+        current = FunctionRecord.from_document(doc)
+        version_id = _version_id(function_id, current.version)
+        with _converted():
+            existing = self._versions.find_one({"_id": version_id})
+        if existing is not None and existing.get("published_at") is not None:
+            return _published(existing), False
+        fields = {
+            "function_id": function_id,
+            "version": current.version,
+            "package_id": current.package_id,
+            "function": current.to_document(),
+            "published_at": self._clock(),
+            "description": description,
+        }
+        try:
+            with _converted():
+                stored = self._versions.find_one_and_update(
+                    {"_id": version_id, "published_at": None},
+                    {"$set": fields},
+                    upsert=True,
+                    return_document=pymongo.ReturnDocument.AFTER,
+                )
+        except DuplicateKeyError:
+            # Another request published it between the read and this write.
+            return self.get_published_version(function_id, current.version), False
+        return _published(stored), True
+
+    def get_published_version(self, function_id: str, version: int) -> PublishedVersion:
+        with _converted():
+            doc = self._versions.find_one(
+                {"_id": _version_id(function_id, version), "published_at": {"$ne": None}}
+            )
+        if doc is None:
+            raise NotFound(f"version {version} of function {function_id!r} is not published")
+        return _published(doc)
+
+    def list_published_versions(self, function_id: str) -> list[PublishedVersion]:
+        """A function's published versions, oldest first."""
+        with _converted():
+            docs = list(
+                self._versions.find(
+                    {"function_id": function_id, "published_at": {"$ne": None}}
+                ).sort("version", ASCENDING)
+            )
+        return [_published(doc) for doc in docs]
+
+    def delete_published_version(self, function_id: str, version: int) -> None:
+        """Unpublish a version: ``NotFound`` if it is not published, ``Conflict`` while an
+        alias points to it.
+
+        Unpublished first and the aliases read after, where ``put_alias`` writes the
+        alias first and reads the versions after: of a delete and an alias change
+        racing, at least one sees the other and backs off, so no alias is left
+        pointing to a version that is gone. The version is then kept like one just
+        retired (``retired_at`` now) until ``prune_retired_versions`` finds no
+        execution in flight that runs it.
+        """
+        version_id = _version_id(function_id, version)
+        with _converted():
+            before = self._versions.find_one_and_update(
+                {"_id": version_id, "published_at": {"$ne": None}},
+                # Retired now even if it is the current revision: pruning it then
+                # removes only the document, as the function's record has its package.
+                {"$set": {"published_at": None, "description": "", "retired_at": self._clock()}},
+                return_document=pymongo.ReturnDocument.BEFORE,
+            )
+        if before is None:
+            raise NotFound(f"version {version} of function {function_id!r} is not published")
+        pointing = self._aliases_pointing_at(function_id, version)
+        if not pointing:
+            return
+        restored = {key: before.get(key) for key in ("published_at", "description", "retired_at")}
+        with _converted():
+            self._versions.update_one({"_id": version_id, "published_at": None}, {"$set": restored})
+        names = ", ".join(repr(name) for name in pointing)
+        if len(pointing) == 1:
+            said = f"alias {names} of function {function_id!r} points"
+        else:
+            said = f"aliases {names} of function {function_id!r} point"
+        raise Conflict(
+            f"{said} to version {version}; point them to another version or delete them first"
+        )
+
+    def _aliases_pointing_at(self, function_id: str, version: int) -> list[str]:
+        query = {
+            "function_id": function_id,
+            "$or": [{"version": version}, {"additional_version": version}],
+        }
+        with _converted():
+            return sorted(doc["name"] for doc in self._aliases.find(query, {"name": 1}))
+
+    def put_alias(self, record: AliasRecord) -> tuple[AliasRecord, bool]:
+        """Create or replace an alias: (the alias as stored, created now).
+
+        ``Conflict`` if a version it names is not published: checked before the
+        write, and again after it, since a version deleted in between
+        (``delete_published_version``) would otherwise leave the alias pointing to
+        nothing; then the write is undone (the alias as it was comes back).
+        """
+        for version in record.versions:
+            self._require_published(record.function_id, version)
+        now = self._clock()
+        record = with_changes(
+            record, id=alias_id(record.function_id, record.name), updated_at=now, created_at=now
+        )
+        fields = {
+            key: value
+            for key, value in record.to_document().items()
+            if key not in ("_id", "created_at")
+        }
+        with _converted():
+            before = self._aliases.find_one_and_update(
+                {"_id": record.id},
+                {"$set": fields, "$setOnInsert": {"created_at": now}},
+                upsert=True,
+                return_document=pymongo.ReturnDocument.BEFORE,
+            )
+        try:
+            for version in record.versions:
+                self._require_published(record.function_id, version)
+        except Conflict:
+            ours = {"_id": record.id, "updated_at": now, "version": record.version}
+            with _converted():
+                if before is None:
+                    self._aliases.delete_one(ours)
+                else:
+                    self._aliases.replace_one(ours, before)
+            raise
+        if before is None:
+            return record, True
+        return with_changes(record, created_at=before.get("created_at")), False
+
+    def _require_published(self, function_id: str, version: int) -> None:
+        with _converted():
+            doc = self._versions.find_one(
+                {"_id": _version_id(function_id, version), "published_at": {"$ne": None}},
+                {"_id": 1},
+            )
+        if doc is None:
+            raise Conflict(
+                f"version {version} of function {function_id!r} is not published; publish it "
+                "first (POST /v1/functions/{id}/versions)"
+            )
+
+    def get_alias(self, function_id: str, name: str) -> AliasRecord:
+        with _converted():
+            doc = self._aliases.find_one({"_id": alias_id(function_id, name)})
+        if doc is None:
+            raise NotFound(f"function {function_id!r} has no alias {name!r}")
+        return AliasRecord.from_document(doc)
+
+    def list_aliases(self, function_id: str) -> list[AliasRecord]:
+        """A function's aliases, by name."""
+        with _converted():
+            docs = list(self._aliases.find({"function_id": function_id}).sort("name", ASCENDING))
+        return [AliasRecord.from_document(doc) for doc in docs]
+
+    def delete_alias(self, function_id: str, name: str) -> None:
+        with _converted():
+            result = self._aliases.delete_one({"_id": alias_id(function_id, name)})
+        if not result.deleted_count:
+            raise NotFound(f"function {function_id!r} has no alias {name!r}")
 
     def _put_package(self, function_id: str, version: int, data: bytes, info: PackageInfo) -> str:
         package_id = f"{function_id}-v{version}-{self._ids()[:8]}"
@@ -1545,6 +1805,14 @@ def _member_id(function_id: str, event_id: str) -> str:
 
 def _version_id(function_id: str, version: int) -> str:
     return f"{function_id}:v{version}"
+
+
+def _published(doc: dict[str, Any]) -> PublishedVersion:
+    return PublishedVersion(
+        FunctionRecord.from_document(doc["function"]),
+        description=doc.get("description") or "",
+        published_at=doc.get("published_at"),
+    )
 
 
 def _code_fields(info: PackageInfo) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self, TypeVar
@@ -181,7 +182,9 @@ class ExecutionRecord(Stored):
     placement only), ``placed_by`` the router that put it there and ``placed_at``
     when, by the catalogue server's clock. ``reply_to`` and ``correlation_id`` are
     where the publisher of its event wanted the answer, kept for a run the sweeper
-    starts again. Those eight stay out of the API.
+    starts again. Those eight stay out of the API. ``alias`` names the alias the
+    event or invocation ran the function through (``function_version`` is then the
+    version the alias chose); None when it named none.
     """
 
     id: str
@@ -218,6 +221,7 @@ class ExecutionRecord(Stored):
     placed_at: datetime | None = None
     reply_to: str | None = None
     correlation_id: str | None = None
+    alias: str | None = None
 
     free_form = ("event", "result", "error", "attempts")
 
@@ -415,6 +419,118 @@ class ScheduleRecord(Stored):
         for key in ("start_at", "next_fire_at", "last_fired_at", "last_missed_at", "created_at"):
             out[key] = iso(getattr(self, key))
         return out
+
+
+# Lower case, a letter first: never all digits, so an alias cannot pass for a version number.
+ALIAS_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
+ALIAS_NAME_RULE = "1-64 of a-z 0-9 -, beginning with a letter"
+# What a published version's ``configuration`` leaves out: who and what the function is,
+# its code (given apart) and bookkeeping. Every other field is how a run of it runs.
+_NOT_CONFIGURATION = frozenset(
+    {
+        "id",
+        "owner",
+        "name",
+        "description",
+        "event_source",
+        "event_type",
+        "version",
+        "code_sha256",
+        "code_size",
+        "code_filename",
+        "created_at",
+        "updated_at",
+    }
+)
+
+
+@dataclass(frozen=True)
+class PublishedVersion:
+    """A revision of a function frozen under its number: its code and configuration as published.
+
+    ``function`` is the function record as it was at that revision (its package
+    included), which is what a run of the version runs. The number is the
+    revision's own ``FunctionRecord.version``, so an execution's
+    ``function_version`` names the published version it ran. Which events reach
+    the function stays the current record's business (``event_source`` and
+    ``event_type`` of the version are not used), so they are not part of its
+    ``configuration``.
+    """
+
+    function: FunctionRecord
+    description: str = ""
+    published_at: datetime | None = None
+
+    @property
+    def version(self) -> int:
+        return self.function.version
+
+    def to_api(self) -> dict[str, Any]:
+        function = self.function.to_api()
+        return {
+            "function_id": self.function.id,
+            "version": self.version,
+            "description": self.description,
+            "published_at": iso(self.published_at),
+            "code_sha256": self.function.code_sha256,
+            "code_size": self.function.code_size,
+            "configuration": {k: v for k, v in function.items() if k not in _NOT_CONFIGURATION},
+        }
+
+
+@dataclass(frozen=True)
+class AliasRecord(Stored):
+    """A name (``live``, ``staging``) for one of a function's published versions, or two.
+
+    With ``additional_version``, that share (``additional_weight``, in [0, 1)) of
+    the runs goes to it and the rest to ``version``: which one an (event,
+    function) pair gets is ``version_for``, a function of the pair alone, so every
+    delivery of an event chooses alike. ``id`` is ``alias_id(function_id, name)``.
+    """
+
+    id: str
+    function_id: str
+    name: str
+    version: int
+    additional_version: int | None = None
+    additional_weight: float = 0.0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        """The versions the alias may run: one, or the main and the additional one."""
+        if self.additional_version is None:
+            return (self.version,)
+        return (self.version, self.additional_version)
+
+    def version_for(self, event_id: str, function_id: str) -> int:
+        """The version a run of ``function_id`` on ``event_id`` gets through this alias."""
+        if self.additional_version is not None and split_point(event_id, function_id) < (
+            self.additional_weight
+        ):
+            return self.additional_version
+        return self.version
+
+    def to_api(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("id")
+        out["created_at"] = iso(self.created_at)
+        out["updated_at"] = iso(self.updated_at)
+        return out
+
+
+def alias_id(function_id: str, name: str) -> str:
+    return f"{function_id}:{name}"
+
+
+def split_point(event_id: str, function_id: str) -> float:
+    """A number in [0, 1) drawn from (event id, function id) alone: where a weighted alias
+    splits. Derived rather than random, as ``execution_id_for`` is, so a redelivered
+    event, a second listener or a retry all choose the version the first delivery chose;
+    a hash spreads distinct pairs evenly, so the shares hold over many events."""
+    digest = hashlib.sha256(f"alias-split\0{event_id}\0{function_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def tick_event_id(schedule_id: str, tick: datetime) -> str:

@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="null", help="the event's data, as JSON (default null)")
     parser.add_argument("--id", default=None, help="the event's id (default: a new one)")
     parser.add_argument(
+        "--alias",
+        default=None,
+        help="run each matched function at the version its alias of this name chooses "
+        "(functions without one do not run)",
+    )
+    parser.add_argument(
         "--wait", type=float, default=30.0, help="seconds to wait for replies (0: do not wait)"
     )
 
@@ -37,9 +43,15 @@ def run_send(settings: Settings, args: argparse.Namespace) -> int:
         print(f"--data is not JSON: {exc}", file=sys.stderr)
         return 2
     event_id = args.id or uuid.uuid4().hex
-    body = json.dumps(
-        {"event_source": args.source, "event_type": args.event_type, "data": data, "id": event_id}
-    ).encode()
+    event = {
+        "event_source": args.source,
+        "event_type": args.event_type,
+        "data": data,
+        "id": event_id,
+    }
+    if args.alias is not None:
+        event["alias"] = args.alias
+    body = json.dumps(event).encode()
     try:
         connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     except pika.exceptions.AMQPError as exc:

@@ -2,11 +2,15 @@
 
 An event is a JSON object, UTF-8 encoded::
 
-    {"event_source": "orders", "event_type": "created", "data": {...}, "id": "optional"}
+    {"event_source": "orders", "event_type": "created", "data": {...}, "id": "optional",
+     "alias": "optional"}
 
-``data`` may be any JSON value and defaults to null. ``id`` names the event for
-exactly-once records (an execution is keyed by event id and function id); when it
-is absent the AMQP ``message_id`` is used, else a new id is assigned on receipt
+``data`` may be any JSON value and defaults to null. ``alias`` names an alias
+(``live``): each matched function then runs the version its alias of that name
+chooses, and one without such an alias does not run (``listener.match``).
+``id`` names the event for exactly-once records (an execution is keyed by event id
+and function id); when it is absent the AMQP ``message_id`` is used, else a new id
+is assigned on receipt
 (and the listener publishes a copy with that id as its ``message_id``,
 ``listener.numbering``, so a redelivery keeps it). ``function_id`` is the platform's own field for the
 messages it publishes itself (invocations, retries); it is parsed here, and
@@ -36,6 +40,7 @@ from lambda_os.jsonlimits import (
     json_depth,
     refuse_constant,
 )
+from lambda_os.records import ALIAS_NAME, ALIAS_NAME_RULE
 
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_DEPTH = MAX_JSON_DEPTH
@@ -71,6 +76,7 @@ class Event:
     project: str | None = None
     reply_to: str | None = None
     correlation_id: str | None = None
+    alias: str | None = None
     batch: tuple[str, ...] | None = None
 
 
@@ -117,6 +123,9 @@ def event_from_dict(
     event_type = _name(payload, "event_type", required=True)
     function_id = _name(payload, "function_id", required=False)
     event_id = _name(payload, "id", required=False)
+    alias = _name(payload, "alias", required=False)
+    if alias is not None and not ALIAS_NAME.fullmatch(alias):
+        raise InvalidEvent(f"alias {alias!r} cannot be an alias name: {ALIAS_NAME_RULE}")
     origin = "event"
     if event_id is None:
         if isinstance(message_id, str) and 0 < len(message_id) <= MAX_NAME_LENGTH:
@@ -131,6 +140,7 @@ def event_from_dict(
         data=payload.get("data"),
         function_id=function_id,
         id_origin=origin,
+        alias=alias,
     )
 
 
@@ -140,6 +150,7 @@ def encode_event(
     data: Any = None,
     id: str | None = None,  # the contract names it "id"
     function_id: str | None = None,
+    alias: str | None = None,
 ) -> bytes:
     """The message body for an event; ``InvalidEvent`` if the listener would refuse it."""
     payload: dict[str, Any] = {"event_source": event_source, "event_type": event_type, "data": data}
@@ -147,6 +158,8 @@ def encode_event(
         payload["id"] = id
     if function_id is not None:
         payload["function_id"] = function_id
+    if alias is not None:
+        payload["alias"] = alias
     try:
         body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as exc:

@@ -205,6 +205,7 @@ def new_record(function: FunctionRecord, event: Event) -> ExecutionRecord:
         status="queued",
         reply_to=event.reply_to,
         correlation_id=event.correlation_id,
+        alias=event.alias,
         batch_events=None if event.batch is None else list(event.batch),
     )
 

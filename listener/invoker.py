@@ -11,6 +11,10 @@ the execution, then publishes the event addressed to that one function with
 publisher confirms; the record is returned only once the broker holds the event.
 If the publish fails the record is marked failed (the client got an error and no
 event will run it) and ``TransientError`` is raised.
+
+An invocation through an alias is handed the function at the version the alias
+chose (``catalog_api.invocations``) and the alias's name, which its record keeps;
+the published event needs neither, since its record names the version already.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ class _Submitter:
         self._publisher = publisher
         self._event_ids = event_ids
 
-    def _event(self, function: FunctionRecord, data: Any) -> Event:
+    def _event(self, function: FunctionRecord, data: Any, alias: str | None) -> Event:
         return Event(
             id=self._event_ids(),
             event_source=API_EVENT_SOURCE,
@@ -72,6 +76,7 @@ class _Submitter:
             data=data,
             function_id=function.id,
             id_origin="assigned",
+            alias=alias,
         )
 
     def _mark_not_queued(self, record: ExecutionRecord, event: Event, exc: TransientError) -> None:
@@ -87,15 +92,21 @@ class _Submitter:
             },
         )
 
-    def submit(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
+    def submit(
+        self, function: FunctionRecord, data: Any, alias: str | None = None
+    ) -> ExecutionRecord:
         """Queue one execution through RabbitMQ; the queued record once the broker holds it."""
-        record, _event = self._publish(function, data)
+        record, _event = self._publish(function, data, alias)
         return record
 
     def _publish(
-        self, function: FunctionRecord, data: Any, reply_to: str | None = None
+        self,
+        function: FunctionRecord,
+        data: Any,
+        alias: str | None = None,
+        reply_to: str | None = None,
     ) -> tuple[ExecutionRecord, Event]:
-        event = self._event(function, data)
+        event = self._event(function, data, alias)
         body = encode_event(
             event.event_source, event.event_type, data, id=event.id, function_id=function.id
         )
@@ -126,13 +137,15 @@ class Invoker(_Submitter):
         super().__init__(catalogue, publisher, event_ids)
         self._provisioner = provisioner
 
-    def invoke(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
+    def invoke(
+        self, function: FunctionRecord, data: Any, alias: str | None = None
+    ) -> ExecutionRecord:
         """Run the function now and return its final record.
 
         A ``TransientError`` (engine down) marks the record failed before it
         propagates: no queue will retry a synchronous invocation.
         """
-        event = self._event(function, data)
+        event = self._event(function, data, alias)
         record, _created = claim(self._catalogue, function, event)
         try:
             return execute_claimed(self._catalogue, self._provisioner, function, event, record)
@@ -168,8 +181,10 @@ class BrokerInvoker(_Submitter):
         super().__init__(catalogue, publisher)
         self._requests = publisher
 
-    def invoke(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
-        event = self._event(function, data)
+    def invoke(
+        self, function: FunctionRecord, data: Any, alias: str | None = None
+    ) -> ExecutionRecord:
+        event = self._event(function, data, alias)
         body = encode_event(
             event.event_source, event.event_type, data, id=event.id, function_id=function.id
         )

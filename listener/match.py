@@ -18,6 +18,14 @@ there, so a publisher cannot reach a function through another's trigger.
 An event that came in through the projects exchange (``Event.project``, set
 from the delivery) runs only that project's functions, addressed or matched: a
 ``function_id`` of another project's function is ignored like a forged one.
+
+An event that names an ``alias`` runs, of the functions it matches, those that
+have an alias of that name, each at the version its alias chooses for this event
+(``AliasRecord.version_for``: the same on every delivery); a matched function
+without one does not run, as if the event were for an event source bound to that
+alias only. It costs one catalogue read per matched function (two when the version
+is not the current one), on events that name an alias only. The platform's own
+addressed messages need none of this: their record names the version already.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import logging
 from typing import Protocol
 
 from lambda_os.errors import NotFound
-from lambda_os.records import ExecutionRecord, FunctionRecord, execution_id_for
+from lambda_os.records import AliasRecord, ExecutionRecord, FunctionRecord, execution_id_for
 from listener.events import Event
 from listener.project import in_project
 
@@ -42,6 +50,10 @@ class FunctionFinder(Protocol):
     def get_function(self, function_id: str) -> FunctionRecord: ...
 
     def get_execution(self, execution_id: str) -> ExecutionRecord: ...
+
+    def get_alias(self, function_id: str, name: str) -> AliasRecord: ...
+
+    def get_function_version(self, function_id: str, version: int) -> FunctionRecord: ...
 
 
 def match(catalogue: FunctionFinder, event: Event) -> list[FunctionRecord]:
@@ -63,7 +75,30 @@ def match(catalogue: FunctionFinder, event: Event) -> list[FunctionRecord]:
     functions = in_project(
         catalogue.find_matching(event.event_source, event.event_type), event.project
     )
-    return sorted(functions, key=lambda function: function.id)
+    functions = sorted(functions, key=lambda function: function.id)
+    if event.alias is None:
+        return functions
+    aliased = (at_alias(catalogue, function, event.alias, event.id) for function in functions)
+    return [function for function in aliased if function is not None]
+
+
+def at_alias(
+    catalogue: FunctionFinder, function: FunctionRecord, alias: str, event_id: str
+) -> FunctionRecord | None:
+    """``function`` at the version its alias ``alias`` chooses for ``event_id``; None if it
+    has no such alias (or the version is gone: the function was deleted meanwhile)."""
+    try:
+        chosen = catalogue.get_alias(function.id, alias).version_for(event_id, function.id)
+    except NotFound:
+        LOGGER.debug("event %s: function %s has no alias %r", event_id, function.id, alias)
+        return None
+    if chosen == function.version:
+        return function
+    try:
+        return catalogue.get_function_version(function.id, chosen)
+    except NotFound as exc:
+        LOGGER.warning("event %s: alias %r: %s; not run", event_id, alias, exc.description)
+        return None
 
 
 def _queued_by_the_platform(

@@ -122,15 +122,43 @@ ENDPOINTS = [
     ("GET", "/v1/executions/{execution_id}/logs"),
     ("GET", "/v1/deadletters/{dead_letter_id}"),
     ("POST", "/v1/deadletters/{dead_letter_id}/replay"),
+    # Project A's function has version 1 published and its alias "live" points there.
+    ("GET", "/v1/functions/{id}/versions"),
+    ("POST", "/v1/functions/{id}/versions"),
+    ("GET", "/v1/functions/{id}/versions/1"),
+    ("DELETE", "/v1/functions/{id}/versions/1"),
+    ("GET", "/v1/functions/{id}/aliases"),
+    ("GET", "/v1/functions/{id}/aliases/live"),
+    ("PUT", "/v1/functions/{id}/aliases/live"),
+    ("DELETE", "/v1/functions/{id}/aliases/live"),
 ]
 BODIES = {
     "PATCH": {"json": {"description": "changed"}},
     "PUT": {"body": HELLO, "headers": {"Content-Type": "text/x-python"}},
     "POST": {"json": {}},
 }
+# Where one endpoint takes another body than its method's in BODIES.
+ENDPOINT_BODIES = {("PUT", "/v1/functions/{id}/aliases/live"): {"json": {"version": 1}}}
 READS = {"GET"}
 # Without an invoker or replayer the app answers 503 once the caller may act.
 MAY_ACT = {"GET": 200, "PATCH": 200, "PUT": 200, "POST": 503, "DELETE": 204}
+# Where one endpoint answers otherwise than its method in MAY_ACT, once the caller may act.
+ENDPOINT_ALLOWED = {
+    ("POST", "/v1/functions/{id}/versions"): 200,  # version 1 is published already
+    ("DELETE", "/v1/functions/{id}/versions/1"): 409,  # the alias points to it
+}
+
+
+def body_for(method: str, template: str) -> dict:
+    """The request keywords (json, or body and headers) one endpoint of the table takes."""
+    return ENDPOINT_BODIES.get((method, template), BODIES.get(method, {}))
+
+
+def allowed_for(method: str, template: str) -> int:
+    """What one endpoint of the table answers a caller who may act on it."""
+    return ENDPOINT_ALLOWED.get((method, template), MAY_ACT[method])
+
+
 CALLERS = ("a-member", "admin", "a-reader", "no-role", "b-member", None)
 
 

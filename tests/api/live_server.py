@@ -34,7 +34,9 @@ class EchoInvoker:
         self._catalogue = catalogue
         self._count = 0
 
-    def invoke(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
+    def invoke(
+        self, function: FunctionRecord, data: Any, alias: str | None = None
+    ) -> ExecutionRecord:
         self._count += 1
         event_id = f"live-{self._count}"
         record = ExecutionRecord(
@@ -44,6 +46,7 @@ class EchoInvoker:
             event_id=event_id,
             event=data,
             status="succeeded",
+            alias=alias,
         )
         if isinstance(data, dict) and data.get("fail") is True:
             error = {"type": "Failed", "message": "asked to fail", "reason": "handler error"}
@@ -64,8 +67,10 @@ class EchoInvoker:
             self._catalogue.add_dead_letter(letter)
         return stored
 
-    def submit(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
-        return self.invoke(function, data)
+    def submit(
+        self, function: FunctionRecord, data: Any, alias: str | None = None
+    ) -> ExecutionRecord:
+        return self.invoke(function, data, alias)
 
 
 class KeptEvents:

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from api_helpers import (
-    BODIES,
     CALLERS,
     ENDPOINTS,
     HELLO,
-    MAY_ACT,
     TokenTable,
+    allowed_for,
+    body_for,
     encode_multipart,
     expected_status,
     function_fields,
@@ -26,7 +26,7 @@ from falcon.testing import TestClient
 
 from catalog_api.app import create_app
 from lambda_os.catalogue import Catalogue
-from lambda_os.records import DeadLetterRecord, ExecutionRecord, execution_id_for
+from lambda_os.records import AliasRecord, DeadLetterRecord, ExecutionRecord, execution_id_for
 from lambda_os.settings import Settings
 
 
@@ -53,7 +53,8 @@ def upload(client: TestClient, who: str, name: str = "hello"):
 
 @pytest.fixture
 def a_function(client: TestClient, catalogue: Catalogue) -> dict[str, Any]:
-    """Project A's function, one execution of it and one dead letter of it."""
+    """Project A's function, one execution of it, one dead letter of it, its version 1
+    published and its alias live pointing there."""
     created = upload(client, "a-member")
     assert created.status_code == 201, created.text
     function = created.json
@@ -62,6 +63,8 @@ def a_function(client: TestClient, catalogue: Catalogue) -> dict[str, Any]:
     letter = catalogue.add_dead_letter(
         DeadLetterRecord("", "failed", "it failed", function_id=function["id"])
     )
+    catalogue.publish_version(function["id"])
+    catalogue.put_alias(AliasRecord("", function["id"], "live", 1))
     return {**function, "execution_id": execution_id, "dead_letter_id": letter.id}
 
 
@@ -71,8 +74,8 @@ def test_each_caller_gets_its_answer_on_project_a_resources(
     client, a_function, who, method, template
 ):
     path = template.format(**a_function)
-    result = call(client, who, method, path, **BODIES.get(method, {}))
-    expected = expected_status(who, method, MAY_ACT[method])
+    result = call(client, who, method, path, **body_for(method, template))
+    expected = expected_status(who, method, allowed_for(method, template))
     assert result.status_code == expected, (who, method, path, result.text)
 
 

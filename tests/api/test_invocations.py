@@ -28,7 +28,9 @@ class RecordingInvoker:
         self.fail = fail
         self.calls: list[tuple[str, str, Any]] = []
 
-    def _record(self, function: FunctionRecord, data: Any, status: str) -> ExecutionRecord:
+    def _record(
+        self, function: FunctionRecord, data: Any, status: str, alias: str | None
+    ) -> ExecutionRecord:
         event_id = f"http-{len(self.calls)}"
         return ExecutionRecord(
             id=execution_id_for(event_id, function.id),
@@ -37,23 +39,30 @@ class RecordingInvoker:
             event_id=event_id,
             event=data,
             status=status,
+            alias=alias,
         )
 
-    def invoke(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
+    def invoke(
+        self, function: FunctionRecord, data: Any, alias: str | None = None
+    ) -> ExecutionRecord:
         self.calls.append(("invoke", function.id, data))
         if self.fail:
             raise TransientError("docker engine is not reachable")
         record = dataclasses.replace(
-            self._record(function, data, "succeeded"), result={"echo": data}, finished_at=utcnow()
+            self._record(function, data, "succeeded", alias),
+            result={"echo": data},
+            finished_at=utcnow(),
         )
         stored, _ = self.catalogue.create_execution(record)
         return stored
 
-    def submit(self, function: FunctionRecord, data: Any) -> ExecutionRecord:
+    def submit(
+        self, function: FunctionRecord, data: Any, alias: str | None = None
+    ) -> ExecutionRecord:
         self.calls.append(("submit", function.id, data))
         if self.fail:
             raise TransientError("broker did not confirm the event")
-        stored, _ = self.catalogue.create_execution(self._record(function, data, "queued"))
+        stored, _ = self.catalogue.create_execution(self._record(function, data, "queued", alias))
         return stored
 
 

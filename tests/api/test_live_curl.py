@@ -57,6 +57,9 @@ def test_curl_walkthrough_uploads_lists_downloads_updates_and_deletes(live_api, 
     assert out.count("downloaded code is identical") == 2
     assert '"version": 2' in out
     assert '"memory_mb": 256' in out
+    assert '"description": "first release"' in out and '"timeout_s": 10' in out
+    assert '"additional_version": 3, "additional_weight": 0.1' in out
+    assert "alias 'live'" in out and "points to version 2" in out  # the refused delete
     assert out.rstrip().splitlines()[-1].endswith('does not exist"}')
     with urllib.request.urlopen(live_api + "/v1/functions") as response:
         assert response.read() == b'{"functions": [], "next": null}\n'

@@ -26,7 +26,7 @@ class RecordingInvoker:
     def __init__(self) -> None:
         self.calls = 0
 
-    def invoke(self, function: Any, data: Any) -> Any:
+    def invoke(self, function: Any, data: Any, alias: str | None = None) -> Any:
         self.calls += 1
         return ExecutionRecord(
             execution_id_for(f"e{self.calls}", function.id),
@@ -36,7 +36,7 @@ class RecordingInvoker:
             status="succeeded",
         )
 
-    def submit(self, function: Any, data: Any) -> Any:
+    def submit(self, function: Any, data: Any, alias: str | None = None) -> Any:
         return self.invoke(function, data)
 
 
