@@ -62,6 +62,22 @@ LISTENER_PROCESS = Path(__file__).with_name("listener_process.py")
 SETTLE_S = 240.0
 
 
+def add_function(catalogue: Any, name: str, handler: bytes, **fields: Any) -> Any:
+    """A function of ``handler`` (``main.handler``) on the stream's events, 3 retries."""
+    info = inspect_package(handler, "main.py", "main.handler")
+    config = {
+        "name": name,
+        "runtime": "python3.11",
+        "event_source": "faults",
+        "event_type": "tick",
+        "owner": "faults",
+        "timeout_s": TIMEOUT_S,
+        "max_retries": 3,
+        **fields,
+    }
+    return catalogue.create_function(config, handler, info)
+
+
 class Cluster:
     """A catalogue server, a catalogue on it, and listener processes on the test's queues."""
 
@@ -75,17 +91,7 @@ class Cluster:
         self.server.start()
         self.database = f"cluster_{uuid.uuid4().hex[:8]}"
         self.catalogue = connect(self.server.url, self.database)
-        info = inspect_package(HANDLER, "main.py", "main.handler")
-        fields = {
-            "name": "tick",
-            "runtime": "python3.11",
-            "event_source": "faults",
-            "event_type": "tick",
-            "owner": "faults",
-            "timeout_s": TIMEOUT_S,
-            "max_retries": 3,
-        }
-        self.catalogue.create_function(fields, HANDLER, info)
+        add_function(self.catalogue, "tick", HANDLER)
         self.processes: list[subprocess.Popen[bytes]] = []
         self.names: list[str] = []
 
@@ -292,16 +298,9 @@ def handler(event, context):
 
 
 def test_a_schedule_every_second_fires_each_tick_once_through_a_listeners_kill(cluster, fault_rows):
-    info = inspect_package(SCHEDULED, "main.py", "main.handler")
-    fields = {
-        "name": "every-second",
-        "runtime": "python3.11",
-        "event_source": "faults",
-        "event_type": "never-published",
-        "owner": "faults",
-        "timeout_s": TIMEOUT_S,
-    }
-    function = cluster.catalogue.create_function(fields, SCHEDULED, info)
+    function = add_function(
+        cluster.catalogue, "every-second", SCHEDULED, event_type="never-published"
+    )
     first = utcnow() + timedelta(seconds=3)
     schedule = cluster.catalogue.add_schedule(
         ScheduleRecord("", function.id, "faults", rate_s=1, start_at=first, next_fire_at=first)
@@ -374,19 +373,9 @@ def test_batches_through_a_kill_of_the_listener_gathering_them_hold_each_event_o
 ):
     (single,) = cluster.catalogue.list_functions({}, 10).items
     cluster.catalogue.delete_function(single.id)
-    info = inspect_package(BATCHED, "main.py", "main.handler")
-    fields = {
-        "name": "batched",
-        "runtime": "python3.11",
-        "event_source": "faults",
-        "event_type": "tick",
-        "owner": "faults",
-        "timeout_s": TIMEOUT_S,
-        "max_retries": 3,
-        "batch_size": BATCH_SIZE,
-        "batch_window_s": 0.5,
-    }
-    function = cluster.catalogue.create_function(fields, BATCHED, info)
+    function = add_function(
+        cluster.catalogue, "batched", BATCHED, batch_size=BATCH_SIZE, batch_window_s=0.5
+    )
     fault = "3 listeners, one `kill -9` while gathering, batches of 10"
     cluster.start_listeners()
     started = time.monotonic()
