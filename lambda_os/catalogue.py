@@ -1758,6 +1758,30 @@ class Catalogue:
             raise PermanentError(f"the catalogue refused the batch members {missing[:5]}")
         return held
 
+    def reclaim_batch(
+        self, function_id: str, batch_id: str, moves: list[tuple[str, str]]
+    ) -> dict[str, str]:
+        """Move each (event id, from batch) to batch ``batch_id`` if it is still in that
+        one; the batch each event is in after.
+
+        For an event whose batch finished without it: a reader that found that
+        batch while its claims were still being written ran it with part of them.
+        The move is conditional, so of two that try it, one moves the event.
+        """
+        with _converted():
+            for position, (event_id, old) in enumerate(moves):
+                self._batch_members.update_one(
+                    {"_id": _member_id(function_id, event_id), "batch_id": old},
+                    {"$set": {"batch_id": batch_id, "position": position}},
+                )
+            return {
+                doc["event_id"]: doc["batch_id"]
+                for doc in self._batch_members.find(
+                    {"_id": {"$in": [_member_id(function_id, e) for e, _old in moves]}},
+                    {"event_id": 1, "batch_id": 1},
+                )
+            }
+
     def batch_members(self, batch_id: str) -> list[tuple[str, Any]]:
         """The (event id, data) of a batch's members, in the order they were claimed."""
         with _converted():

@@ -48,6 +48,8 @@ LOGGER = logging.getLogger(__name__)
 # How long a batch whose run another listener holds (or that waits for room) waits
 # before it looks again.
 LOOK_AGAIN_S = 1.0
+# Rounds of claiming again what a batch ran without; what is left then waits for its redelivery.
+MAX_ROUNDS = 5
 
 
 def batch_queue(topology: Topology, function_id: str) -> str:
@@ -97,34 +99,56 @@ class BatchRunner:
         self._new_id = new_id
         self._options = options
 
-    def run(self, function_id: str, members: list[Member]) -> dict[str, ExecutionRecord] | None:
-        """Run ``members`` (distinct event ids) of the function as batches: each
-        event's batch record, final, by event id; None when stopping before every
+    def run(
+        self, function_id: str, members: list[Member]
+    ) -> dict[str, ExecutionRecord | None] | None:
+        """Run ``members`` (distinct event ids) of the function as batches: by event id,
+        the final record of the batch each is in (None: the function is gone, nothing
+        to run); an event left out may not be acked. None when stopping before every
         batch was final (leave the messages unacked).
 
-        A function deleted meanwhile runs nothing: its events are done with.
+        An event whose claim names a batch that finished without it (the batch was
+        read while its claims were still being written) is claimed again, for a
+        new batch, and run there.
         """
         try:
             function = self._catalogue.get_function(function_id)
         except NotFound:
             LOGGER.info("batch of %d events: function %s is gone", len(members), function_id)
-            return {}
+            return dict.fromkeys((member.event_id for member in members), None)
         batch_id = self._new_id()
         owners = self._catalogue.claim_batch(
             function_id, batch_id, [(member.event_id, member.data) for member in members]
         )
-        own = [member for member in members if owners[member.event_id] == batch_id]
-        # Earlier batches first (their events are older), in the order their events came.
-        earlier = list(dict.fromkeys(owners[m.event_id] for m in members if m not in own))
-        batches = [(other, self._members_of(other)) for other in earlier]
-        if own:
-            batches.append((batch_id, own))
-        records: dict[str, ExecutionRecord] = {}
-        for each_id, each_members in batches:
-            record = self._run_one(function, each_id, each_members)
-            if record is None:
-                return None
-            records.update(dict.fromkeys(record.batch_events or [], record))
+        records: dict[str, ExecutionRecord | None] = {}
+        pending = list(members)
+        for _round in range(MAX_ROUNDS):
+            own = [member for member in pending if owners[member.event_id] == batch_id]
+            # Earlier batches first (their events are older), in the order their events came.
+            earlier = [
+                b for b in dict.fromkeys(owners[m.event_id] for m in pending) if b != batch_id
+            ]
+            batches = [(other, self._members_of(other)) for other in earlier]
+            if own:
+                batches.append((batch_id, own))
+            for each_id, each_members in batches:
+                record = self._run_one(function, each_id, each_members)
+                if record is None:
+                    return None
+                records.update(dict.fromkeys(record.batch_events or [], record))
+            pending = [member for member in pending if member.event_id not in records]
+            if not pending:
+                break
+            LOGGER.warning(
+                "function %s: %d events were claimed by a batch that ran without them; "
+                "claiming them again",
+                function_id,
+                len(pending),
+            )
+            batch_id = self._new_id()
+            owners = self._catalogue.reclaim_batch(
+                function_id, batch_id, [(m.event_id, owners[m.event_id]) for m in pending]
+            )
         return records
 
     def _members_of(self, batch_id: str) -> list[Member]:

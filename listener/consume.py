@@ -270,14 +270,13 @@ class Session:
                 self._numbering.give_back(lambda tag: channel.basic_nack(tag, requeue=True))
                 break
             if method is not None:
+                self._wait_for_a_slot()
                 self._on_message(method, properties, body)
             if self._numbering.held and (
                 method is None or self._numbering.full or channel.get_waiting_message_count() == 0
             ):
                 self._counters.add("ids_assigned", self._numbering.publish())
-                self._numbering.tidy()
-            elif method is None:
-                self._numbering.tidy()
+            self._numbering.tidy()
         if not self._stop.is_set():
             # The generator ends without a stop when the broker cancels the consumer
             # (the queue was deleted): reconnect, with backoff, and declare it again.
@@ -291,6 +290,16 @@ class Session:
         self._connection.process_data_events(time_limit=0)  # flush the last acks
 
     # -- on the connection's thread -------------------------------------------
+
+    def _wait_for_a_slot(self) -> None:
+        """Take no new delivery while as many events run as the prefetch allows.
+
+        The broker's prefetch holds the rest back, except after an id-less event's
+        original was acked (its copy parked, ``listener.numbering``): without this,
+        a burst of them would pile up in the pool without bound.
+        """
+        while self._pending >= self._prefetch and not self._halt.is_set():
+            self._connection.process_data_events(time_limit=0.05)
 
     def _on_message(self, method: Any, properties: Any, body: bytes) -> None:
         self._counters.add("received")

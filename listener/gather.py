@@ -41,6 +41,7 @@ from listener.topology import Topology
 LOGGER = logging.getLogger(__name__)
 
 REFRESH_S = 3.0
+TRANSIENT_PAUSE_S = 2.0
 GROUPS_IN_HAND = 2
 ENSURE_TIMEOUT_S = 5.0
 _REPLY_JSON = json.JSONEncoder(default=str)
@@ -175,16 +176,22 @@ class Collector:
         with self._lock:
             self._connection, self._channel = connection, channel
         refreshed_at = -self._refresh_s
-        while not self._stop.is_set() or self._running:
+        while not self._stop.is_set():
             now = self._monotonic()
-            if not self._stop.is_set() and now - refreshed_at >= self._refresh_s:
+            if now - refreshed_at >= self._refresh_s:
                 refreshed_at = now
                 self._refresh()
             self._take_wanted()
             self._close_due(self._monotonic())
             connection.process_data_events(time_limit=0.1)
+        # Stopping: no group closes any more; what is gathered goes back, what runs finishes.
         for group in list(self._groups.values()):
-            channel.basic_cancel(group.consumer_tag)  # what it holds goes back to the queue
+            channel.basic_cancel(group.consumer_tag)
+            for delivery in group.deliveries:
+                channel.basic_nack(delivery.tag, requeue=True)
+            group.deliveries = []
+        while self._running:
+            connection.process_data_events(time_limit=0.1)
 
     def _refresh(self) -> None:
         """Consume the queues of the functions that batch now (a catalogue outage skips it)."""
@@ -243,6 +250,9 @@ class Collector:
         self, function_id: str, channel: Any, method: Any, properties: Any, body: bytes
     ) -> None:
         group = self._groups.get(function_id)
+        if self._stop.is_set():  # a delivery in flight when the consumer was cancelled
+            channel.basic_nack(method.delivery_tag, requeue=True)
+            return
         member = _member(body)
         if member is None or group is None:
             LOGGER.error("batch queue of %s: not an event addressed to it; rejected", function_id)
@@ -262,8 +272,13 @@ class Collector:
     def _close(self, group: _Group) -> None:
         deliveries, group.deliveries = group.deliveries, []
         members = list({d.member.event_id: d.member for d in deliveries}.values())
+        try:
+            future = self._pool.submit(self._run, group.function.id, members)
+        except RuntimeError:  # the pool shut down: the listener is going
+            for delivery in deliveries:
+                self._channel.basic_nack(delivery.tag, requeue=True)
+            return
         self._running += 1
-        future = self._pool.submit(self._runner.run, group.function.id, members)
         connection = self._connection
         future.add_done_callback(
             lambda done: connection.add_callback_threadsafe(
@@ -277,19 +292,34 @@ class Collector:
         channel = self._channel
         if channel is None or not channel.is_open:
             return  # they come back with the next connection
-        error = future.exception()
-        records = None if error is not None else future.result()
-        if records is None:
-            if error is not None and not isinstance(error, TransientError):
-                LOGGER.error("batch collector: a batch failed", exc_info=error)
+        error = None if future.cancelled() else future.exception()
+        if error is not None and not isinstance(error, TransientError):
+            # Not something waiting mends: to the queue's dead-letter exchange, not round again.
+            LOGGER.error(
+                "batch collector: a batch failed; dead-lettering its events", exc_info=error
+            )
             for delivery in deliveries:
-                channel.basic_nack(delivery.tag, requeue=True)
+                channel.basic_nack(delivery.tag, requeue=False)
             return
+        records = None if future.cancelled() or error is not None else future.result()
         for delivery in deliveries:
-            record = records.get(delivery.member.event_id)
+            if records is None or delivery.member.event_id not in records:
+                channel.basic_nack(delivery.tag, requeue=True)
+                continue
+            record = records[delivery.member.event_id]
             if record is not None and delivery.properties.reply_to:
                 self._reply(channel, delivery, record)
             channel.basic_ack(delivery.tag)
+
+    def _run(self, function_id: str, members: list[Member]) -> Any:
+        """``BatchRunner.run`` on a worker; after a transient failure (catalogue or engine
+        down) a pause there, so the messages do not spin round the broker."""
+        try:
+            return self._runner.run(function_id, members)
+        except TransientError as exc:
+            LOGGER.warning("batch collector: %s; the batch's events go back", exc.description)
+            self._stop.wait(TRANSIENT_PAUSE_S)
+            raise
 
     def _reply(self, channel: Any, delivery: _Delivery, record: ExecutionRecord) -> None:
         properties = delivery.properties

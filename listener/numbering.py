@@ -92,6 +92,8 @@ class Parked:
 
     tag: int
     parking: _Parking = field(repr=False)
+    delivery: Unnumbered = field(repr=False)
+    moving: bool = False  # its copy is being parked anew
 
 
 class Numbering:
@@ -136,8 +138,11 @@ class Numbering:
             connection.process_data_events(time_limit=0.1)
         self._held: list[Unnumbered] = []
         self._returned: set[str] = set()
-        # Published copies waiting for their confirm, by publish sequence number.
-        self._unconfirmed: dict[int, tuple[Unnumbered, _Parking]] = {}
+        # Published copies waiting for their confirm, by publish sequence number; a copy
+        # sent again names its parked event and where it went (None: back).
+        self._unconfirmed: dict[
+            int, tuple[Unnumbered, _Parking, tuple[Parked, _Parking | None] | None]
+        ] = {}
         self._sequence = itertools.count(1)
         self._serial = itertools.count(1)
         self._tags = itertools.count(-1, -1)
@@ -179,7 +184,7 @@ class Numbering:
             )
             parking.copies += 1
             parking.unconfirmed += 1
-            self._unconfirmed[next(self._sequence)] = (delivery, parking)
+            self._unconfirmed[next(self._sequence)] = (delivery, parking, None)
         return len(batch)
 
     def is_parked(self, tag: int) -> bool:
@@ -190,10 +195,28 @@ class Numbering:
         self._parked.pop(tag).parking.running -= 1
 
     def kept(self, tag: int) -> None:
-        """The parked event went back to the broker: its copy must run it later."""
-        parking = self._parked.pop(tag).parking
-        parking.running -= 1
-        parking.kept = True
+        """The parked event went back to the broker: its copy must run it later.
+
+        The copy is sent back the way the original came, confirmed, so its parking
+        queue, and the copies of the events that finished, may still go; should
+        the broker refuse it, the queue is kept and the copy expires back instead.
+        """
+        parked = self._parked[tag]
+        self._send(parked, parked.delivery.exchange, parked.delivery.routing_key, None)
+
+    def _send(self, parked: Parked, exchange: str, routing_key: str, to: _Parking | None) -> None:
+        """Publish a parked event's copy again: to the parking queue ``to``, or back."""
+        delivery = parked.delivery
+        self._impl.basic_publish(
+            exchange=exchange,
+            routing_key=routing_key,
+            body=delivery.body,
+            properties=delivery.copy_properties,
+            mandatory=True,
+        )
+        target = parked.parking if to is None else to
+        target.unconfirmed += 1
+        self._unconfirmed[next(self._sequence)] = (delivery, target, (parked, to))
 
     def tidy(self, closing: bool = False) -> None:
         """Delete the parking queues past their turn whose events have all finished.
@@ -201,6 +224,8 @@ class Numbering:
         A queue with a kept copy is left to expire (its copies go back to run);
         ``closing``: every queue is past its turn (the session ends).
         """
+        if not self._open:
+            return
         now = self._monotonic()
         for way, parking in list(self._current.items()):
             stale = now - parking.opened_at >= self._rotate_s or parking.copies >= ROTATE_COPIES
@@ -208,11 +233,25 @@ class Numbering:
                 del self._current[way]
         current = set(map(id, self._current.values()))
         for parking in list(self._open):
-            if id(parking) in current or parking.running or parking.unconfirmed:
+            if id(parking) in current:
+                continue
+            if parking.running and now - parking.opened_at >= self._parked_ttl_ms / 2000:
+                self._move_running(parking)
+            if parking.running or parking.unconfirmed:
                 continue
             self._open.remove(parking)
             if not parking.kept:
                 self._channel.queue_delete(parking.name)
+
+    def _move_running(self, parking: _Parking) -> None:
+        """Park the copies of the events still running from ``parking`` anew, before it
+        expires: they would come back while those run, and the rest with them."""
+        for parked in list(self._parked.values()):
+            if parked.parking is parking and not parked.moving:
+                parked.moving = True
+                way = (parked.delivery.exchange, parked.delivery.routing_key)
+                to = self._parking_for(*way)
+                self._send(parked, "", to.name, to)
 
     def give_back(self, nack: Callable[[int], None]) -> None:
         """On stop: the held originals go back to the queue, no copy made."""
@@ -249,9 +288,14 @@ class Numbering:
             numbers = [method.delivery_tag] if method.delivery_tag in self._unconfirmed else []
         refused = method.NAME == "Basic.Nack"
         for number in sorted(numbers):
-            delivery, parking = self._unconfirmed.pop(number)
+            delivery, parking, sent_again = self._unconfirmed.pop(number)
             parking.unconfirmed -= 1
-            if refused or delivery.event.id in self._returned:
+            returned = refused or delivery.event.id in self._returned
+            if sent_again is not None:
+                self._returned.discard(delivery.event.id)
+                self._sent_again(*sent_again, returned)
+                continue
+            if returned:
                 self._returned.discard(delivery.event.id)
                 LOGGER.warning(
                     "event %s: its copy with the assigned id could not be parked; "
@@ -263,8 +307,27 @@ class Numbering:
             self._ack(delivery.tag)
             tag = next(self._tags)
             parking.running += 1
-            self._parked[tag] = Parked(tag, parking)
+            self._parked[tag] = Parked(tag, parking, delivery)
             self._run_parked(delivery, tag)
+
+    def _sent_again(self, parked: Parked, to: _Parking | None, returned: bool) -> None:
+        """A parked copy sent again is confirmed: moved to ``to``, or back the way it came."""
+        parked.moving = False
+        if returned:
+            LOGGER.warning("event %s: its copy could not be sent again", parked.delivery.event.id)
+            if to is None:  # not back: it expires back from its parking queue
+                self._parked.pop(parked.tag, None)
+                parked.parking.running -= 1
+                parked.parking.kept = True
+            return
+        if to is None:  # back where it came from: nothing of it stays parked
+            self._parked.pop(parked.tag, None)
+            parked.parking.running -= 1
+            return
+        if parked.tag in self._parked:
+            parked.parking.running -= 1
+            to.running += 1
+            parked.parking = to
 
     def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
         # A Basic.Return comes before the confirm of the same message.

@@ -68,6 +68,8 @@ LOGGER = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_CONFIGURATION = 2
 DEFAULT_HEARTBEAT_S = 30
+# How long a stop waits for the batches running (their retries' backoff ends on stop).
+COLLECTOR_STOP_S = 120.0
 
 
 class Backoff:
@@ -227,6 +229,9 @@ class Listener:
             LOGGER.info("stopped: %s", self.counters.snapshot())
             return EXIT_OK
         finally:
+            if collecting is not None and not self._halt.is_set():
+                # Its batches run on the pool: they finish and are acked before it goes.
+                collecting.join(timeout=COLLECTOR_STOP_S)
             # After a halt, do not wait for work whose outcome will not be stored anyway.
             pool.shutdown(wait=not self._halt.is_set(), cancel_futures=True)
             if sweeping is not None:

@@ -17,7 +17,6 @@ import uuid
 
 import pika
 import pytest
-from listener_helpers import wait_for
 
 from listener.events import Event
 from listener.numbering import Numbering, Unnumbered
@@ -68,6 +67,13 @@ class Driven:
             self.connection.process_data_events(time_limit=0.05)
         assert self.numbering.unconfirmed == 0, "no confirm came"
         return published
+
+    def confirmed(self) -> None:
+        """Wait for the confirms of what the numbering sent on its own."""
+        deadline = time.monotonic() + 10
+        while self.numbering.unconfirmed and time.monotonic() < deadline:
+            self.connection.process_data_events(time_limit=0.05)
+        assert self.numbering.unconfirmed == 0, "no confirm came"
 
     @property
     def tags(self) -> list[int]:
@@ -151,22 +157,51 @@ def test_copies_rotate_to_a_new_parking_queue_after_their_turn(broker, connectio
         connection.channel().queue_delete(name)
 
 
-def test_a_kept_copy_expires_back_the_way_its_original_came(broker, connection):
+def test_a_kept_copy_goes_back_the_way_its_original_came_and_its_queue_still_goes(
+    broker, connection
+):
     way_back = broker.temporary_queue()
     clock = Clock()
-    driven = Driven(connection, clock, ttl_ms=300)
-    delivery = held(1, way_back)
-    driven.publish(delivery)
+    driven = Driven(connection, clock)
+    kept, finished = held(1, way_back), held(2, way_back)
+    driven.publish(kept, finished)
     (parking,) = parking_queues(driven.numbering)
 
     driven.numbering.kept(driven.tags[0])  # e.g. the catalogue was down: it went back
+    driven.numbering.done(driven.tags[1])
+    driven.confirmed()
     clock.now = 10.0
     driven.numbering.tidy()
 
-    assert exists(connection, parking)  # not deleted: its copy must come back
-    (back,) = wait_for(lambda: broker.get_all(way_back), timeout_s=10, what="the copy back")
-    assert back[0].message_id == delivery.event.id and back[1] == delivery.body
-    connection.channel().queue_delete(parking)
+    (back,) = broker.get_all(way_back)
+    assert back[0].message_id == kept.event.id and back[1] == kept.body
+    assert not exists(connection, parking)  # the finished one's copy went with it
+
+
+def test_a_copy_whose_event_still_runs_is_parked_anew_before_its_queue_would_expire(
+    broker, connection
+):
+    way_back = broker.temporary_queue()
+    clock = Clock()
+    driven = Driven(connection, clock, ttl_ms=30_000)
+    slow, quick = held(1, way_back), held(2, way_back)
+    driven.publish(slow, quick)
+    (first,) = parking_queues(driven.numbering)
+    driven.numbering.done(driven.tags[1])
+
+    clock.now = 16.0  # past half the copies' TTL, the slow one still running
+    driven.numbering.tidy()
+    driven.confirmed()
+    driven.numbering.tidy()
+
+    assert not exists(connection, first)
+    (second,) = parking_queues(driven.numbering)
+    assert [p.message_id for p, _ in broker.get_all(second)] == [slow.event.id]
+    assert driven.numbering.is_parked(driven.tags[0])
+    driven.numbering.done(driven.tags[0])
+    clock.now = 40.0
+    driven.numbering.tidy()
+    assert not exists(connection, second) and broker.ready(way_back) == 0
 
 
 def test_a_copy_the_broker_cannot_park_leaves_its_original_to_run_as_it_is(broker, connection):
