@@ -147,7 +147,7 @@ function definitions(pairs) {
   return h(
     "dl",
     {},
-    pairs.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value ?? "–")]),
+    pairs.filter(Boolean).map(([term, value]) => [h("dt", {}, term), h("dd", {}, value ?? "–")]),
   );
 }
 
@@ -249,6 +249,14 @@ async function newFunctionPage() {
     field("Event type", h("input", { name: "event_type", placeholder: "greeting" })),
     field("Environment (JSON)", h("input", { name: "environment", placeholder: '{"KEY": "value"}' })),
     field("Description", h("input", { name: "description" })),
+    field(
+      "Batch size (empty: each event on its own)",
+      h("input", { name: "batch_size", type: "number", min: 1, max: 1000, placeholder: "no batching" }),
+    ),
+    field(
+      "Batch window (s)",
+      h("input", { name: "batch_window_s", type: "number", min: 0, max: 300, step: "any", placeholder: "1.0" }),
+    ),
     field("Code: a .py file or a .zip package", file, { class: "wide" }),
     field("…or the code of main.py", text, { class: "wide" }),
     h("div", { class: "wide" }, submit),
@@ -260,6 +268,7 @@ async function newFunctionPage() {
       for (const name of [
         "name", "runtime", "handler", "memory_mb", "timeout_s",
         "event_source", "event_type", "environment", "description",
+        "batch_size", "batch_window_s",
       ]) {
         const value = form.elements[name].value.trim();
         if (value) data.append(name, value); // left out, the API's default applies
@@ -271,6 +280,12 @@ async function newFunctionPage() {
     });
   });
   return [h("h2", {}, "New function"), form];
+}
+
+function batching(fn) {
+  return fn.batch_size == null
+    ? "off: each event runs on its own"
+    : `up to ${fn.batch_size} events a run, or what came ${fn.batch_window_s} s after the first`;
 }
 
 async function functionPage(id) {
@@ -384,6 +399,7 @@ async function functionPage(id) {
       ["timeout", `${fn.timeout_s} s`],
       ["event", `${fn.event_source} / ${fn.event_type}`],
       ["version", fn.version],
+      ["batching", batching(fn)],
       ["code", `${fn.code_size} bytes, sha256 ${(fn.code_sha256 || "").slice(0, 16)}…`],
       ["updated", when(fn.updated_at)],
     ]),
@@ -433,10 +449,13 @@ const LABELS = {
   timeout_s: "Timeout (s)",
   max_retries: "Retries",
   concurrency: "Concurrency",
+  batch_size: "Batch size (empty: each event on its own)",
+  batch_window_s: "Batch window (s)",
 };
 
 async function configurationPanel(fn) {
-  const numbers = ["memory_mb", "timeout_s", "max_retries", "concurrency"];
+  // An empty number is sent as null: for batch_size that switches batching off.
+  const numbers = ["memory_mb", "timeout_s", "max_retries", "concurrency", "batch_size", "batch_window_s"];
   const texts = ["description", "handler", "event_source", "event_type"];
   const environment = h("textarea", { name: "environment", rows: 2 }, pretty(fn.environment || {}));
   const network = h("input", { type: "checkbox", name: "network", checked: fn.network });
@@ -448,7 +467,10 @@ async function configurationPanel(fn) {
     field("Runtime", await runtimeSelect(fn.runtime)),
     texts.map((name) => field(LABELS[name], h("input", { name, value: fn[name] ?? "" }))),
     numbers.map((name) =>
-      field(LABELS[name], h("input", { name, type: "number", value: String(fn[name]) })),
+      field(
+        LABELS[name],
+        h("input", { name, type: "number", step: "any", value: String(fn[name] ?? "") }),
+      ),
     ),
     field("Environment (JSON)", environment),
     field("Network (public internet only)", network),
@@ -464,7 +486,7 @@ async function configurationPanel(fn) {
       }
       for (const name of numbers) {
         const value = form.elements[name].value.trim();
-        if (value !== String(fn[name])) changes[name] = value === "" ? null : Number(value);
+        if (value !== String(fn[name] ?? "")) changes[name] = value === "" ? null : Number(value);
       }
       let env;
       try {
@@ -542,6 +564,10 @@ function executionView(record, logs) {
       ["function", h("a", { href: `#/functions/${enc(record.function_id)}` }, record.function_id)],
       ["version", record.function_version],
       ["event", record.event_id],
+      record.batch_events && [
+        `batch of ${record.batch_events.length}`,
+        h("ol", { id: "batch-events" }, record.batch_events.map((id) => h("li", {}, id))),
+      ],
       ["started", when(record.started_at)],
       ["finished", when(record.finished_at)],
       ["duration", ms(record.duration_ms)],

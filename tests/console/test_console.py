@@ -3,8 +3,9 @@
 A person's path through it: the page asks for a token (the API's 401 is shown),
 they log in, upload a function through the form (the API's 422 for a bad field
 is shown first), invoke it from its page, and see its execution, result and
-logs, from a real container, with its charts drawn; they change its memory and
-delete it. Then a dead letter is replayed, and the hosts page answers.
+logs, from a real container, with its charts drawn; they change its memory,
+switch batching on and off again, and delete it. Then a dead letter is replayed,
+the hosts page answers, and a batch's execution lists its events.
 
 With ``LAMBDA_OS_CONSOLE_SCREENSHOT=path`` the function's page is saved there as a
 PNG; the README's ``swagger/console.png`` was made so.
@@ -32,6 +33,7 @@ CODE = (
 )
 
 FAILING = b"def handler(event, context):\n    raise RuntimeError('always')\n"
+COUNTING = b"def handler(event, context):\n    return {'events': len(event)}\n"
 
 
 def wait_text(driver, element_id: str, text: str, timeout_s: float = WAIT_S):
@@ -64,6 +66,13 @@ def fill(form, name: str, value: str) -> None:
     element.send_keys(value)
 
 
+def described(element, term: str) -> str:
+    """The text a definition list in ``element`` gives for ``term``."""
+    from selenium.webdriver.common.by import By
+
+    return element.find_element(By.XPATH, f".//dt[text()='{term}']/following-sibling::dd[1]").text
+
+
 def test_a_function_uploaded_through_the_form_runs_and_its_execution_and_logs_appear(
     browser, platform
 ):
@@ -86,6 +95,7 @@ def test_a_function_uploaded_through_the_form_runs_and_its_execution_and_logs_ap
     fill(form, "memory_mb", "10")
     fill(form, "event_source", "console")
     fill(form, "event_type", "greeting")
+    fill(form, "batch_window_s", "3")
     fill(form, "code-text", CODE)
     form.find_element(By.ID, "create").click()
     assert "422" in wait_text(browser, "error", "memory_mb").text
@@ -94,6 +104,11 @@ def test_a_function_uploaded_through_the_form_runs_and_its_execution_and_logs_ap
     form.find_element(By.ID, "create").click()
     wait_text(browser, "notice", f"Created {name}")
     assert "#/functions/" in browser.current_url
+    function_id = browser.current_url.rsplit("/", 1)[1]
+    token = browser.execute_script("return sessionStorage.getItem('lambda-os-token')")
+    stored = platform.get(f"/v1/functions/{function_id}", token)
+    assert (stored["batch_size"], stored["batch_window_s"]) == (None, 3.0)
+    assert "off: each event runs on its own" in described(browser, "batching")
 
     event = browser.find_element(By.ID, "event")
     event.clear()
@@ -118,6 +133,22 @@ def test_a_function_uploaded_through_the_form_runs_and_its_execution_and_logs_ap
     configuration.find_element(By.ID, "save").click()
     wait_text(browser, "notice", "Saved memory_mb")
     assert "256 MB" in browser.find_element(By.TAG_NAME, "dl").text
+
+    configuration = browser.find_element(By.ID, "configuration")
+    fill(configuration, "batch_size", "5")
+    fill(configuration, "batch_window_s", "2.5")
+    configuration.find_element(By.ID, "save").click()
+    wait_text(browser, "notice", "Saved batch_size, batch_window_s")
+    assert "up to 5 events a run, or what came 2.5 s after the first" in described(
+        browser, "batching"
+    )
+    stored = platform.get(f"/v1/functions/{function_id}", token)
+    assert (stored["batch_size"], stored["batch_window_s"]) == (5, 2.5)
+    configuration = browser.find_element(By.ID, "configuration")
+    configuration.find_element(By.NAME, "batch_size").clear()
+    configuration.find_element(By.ID, "save").click()
+    wait_text(browser, "notice", "Saved batch_size")
+    assert platform.get(f"/v1/functions/{function_id}", token)["batch_size"] is None
     browser.find_element(By.ID, "delete").click()
     browser.switch_to.alert.accept()
     wait_text(browser, "notice", f"Deleted {name}")
@@ -174,3 +205,42 @@ def test_dead_letters_are_replayed_or_the_refusal_is_shown_and_hosts_answer(brow
     browser.find_element(By.LINK_TEXT, "Hosts").click()
     wait_text(browser, "hosts", "heartbeat")
     assert not browser.find_element(By.ID, "error").is_displayed()
+
+
+def test_a_batchs_execution_lists_the_ids_of_its_events(browser, platform):
+    from selenium.webdriver.common.by import By
+
+    token = platform.login()
+    event_type = f"batch-{uuid.uuid4().hex[:8]}"
+    batching = platform.post(
+        "/v1/functions",
+        token,
+        {
+            "name": f"batches-{uuid.uuid4().hex[:8]}",
+            "event_source": "console",
+            "event_type": event_type,
+            "batch_size": 2,
+            "batch_window_s": 60,
+            "code_filename": "main.py",
+            "code_base64": base64.b64encode(COUNTING).decode(),
+        },
+    )
+    sent = [{"event_source": "console", "event_type": event_type, "data": {"n": n}} for n in (1, 2)]
+    ids = platform.post("/v1/events", token, sent)["ids"]
+    deadline = time.monotonic() + RUN_WAIT_S
+    while True:
+        runs = platform.get(f"/v1/executions?function_id={batching['id']}", token)["executions"]
+        if runs and runs[0]["status"] == "succeeded":
+            break
+        assert time.monotonic() < deadline, f"the batch did not run: {runs}"
+        time.sleep(0.3)
+    browser.get(platform.base + "/console")
+    browser.execute_script("sessionStorage.setItem('lambda-os-token', arguments[0])", token)
+
+    browser.get(platform.base + f"/console#/executions/{runs[0]['id']}")
+    listed = wait_text(browser, "batch-events", ids[0])
+
+    assert len(runs) == 1
+    assert sorted(listed.text.split()) == sorted(ids)
+    assert "batch of 2" in browser.find_element(By.ID, "execution").text
+    assert '"events": 2' in browser.find_element(By.ID, "result").text
