@@ -147,7 +147,7 @@ function definitions(pairs) {
   return h(
     "dl",
     {},
-    pairs.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value ?? "–")]),
+    pairs.filter(Boolean).map(([term, value]) => [h("dt", {}, term), h("dd", {}, value ?? "–")]),
   );
 }
 
@@ -249,6 +249,14 @@ async function newFunctionPage() {
     field("Event type", h("input", { name: "event_type", placeholder: "greeting" })),
     field("Environment (JSON)", h("input", { name: "environment", placeholder: '{"KEY": "value"}' })),
     field("Description", h("input", { name: "description" })),
+    field(
+      "Batch size (empty: each event on its own)",
+      h("input", { name: "batch_size", type: "number", min: 1, max: 1000, placeholder: "no batching" }),
+    ),
+    field(
+      "Batch window (s)",
+      h("input", { name: "batch_window_s", type: "number", min: 0, max: 300, step: "any", placeholder: "1.0" }),
+    ),
     field("Code: a .py file or a .zip package", file, { class: "wide" }),
     field("…or the code of main.py", text, { class: "wide" }),
     h("div", { class: "wide" }, submit),
@@ -260,6 +268,7 @@ async function newFunctionPage() {
       for (const name of [
         "name", "runtime", "handler", "memory_mb", "timeout_s",
         "event_source", "event_type", "environment", "description",
+        "batch_size", "batch_window_s",
       ]) {
         const value = form.elements[name].value.trim();
         if (value) data.append(name, value); // left out, the API's default applies
@@ -271,6 +280,12 @@ async function newFunctionPage() {
     });
   });
   return [h("h2", {}, "New function"), form];
+}
+
+function batching(fn) {
+  return fn.batch_size == null
+    ? "off: each event runs on its own"
+    : `up to ${fn.batch_size} events a run, or what came ${fn.batch_window_s} s after the first`;
 }
 
 async function functionPage(id) {
@@ -314,6 +329,7 @@ async function functionPage(id) {
           ),
         ),
         h("td", { class: `status ${record.status}` }, record.status),
+        h("td", {}, record.alias ? `${record.function_version} (${record.alias})` : record.function_version),
         h("td", {}, when(record.created_at)),
         h("td", {}, ms(record.duration_ms)),
         h("td", {}, record.cold_start === null ? "–" : record.cold_start ? "cold" : "warm"),
@@ -322,7 +338,7 @@ async function functionPage(id) {
     executions.replaceChildren(
       ...flat(
         pagedTable(
-          ["execution", "status", "created", "duration", "start", "attempt"],
+          ["execution", "status", "version", "created", "duration", "start", "attempt"],
           page,
           "executions",
           row,
@@ -353,14 +369,27 @@ async function functionPage(id) {
     h("option", { value: "sync" }, "wait for the result"),
     h("option", { value: "async" }, "queue it (async)"),
   );
+  const alias = h("select", { id: "invoke-alias", "aria-label": "alias" });
+  // The aliases the panel below lists; the choice made is kept when they change.
+  function showAliases(aliases) {
+    const chosen = alias.value;
+    alias.replaceChildren(
+      ...flat([
+        h("option", { value: "" }, `current version (${fn.version})`),
+        aliases.map((a) => h("option", { value: a.name, selected: a.name === chosen }, `alias ${a.name}`)),
+      ]),
+    );
+  }
+  showAliases([]);
   const invoke = h("button", { type: "button", id: "invoke" }, "Invoke");
   invoke.addEventListener("click", () =>
     busy(invoke, async () => {
       detail.hidden = false;
       detail.replaceChildren(h("p", { class: "muted" }, "Running…"));
+      const through = alias.value ? `&alias=${enc(alias.value)}` : "";
       const started = await api(
         "POST",
-        `/v1/functions/${enc(fn.id)}/invocations?mode=${mode.value}`,
+        `/v1/functions/${enc(fn.id)}/invocations?mode=${mode.value}${through}`,
         { body: event.value, type: "application/json" },
       );
       notice(`Execution ${started.id}: ${started.status}.`);
@@ -374,7 +403,8 @@ async function functionPage(id) {
     busy(refresh, () => Promise.all([loadExecutions(), loadMetrics()])),
   );
 
-  await Promise.all([loadExecutions(), loadMetrics()]);
+  const versions = versionsPanel(fn, showAliases);
+  await Promise.all([loadExecutions(), loadMetrics(), versions.load()]);
   return [
     h("h2", {}, fn.name, " ", h("small", { class: "muted" }, fn.id)),
     definitions([
@@ -384,6 +414,7 @@ async function functionPage(id) {
       ["timeout", `${fn.timeout_s} s`],
       ["event", `${fn.event_source} / ${fn.event_type}`],
       ["version", fn.version],
+      ["batching", batching(fn)],
       ["code", `${fn.code_size} bytes, sha256 ${(fn.code_sha256 || "").slice(0, 16)}…`],
       ["updated", when(fn.updated_at)],
     ]),
@@ -398,7 +429,7 @@ async function functionPage(id) {
           { class: "panel" },
           h("h3", {}, "Invoke"),
           field("Event data (JSON)", event),
-          h("div", { class: "row" }, mode, invoke),
+          h("div", { class: "row" }, mode, alias, invoke),
         ),
         detail,
         h("section", { class: "panel" }, h("h3", {}, "Executions ", refresh), executions),
@@ -407,6 +438,7 @@ async function functionPage(id) {
         "div",
         {},
         h("section", { class: "panel" }, h("h3", {}, "Metrics ", windowSelect), metrics),
+        versions.element,
         await configurationPanel(fn),
         codePanel(fn),
       ),
@@ -433,10 +465,13 @@ const LABELS = {
   timeout_s: "Timeout (s)",
   max_retries: "Retries",
   concurrency: "Concurrency",
+  batch_size: "Batch size (empty: each event on its own)",
+  batch_window_s: "Batch window (s)",
 };
 
 async function configurationPanel(fn) {
-  const numbers = ["memory_mb", "timeout_s", "max_retries", "concurrency"];
+  // An empty number is sent as null: for batch_size that switches batching off.
+  const numbers = ["memory_mb", "timeout_s", "max_retries", "concurrency", "batch_size", "batch_window_s"];
   const texts = ["description", "handler", "event_source", "event_type"];
   const environment = h("textarea", { name: "environment", rows: 2 }, pretty(fn.environment || {}));
   const network = h("input", { type: "checkbox", name: "network", checked: fn.network });
@@ -448,7 +483,10 @@ async function configurationPanel(fn) {
     field("Runtime", await runtimeSelect(fn.runtime)),
     texts.map((name) => field(LABELS[name], h("input", { name, value: fn[name] ?? "" }))),
     numbers.map((name) =>
-      field(LABELS[name], h("input", { name, type: "number", value: String(fn[name]) })),
+      field(
+        LABELS[name],
+        h("input", { name, type: "number", step: "any", value: String(fn[name] ?? "") }),
+      ),
     ),
     field("Environment (JSON)", environment),
     field("Network (public internet only)", network),
@@ -464,7 +502,7 @@ async function configurationPanel(fn) {
       }
       for (const name of numbers) {
         const value = form.elements[name].value.trim();
-        if (value !== String(fn[name])) changes[name] = value === "" ? null : Number(value);
+        if (value !== String(fn[name] ?? "")) changes[name] = value === "" ? null : Number(value);
       }
       let env;
       try {
@@ -480,7 +518,7 @@ async function configurationPanel(fn) {
       }
       const updated = await api("PATCH", `/v1/functions/${enc(fn.id)}`, { json: changes });
       await route();
-      notice(`Saved ${Object.keys(changes).join(", ")} of ${updated.name}.`);
+      notice(`Saved ${Object.keys(changes).join(", ")} of ${updated.name} (version ${updated.version}).`);
     });
   });
   remove.addEventListener("click", () => {
@@ -531,6 +569,185 @@ function codePanel(fn) {
   );
 }
 
+// -- versions and aliases -------------------------------------------------------------
+
+function split(alias) {
+  if (alias.additional_version == null) return "–";
+  const share = Math.round(alias.additional_weight * 1000) / 10;
+  return `${share}% of runs to version ${alias.additional_version}`;
+}
+
+// The "Versions and aliases" panel. `load` reads both lists again and redraws them,
+// and hands the aliases to `onAliases` (the invoke box offers them).
+function versionsPanel(fn, onAliases) {
+  const base = `/v1/functions/${enc(fn.id)}`;
+  const versions = h("div", { id: "versions" });
+  const aliases = h("div", { id: "aliases" });
+  const description = h("input", {
+    id: "publish-description",
+    placeholder: "description (optional)",
+    "aria-label": "description of the version",
+  });
+  const publish = h("button", { type: "button", id: "publish" }, "Publish version");
+  const name = h("input", { name: "alias", placeholder: "live" });
+  const version = h("select", { name: "version" });
+  const other = h("select", { name: "additional_version" });
+  const weight = h("input", {
+    name: "additional_weight",
+    type: "number",
+    min: 0,
+    max: 1,
+    step: "any",
+    placeholder: "0.1",
+  });
+  const save = h("button", { type: "submit", id: "save-alias" }, "Save alias");
+  const form = h(
+    "form",
+    { id: "alias-form", class: "grid", novalidate: true },
+    field("Alias (a-z 0-9 -, a letter first)", name),
+    field("Version", version),
+    field("Additional version (optional)", other),
+    field("Its share of the runs (0 to under 1)", weight),
+    h("div", { class: "row wide" }, save),
+  );
+  let published = [];
+
+  function choices(select, numbers, chosen, none) {
+    select.replaceChildren(
+      ...flat([
+        none && h("option", { value: "" }, none),
+        numbers.map((n) => h("option", { value: String(n), selected: n === chosen }, `version ${n}`)),
+      ]),
+    );
+  }
+
+  function versionRow(v) {
+    const remove = h("button", { type: "button", class: "danger delete-version" }, "Delete");
+    remove.addEventListener("click", () => {
+      if (!confirm(`Delete version ${v.version} of ${fn.name}?`)) return;
+      busy(remove, async () => {
+        await api("DELETE", `${base}/versions/${v.version}`);
+        await load();
+        notice(`Deleted version ${v.version}.`);
+      });
+    });
+    return h(
+      "tr",
+      { "data-version": v.version },
+      h("td", {}, v.version),
+      h("td", {}, when(v.published_at)),
+      h("td", { title: v.code_sha256 }, `sha256 ${v.code_sha256.slice(0, 16)}…, ${v.code_size} bytes`),
+      h("td", {}, v.description || "–"),
+      h("td", {}, remove),
+    );
+  }
+
+  function aliasRow(a) {
+    const edit = h("button", { type: "button", class: "edit-alias" }, "Edit");
+    const remove = h("button", { type: "button", class: "danger delete-alias" }, "Delete");
+    edit.addEventListener("click", () => {
+      name.value = a.name;
+      version.value = String(a.version);
+      other.value = a.additional_version == null ? "" : String(a.additional_version);
+      weight.value = a.additional_version == null ? "" : String(a.additional_weight);
+      name.focus();
+    });
+    remove.addEventListener("click", () => {
+      if (!confirm(`Delete the alias ${a.name}? Events and invocations naming it will not run ${fn.name}.`)) return;
+      busy(remove, async () => {
+        await api("DELETE", `${base}/aliases/${enc(a.name)}`);
+        await load();
+        notice(`Deleted the alias ${a.name}.`);
+      });
+    });
+    return h(
+      "tr",
+      { "data-alias": a.name },
+      h("td", {}, a.name),
+      h("td", {}, a.version),
+      h("td", {}, split(a)),
+      h("td", {}, when(a.updated_at)),
+      h("td", {}, edit, " ", remove),
+    );
+  }
+
+  async function load() {
+    const [listed, named] = await Promise.all([
+      api("GET", `${base}/versions`),
+      api("GET", `${base}/aliases`),
+    ]);
+    published = listed.versions;
+    const numbers = published.map((v) => v.version);
+    const newest = numbers.length ? numbers[numbers.length - 1] : null;
+    choices(version, numbers, version.value ? Number(version.value) : newest, null);
+    choices(other, numbers, other.value ? Number(other.value) : null, "none");
+    versions.replaceChildren(
+      ...flat([
+        table(["version", "published", "code", "description", ""], published.map(versionRow), {
+          id: "versions-table",
+        }),
+        !published.length && h("p", { class: "muted" }, "None published yet."),
+      ]),
+    );
+    aliases.replaceChildren(
+      ...flat([
+        table(["alias", "version", "split", "updated", ""], named.aliases.map(aliasRow), {
+          id: "aliases-table",
+        }),
+        !named.aliases.length && h("p", { class: "muted" }, "No alias yet."),
+      ]),
+    );
+    onAliases(named.aliases);
+  }
+
+  publish.addEventListener("click", () =>
+    busy(publish, async () => {
+      const before = new Set(published.map((v) => v.version));
+      const text = description.value.trim();
+      const made = await api("POST", `${base}/versions`, { json: text ? { description: text } : {} });
+      description.value = "";
+      await load();
+      notice(
+        before.has(made.version)
+          ? `Version ${made.version} is published already: nothing has changed since.`
+          : `Published version ${made.version}.`,
+      );
+    }),
+  );
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    busy(save, async () => {
+      const alias = name.value.trim();
+      if (!alias) throw new Error("name the alias first");
+      if (!version.value) throw new Error("an alias names a published version: publish one first");
+      const change = { version: Number(version.value) };
+      // Both or neither, as the user left them: the API says what is wrong with a half.
+      if (other.value || weight.value.trim()) {
+        change.additional_version = other.value ? Number(other.value) : null;
+        change.additional_weight = weight.value.trim() ? Number(weight.value) : null;
+      }
+      const stored = await api("PUT", `${base}/aliases/${enc(alias)}`, { json: change });
+      await load();
+      const also = stored.additional_version == null ? "" : `, ${split(stored)}`;
+      notice(`The alias ${stored.name} runs version ${stored.version}${also}.`);
+    });
+  });
+
+  const element = h(
+    "section",
+    { class: "panel", id: "versions-panel" },
+    h("h3", {}, "Versions and aliases"),
+    h("h4", {}, "Published versions"),
+    versions,
+    h("div", { class: "row" }, description, publish),
+    h("h4", {}, "Aliases"),
+    aliases,
+    form,
+  );
+  return { element, load };
+}
+
 // -- executions ----------------------------------------------------------------------
 
 function executionView(record, logs) {
@@ -541,7 +758,12 @@ function executionView(record, logs) {
       ["status", h("span", { class: `status ${record.status}` }, record.status)],
       ["function", h("a", { href: `#/functions/${enc(record.function_id)}` }, record.function_id)],
       ["version", record.function_version],
+      ["alias", record.alias],
       ["event", record.event_id],
+      record.batch_events && [
+        `batch of ${record.batch_events.length}`,
+        h("ol", { id: "batch-events" }, record.batch_events.map((id) => h("li", {}, id))),
+      ],
       ["started", when(record.started_at)],
       ["finished", when(record.finished_at)],
       ["duration", ms(record.duration_ms)],
