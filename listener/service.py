@@ -229,6 +229,7 @@ class Listener:
             LOGGER.info("stopped: %s", self.counters.snapshot())
             return EXIT_OK
         finally:
+            self._stop.set()  # whatever ended the session (a stop, bad configuration) ends these
             if collecting is not None and not self._halt.is_set():
                 # Its batches run on the pool: they finish and are acked before it goes.
                 collecting.join(timeout=COLLECTOR_STOP_S)
