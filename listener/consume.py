@@ -675,11 +675,15 @@ class Session:
 
     def _nack(self, tag: int, requeue: bool) -> None:
         """Give a delivery back, or reject it to the dead-letter exchange; for an event
-        run from a parked copy, keep the copy, which brings the event back when it expires."""
-        if self._numbering.is_parked(tag):
-            self._numbering.kept(tag)
-        else:
+        run from a parked copy, send the copy back the way it came, or to the dead letters."""
+        if not self._numbering.is_parked(tag):
             self._channel.basic_nack(tag, requeue=requeue)
+        elif requeue:
+            self._numbering.kept(tag)
+        else:  # as the queue's dead-letter exchange would take the original
+            self._numbering.reject(
+                tag, self._topology.dead_letter_exchange, self._topology.dead_letter_queue
+            )
 
     def _reply(self, properties: Any, event: Event, records: list[ExecutionRecord]) -> None:
         count = len(records)

@@ -61,6 +61,8 @@ class _Group:
     consumer_tag: str
     deliveries: list[_Delivery] = dataclasses.field(default_factory=list)
     opened_at: float = 0.0
+    running: int = 0  # its batches running now
+    retiring: bool = False  # its function stopped batching: the consumer is cancelled
 
 
 class Collector:
@@ -76,6 +78,7 @@ class Collector:
         stop: threading.Event,
         refresh_s: float = REFRESH_S,
         monotonic: Callable[[], float] = time.monotonic,
+        max_running: int = 2,
     ) -> None:
         self._catalogue = catalogue
         self._topology = topology
@@ -85,6 +88,8 @@ class Collector:
         self._stop = stop
         self._refresh_s = refresh_s
         self._monotonic = monotonic
+        # Batches at once at most: the pool is the listener's, and single events need it too.
+        self._max_running = max(1, max_running)
         self._lock = threading.Lock()
         self._connection: Any = None
         self._channel: Any = None
@@ -200,20 +205,56 @@ class Collector:
         except LambdaError as exc:
             LOGGER.warning("batch collector: cannot list batching functions: %s", exc.description)
             return
+        batching = {function.id for function in functions}
         with self._lock:
             for function in functions:
                 held = self._groups.get(function.id)
-                if held is None or held.function.batch_size != function.batch_size:
+                if held is None or held.retiring or held.function.batch_size != function.batch_size:
                     self._wanted[function.id] = function
                 else:
                     held.function = function
+        if self._channel is not None:
+            for group in list(self._groups.values()):
+                if group.function.id not in batching:
+                    self._retire(group)
+
+    def _retire(self, group: _Group) -> None:
+        """Stop consuming the queue of a function that no longer batches, once it is drained.
+
+        First the consumer is cancelled (what it holds is nacked back as it comes);
+        at the next refresh the queue is deleted if nothing waits in it, or consumed
+        again to run what does, as batches of the size it had.
+        """
+        if group.deliveries or group.running:
+            return
+        if not group.retiring:
+            group.retiring = True
+            self._channel.basic_cancel(group.consumer_tag)
+            return
+        queue = batch_queue(self._topology, group.function.id)
+        probe = self._connection.channel()
+        try:
+            waiting = probe.queue_declare(queue, passive=True).method.message_count
+            if waiting == 0:
+                probe.queue_delete(queue, if_empty=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            LOGGER.info("batch collector: queue %s not deleted: %s", queue, exc.reply_text)
+            waiting = -1
+        else:
+            probe.close()
+        with self._lock:
+            if waiting == 0:
+                del self._groups[group.function.id]
+                LOGGER.info("batch collector: %s drained and deleted", queue)
+            else:
+                self._wanted[group.function.id] = group.function
 
     def _take_wanted(self) -> None:
         with self._lock:
             wanted, self._wanted = self._wanted, {}
         for function in wanted.values():
             held = self._groups.get(function.id)
-            if held is not None:
+            if held is not None and not held.retiring:
                 if held.deliveries or held.function.batch_size == function.batch_size:
                     held.function = function
                     self._signal_ready(function.id)
@@ -250,27 +291,39 @@ class Collector:
         self, function_id: str, channel: Any, method: Any, properties: Any, body: bytes
     ) -> None:
         group = self._groups.get(function_id)
-        if self._stop.is_set():  # a delivery in flight when the consumer was cancelled
+        if self._stop.is_set() or group is None or group.retiring:
+            # In flight when its consumer was cancelled: back to the queue, for whoever is next.
             channel.basic_nack(method.delivery_tag, requeue=True)
             return
         member = _member(body)
-        if member is None or group is None:
+        if member is None:
             LOGGER.error("batch queue of %s: not an event addressed to it; rejected", function_id)
             channel.basic_nack(method.delivery_tag, requeue=False)
             return
         if not group.deliveries:
             group.opened_at = self._monotonic()
         group.deliveries.append(_Delivery(method.delivery_tag, properties, member))
-        if len(group.deliveries) >= (group.function.batch_size or 1):
+        if self._due(group, self._monotonic()):
             self._close(group)
 
     def _close_due(self, now: float) -> None:
         for group in list(self._groups.values()):
-            if group.deliveries and now - group.opened_at >= group.function.batch_window_s:
+            if self._due(group, now):
                 self._close(group)
 
+    def _due(self, group: _Group, now: float) -> bool:
+        """Whether the group closes now: full or its window over, and a run may start."""
+        if not group.deliveries or self._running >= self._max_running:
+            return False
+        full = len(group.deliveries) >= (group.function.batch_size or 1)
+        return full or now - group.opened_at >= group.function.batch_window_s
+
     def _close(self, group: _Group) -> None:
-        deliveries, group.deliveries = group.deliveries, []
+        # A group that filled while no run could start holds more: the rest is the next one.
+        size = group.function.batch_size or 1
+        deliveries, group.deliveries = group.deliveries[:size], group.deliveries[size:]
+        if group.deliveries:
+            group.opened_at = self._monotonic()
         members = list({d.member.event_id: d.member for d in deliveries}.values())
         try:
             future = self._pool.submit(self._run, group.function.id, members)
@@ -279,16 +332,18 @@ class Collector:
                 self._channel.basic_nack(delivery.tag, requeue=True)
             return
         self._running += 1
+        group.running += 1
         connection = self._connection
         future.add_done_callback(
             lambda done: connection.add_callback_threadsafe(
-                functools.partial(self._settle, deliveries, done)
+                functools.partial(self._settle, group, deliveries, done)
             )
         )
 
-    def _settle(self, deliveries: list[_Delivery], future: Future) -> None:
+    def _settle(self, group: _Group, deliveries: list[_Delivery], future: Future) -> None:
         """Reply and ack when every batch is final; put the messages back otherwise."""
         self._running -= 1
+        group.running -= 1
         channel = self._channel
         if channel is None or not channel.is_open:
             return  # they come back with the next connection

@@ -14,11 +14,14 @@ as the queue's dead-letter route, while the event runs from the original's
 delivery, under its assigned id (``Parked``). Once every event whose copy
 waits in a parking queue has its records stored, the queue is deleted with all
 its copies at once: one broker operation for a few seconds' worth of events.
-Should the listener die (or an event go back to the broker, a transient
-failure), that queue is left alone: its copies expire after ``PARKED_TTL_MS``
-into the events queue and run as any event with an id does, finding the records
-already stored. The parking queues are rotated every few seconds, and one nobody
-uses expires by itself (``x-expires``) after its copies have.
+Should the listener die, its parking queues are left alone: their copies expire
+after ``PARKED_TTL_MS`` into the events queue and run as any event with an id
+does, finding the records already stored. An event that goes back to the broker
+(a transient failure) has its copy sent back the way the original came at once,
+confirmed, and one rejected has it sent to the dead letters; a copy whose event
+still runs when its queue is half a TTL old is parked anew, so that queue can go.
+The parking queues are rotated every few seconds, and one nobody uses expires by
+itself (``x-expires``) after its copies have.
 
 Waiting for a publisher confirm per copy would block the connection's thread for
 a broker round trip per event, about as long as a trivial function runs, and a
@@ -204,6 +207,10 @@ class Numbering:
         parked = self._parked[tag]
         self._send(parked, parked.delivery.exchange, parked.delivery.routing_key, None)
 
+    def reject(self, tag: int, exchange: str, routing_key: str) -> None:
+        """The parked event is to be dead-lettered as it is: its copy goes there, confirmed."""
+        self._send(self._parked[tag], exchange, routing_key, None)
+
     def _send(self, parked: Parked, exchange: str, routing_key: str, to: _Parking | None) -> None:
         """Publish a parked event's copy again: to the parking queue ``to``, or back."""
         delivery = parked.delivery
@@ -320,7 +327,7 @@ class Numbering:
                 parked.parking.running -= 1
                 parked.parking.kept = True
             return
-        if to is None:  # back where it came from: nothing of it stays parked
+        if to is None:  # back where it came from, or dead-lettered: nothing of it stays parked
             self._parked.pop(parked.tag, None)
             parked.parking.running -= 1
             return

@@ -304,7 +304,13 @@ class Listener:
             **self._run_options(),
         )
         self._batches = Collector(
-            self._catalogue, self._topology, self._batch_connect, runner, pool, self._stop
+            self._catalogue,
+            self._topology,
+            self._batch_connect,
+            runner,
+            pool,
+            self._stop,
+            max_running=self._capacity // 2,
         )
         thread = threading.Thread(target=self._batches.run, name="batches", daemon=True)
         thread.start()

@@ -138,3 +138,16 @@ def force_fields(catalogue, execution_id: str, **fields) -> None:
     transition of the catalogue makes on purpose.
     """
     catalogue._executions.update_one({"_id": execution_id}, {"$set": fields})
+
+
+def queue_exists(connection: Any, queue: str) -> bool:
+    """Whether the broker has ``queue``, asked on a channel of its own (a miss closes it)."""
+    import pika.exceptions
+
+    channel = connection.channel()
+    try:
+        channel.queue_declare(queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    channel.close()
+    return True

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pika
 import pytest
-from listener_helpers import FakeProvisioner, add_function, running, wait_for
+from listener_helpers import FakeProvisioner, add_function, queue_exists, running, wait_for
 from test_retries import FailingAttempts, make_listener
 
 from lambda_os.records import FunctionRecord
@@ -244,3 +244,26 @@ def test_a_stop_while_a_batch_gathers_gives_its_events_back_for_the_next_listene
             lambda: [r for r in batches_of(catalogue, function) if r.finished], what="the batch"
         )
     assert sorted(record.batch_events) == ["s1", "s2", "s3"]
+
+
+def test_a_function_that_stops_batching_has_its_batch_queue_drained_and_deleted(
+    broker, broker_settings, catalogue, topology, batching
+):
+    function = batching("retired", batch_size=5, batch_window_s=0.2)
+    queue = batch_queue(topology, function.id)
+    with running(make_listener(broker_settings, catalogue, FakeProvisioner(), topology)):
+        publish(broker, broker_settings, ["t1"])
+        wait_for(lambda: batches_of(catalogue, function), what="the batch")
+        catalogue.update_function(function.id, {"batch_size": None})
+        publish(broker, broker_settings, ["t2"])
+
+        wait_for(
+            lambda: not queue_exists(broker.connection, queue),
+            timeout_s=30,
+            what="the batch queue deleted",
+        )
+        single = wait_for(
+            lambda: [r for r in batches_of(catalogue, function) if r.event_id == "t2"],
+            what="t2 run on its own",
+        )
+    assert single[0].batch_events is None

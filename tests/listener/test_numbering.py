@@ -17,6 +17,7 @@ import uuid
 
 import pika
 import pytest
+from listener_helpers import queue_exists
 
 from listener.events import Event
 from listener.numbering import Numbering, Unnumbered
@@ -94,16 +95,6 @@ def parking_queues(numbering: Numbering) -> list[str]:
     return [parking.name for parking in numbering._open]
 
 
-def exists(connection, queue: str) -> bool:
-    channel = connection.channel()
-    try:
-        channel.queue_declare(queue, passive=True)
-    except pika.exceptions.ChannelClosedByBroker:
-        return False
-    channel.close()
-    return True
-
-
 def test_copies_are_parked_then_once_confirmed_originals_acked_and_events_run(broker, connection):
     way_back = broker.temporary_queue()
     driven = Driven(connection, Clock())
@@ -135,11 +126,11 @@ def test_a_parking_queue_is_deleted_past_its_turn_once_all_its_events_finished(b
     driven.numbering.done(driven.tags[0])
     clock.now = 10.0  # past its turn
     driven.numbering.tidy()
-    assert exists(connection, parking)  # one event still runs
+    assert queue_exists(connection, parking)  # one event still runs
 
     driven.numbering.done(driven.tags[1])
     driven.numbering.tidy()
-    assert not exists(connection, parking)
+    assert not queue_exists(connection, parking)
     assert broker.ready(way_back) == 0
 
 
@@ -175,7 +166,7 @@ def test_a_kept_copy_goes_back_the_way_its_original_came_and_its_queue_still_goe
 
     (back,) = broker.get_all(way_back)
     assert back[0].message_id == kept.event.id and back[1] == kept.body
-    assert not exists(connection, parking)  # the finished one's copy went with it
+    assert not queue_exists(connection, parking)  # the finished one's copy went with it
 
 
 def test_a_copy_whose_event_still_runs_is_parked_anew_before_its_queue_would_expire(
@@ -194,14 +185,14 @@ def test_a_copy_whose_event_still_runs_is_parked_anew_before_its_queue_would_exp
     driven.confirmed()
     driven.numbering.tidy()
 
-    assert not exists(connection, first)
+    assert not queue_exists(connection, first)
     (second,) = parking_queues(driven.numbering)
     assert [p.message_id for p, _ in broker.get_all(second)] == [slow.event.id]
     assert driven.numbering.is_parked(driven.tags[0])
     driven.numbering.done(driven.tags[0])
     clock.now = 40.0
     driven.numbering.tidy()
-    assert not exists(connection, second) and broker.ready(way_back) == 0
+    assert not queue_exists(connection, second) and broker.ready(way_back) == 0
 
 
 def test_a_copy_the_broker_cannot_park_leaves_its_original_to_run_as_it_is(broker, connection):
@@ -229,3 +220,20 @@ def test_on_stop_the_held_originals_go_back_without_a_copy(broker, connection):
     assert (given_back, driven.numbering.held) == ([7, 8], 0)
     assert driven.publish() == 0 and driven.acked == []
     assert parking_queues(driven.numbering) == []
+
+
+def test_a_rejected_copy_goes_where_it_is_sent_and_its_queue_still_goes(broker, connection):
+    way_back, dead = broker.temporary_queue(), broker.temporary_queue()
+    clock = Clock()
+    driven = Driven(connection, clock)
+    rejected = held(1, way_back)
+    driven.publish(rejected)
+    (parking,) = parking_queues(driven.numbering)
+
+    driven.numbering.reject(driven.tags[0], "", dead)
+    driven.confirmed()
+    clock.now = 10.0
+    driven.numbering.tidy()
+
+    assert [p.message_id for p, _ in broker.get_all(dead)] == [rejected.event.id]
+    assert broker.ready(way_back) == 0 and not queue_exists(connection, parking)
